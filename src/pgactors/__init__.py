@@ -1,0 +1,42 @@
+"""pgactors: durable, versioned state for Python actors and objects, in PostgreSQL."""
+
+from .config import StoreConfig
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    InvalidInput,
+    NotFound,
+    PgActorsError,
+    SchemaMismatch,
+    ServerError,
+    StoreTimeout,
+    StoreUnavailable,
+    VersionConflict,
+)
+from .record import JSON, Record
+from .store import InMemoryStore, Store, Transaction
+from .sync import SyncStore, SyncTransaction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JSON",
+    "ConfigError",
+    "DatabaseError",
+    "InMemoryStore",
+    "InvalidInput",
+    "NotFound",
+    "PgActorsError",
+    "Record",
+    "SchemaMismatch",
+    "ServerError",
+    "Store",
+    "StoreConfig",
+    "StoreTimeout",
+    "StoreUnavailable",
+    "SyncStore",
+    "SyncTransaction",
+    "Transaction",
+    "VersionConflict",
+    "__version__",
+]

@@ -1,0 +1,526 @@
+"""The ``pgactors`` admin command line.
+
+Exit codes: 0 ok, 1 a check failed or a record was not found (or conflicted),
+2 usage, configuration or connection error. Errors print one line; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import StoreConfig
+from .embedded import EmbeddedServer
+from .errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    PgActorsError,
+    VersionConflict,
+)
+from .store import Store
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="pgactors",
+    help="Durable state for Python actors and objects, in PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+server_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+class Failed(Exception):
+    """A check failed or a record was missing: print the message, exit 1."""
+
+
+@dataclass
+class Options:
+    """The global options, shared by every command."""
+
+    dsn: str | None
+    config_file: Path | None
+    schema: str | None
+    table_prefix: str | None
+    data_dir: Path | None
+    debug: bool
+
+    def server(self) -> EmbeddedServer:
+        return EmbeddedServer(self.data_dir)
+
+    def config(self) -> StoreConfig:
+        """The configuration from file/environment/options; embedded server if none."""
+        base = (
+            StoreConfig.from_file(self.config_file) if self.config_file else StoreConfig.from_env()
+        )
+        config = base.replace(dsn=self.dsn, schema=self.schema, table_prefix=self.table_prefix)
+        if config.has_target:
+            return config
+        server = self.server()
+        started = server.start()
+        verb = "started" if started else "using"
+        err.print(
+            f"[dim]{verb} the embedded PostgreSQL server in {server.data_dir}"
+            + (" (stop it with `pgactors server stop`)" if started else "")
+            + "[/dim]"
+        )
+        return config.replace(dsn=server.dsn)
+
+
+def _options(ctx: typer.Context) -> Options:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Options)
+    return obj
+
+
+def _run(ctx: typer.Context, action: Callable[[Options], Awaitable[T]]) -> T:
+    """Run an async action with the CLI's error handling."""
+    options = _options(ctx)
+    try:
+        return asyncio.run(action(options))
+    except Failed as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except (NotFound, VersionConflict) as exc:
+        _fail(options, exc, EXIT_FAILED)
+    except PgActorsError as exc:
+        _fail(options, exc, EXIT_USAGE)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _fail(options: Options, exc: BaseException, code: int) -> NoReturn:
+    if options.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    err.print(f"error: {exc}", markup=False)
+    raise typer.Exit(code)
+
+
+async def _open(options: Options) -> Store:
+    config = await asyncio.to_thread(options.config)
+    return await Store.connect(config)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    dsn: Annotated[
+        str | None,
+        typer.Option(envvar="PGACTORS_DSN", show_envvar=True, help="PostgreSQL DSN."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", envvar="PGACTORS_CONFIG", show_envvar=True, help="YAML or TOML file."
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(envvar="PGACTORS_SCHEMA", show_envvar=True, help="Database schema."),
+    ] = None,
+    table_prefix: Annotated[
+        str | None,
+        typer.Option(envvar="PGACTORS_TABLE_PREFIX", show_envvar=True, help="Table prefix."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PGACTORS_DATA_DIR",
+            show_envvar=True,
+            help="Embedded server data directory (default ./.pgactors).",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """With no database configured, commands use the embedded server in the data dir."""
+    ctx.obj = Options(dsn, config, schema, table_prefix, data_dir, debug)
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the schema (or migrate it to the current version)."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            applied = await store.init_schema()
+            version = await store.schema_version()
+        state = f"applied {applied} migration(s)" if applied else "already up to date"
+        out.print(f"schema {store.config.schema!r} at version {version}: {state}")
+
+    _run(ctx, action)
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Apply pending migrations (same as init; safe to run anytime)."""
+    init(ctx)
+
+
+@app.command()
+def verify(ctx: typer.Context) -> None:
+    """Check every table, index and function and the schema version; exit 1 on drift."""
+    from .schema import latest_version
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            objects = await store.verify_schema()
+            version = await store.schema_version()
+        table = Table(title=f"schema {store.config.schema!r}, prefix {store.config.table_prefix!r}")
+        for column in ("kind", "name", "state"):
+            table.add_column(column)
+        ok = True
+        for kind, name, present in objects:
+            ok &= present
+            table.add_row(kind, name, "[green]ok[/green]" if present else "[red]missing[/red]")
+        version_ok = version == latest_version()
+        ok &= version_ok
+        table.add_row(
+            "version",
+            f"{version} (expected {latest_version()})",
+            "[green]ok[/green]" if version_ok else "[red]drift[/red]",
+        )
+        out.print(table)
+        if not ok:
+            raise Failed("verify: the schema differs from what this pgactors expects")
+
+    _run(ctx, action)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Connection latency, server and schema version, records per type, sizes."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            info = await store.info()
+        report = {
+            "target": store.config.target(),
+            "schema": store.config.schema,
+            "table_prefix": store.config.table_prefix,
+            "latency_ms": round(info.latency_ms, 3),
+            "server_version": info.server_version,
+            "schema_version": info.schema_version,
+            "types": info.types,
+            "records": sum(info.types.values()),
+            "table_bytes": info.table_bytes,
+            "index_bytes": info.index_bytes,
+            "database_bytes": info.database_bytes,
+        }
+        if as_json:
+            print(json.dumps(report, indent=2))
+            return
+        print_status(report)
+
+    _run(ctx, action)
+
+
+def print_status(report: dict[str, Any]) -> None:
+    """Render a status report as rich tables."""
+    table = Table(title="pgactors status", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("server", f"{report['target']} (PostgreSQL {report['server_version']})")
+    table.add_row("latency", f"{report['latency_ms']:.2f} ms")
+    table.add_row("schema", f"{report['schema']} (prefix {report['table_prefix']})")
+    table.add_row("schema version", str(report["schema_version"] or "not installed"))
+    table.add_row("records", str(report["records"]))
+    table.add_row("table size", _bytes(report["table_bytes"]))
+    table.add_row("index size", _bytes(report["index_bytes"]))
+    table.add_row("database size", _bytes(report["database_bytes"]))
+    out.print(table)
+    if report["types"]:
+        out.print(_types_table(report["types"]))
+
+
+def _types_table(types: dict[str, int]) -> Table:
+    table = Table(title="records per type")
+    table.add_column("type")
+    table.add_column("records", justify="right")
+    for name, count in types.items():
+        table.add_row(name, str(count))
+    return table
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@app.command()
+def reset(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop every pgactors table (ALL STATE) and recreate the schema."""
+    if not yes:
+        if not sys.stdin.isatty():
+            err.print("error: reset deletes all state; with no terminal, pass --yes to confirm")
+            raise typer.Exit(EXIT_USAGE)
+        if not typer.confirm("This deletes every record. Continue?", default=False):
+            err.print("reset cancelled")
+            raise typer.Exit(EXIT_FAILED)
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            await store.drop_schema()
+            await store.init_schema()
+        out.print(f"schema {store.config.schema!r} reset: every record deleted")
+
+    _run(ctx, action)
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    id: Annotated[str, typer.Argument(help="Record id.")],
+    meta: Annotated[bool, typer.Option("--meta", help="Include version and timestamps.")] = False,
+) -> None:
+    """Print a record's data as pretty JSON (exit 1 if missing)."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            record = await store.load(type, id)
+        if record is None:
+            raise Failed(f"not found: {type}/{id}")
+        shown: Any = record.data
+        if meta:
+            shown = {
+                "type": record.type,
+                "id": record.id,
+                "version": record.version,
+                "created_at": record.created_at.isoformat(),
+                "updated_at": record.updated_at.isoformat(),
+                "data": record.data,
+            }
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+
+    _run(ctx, action)
+
+
+@app.command()
+def put(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    id: Annotated[str, typer.Argument(help="Record id.")],
+    data: Annotated[str, typer.Argument(help="JSON value, or - to read stdin.")] = "-",
+    expected_version: Annotated[
+        int | None,
+        typer.Option(help="Compare-and-set: 0 creates only, N replaces only version N."),
+    ] = None,
+) -> None:
+    """Save a record from JSON text (argument or stdin)."""
+    text = sys.stdin.read() if data == "-" else data
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        err.print(f"error: the data is not valid JSON: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            record = await store.save(type, id, value, expected_version=expected_version)
+        out.print(f"saved {record.type}/{record.id} version {record.version}", markup=False)
+
+    _run(ctx, action)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    id: Annotated[str, typer.Argument(help="Record id.")],
+    expected_version: Annotated[
+        int | None, typer.Option(help="Delete only if the stored version is N.")
+    ] = None,
+) -> None:
+    """Delete a record (exit 1 if it did not exist)."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            deleted = await store.delete(type, id, expected_version=expected_version)
+        if not deleted:
+            raise Failed(f"not found: {type}/{id}")
+        out.print(f"deleted {type}/{id}", markup=False)
+
+    _run(ctx, action)
+
+
+@app.command("ls")
+def list_ids(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    prefix: Annotated[str | None, typer.Option(help="Only ids starting with this.")] = None,
+    after: Annotated[str | None, typer.Option(help="Only ids after this one (paging).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many ids.")] = 1000,
+) -> None:
+    """List the ids of a type, one per line, in code-point order."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            ids = await store.list_ids(type, prefix=prefix, after=after, limit=limit)
+        for record_id in ids:
+            print(record_id)
+
+    _run(ctx, action)
+
+
+@app.command()
+def types(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every type with its record count."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            counts = await store.types()
+        if as_json:
+            print(json.dumps(counts, indent=2))
+        elif counts:
+            out.print(_types_table(counts))
+        else:
+            err.print("no records")
+
+    _run(ctx, action)
+
+
+# -- embedded server ------------------------------------------------------------------------------
+
+
+def _server_action(ctx: typer.Context, action: Callable[[EmbeddedServer], None]) -> None:
+    options = _options(ctx)
+    try:
+        action(options.server())
+    except PgActorsError as exc:
+        _fail(options, exc, EXIT_USAGE)
+
+
+@server_app.command("start")
+def server_start(ctx: typer.Context) -> None:
+    """Start the embedded server (no-op if it is running)."""
+
+    def action(server: EmbeddedServer) -> None:
+        started = server.start()
+        out.print(("started" if started else "already running") + f": {server.data_dir}")
+        print(server.dsn)
+
+    _server_action(ctx, action)
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the embedded server."""
+
+    def action(server: EmbeddedServer) -> None:
+        stopped = server.stop()
+        out.print(("stopped" if stopped else "not running") + f": {server.data_dir}")
+
+    _server_action(ctx, action)
+
+
+@server_app.command("status")
+def server_status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Whether the embedded server runs, its pid, socket and version (exit 1 if stopped)."""
+
+    def action(server: EmbeddedServer) -> None:
+        info = server.status()
+        report = {
+            "running": info.running,
+            "data_dir": str(info.data_dir),
+            "pid": info.pid,
+            "socket_dir": str(info.socket_dir) if info.socket_dir else None,
+            "port": info.port,
+            "dsn": info.dsn,
+            "version": info.version,
+        }
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            table = Table(title="embedded PostgreSQL", show_header=False)
+            table.add_column("", style="bold")
+            table.add_column("")
+            for key, value in report.items():
+                table.add_row(key, "-" if value is None else str(value))
+            out.print(table)
+        if not info.running:
+            raise typer.Exit(EXIT_FAILED)
+
+    _server_action(ctx, action)
+
+
+@server_app.command("url")
+def server_url(ctx: typer.Context) -> None:
+    """Print the embedded server's DSN (for psql and other clients)."""
+    _server_action(ctx, lambda server: print(server.dsn))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(ctx: typer.Context) -> None:
+    """Open the bundled psql on the configured database (extra arguments pass through)."""
+    from .embedded import bin_path
+    from .postgres import build_conninfo
+
+    options = _options(ctx)
+    try:
+        conninfo = build_conninfo(options.config())
+        command = [str(bin_path("psql")), conninfo, *ctx.args]
+    except PgActorsError as exc:
+        _fail(options, exc, EXIT_USAGE)
+    raise typer.Exit(subprocess.call(command))
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """A tour: profiles, a chat room, concurrent compare-and-set, durability, status."""
+    from .demo import run_demo
+
+    _run(ctx, lambda options: run_demo(options, out))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except (ConfigError, InvalidInput) as exc:  # raised while parsing options
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_USAGE)

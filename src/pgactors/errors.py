@@ -1,0 +1,102 @@
+"""The single exception hierarchy of pgactors.
+
+Every error a caller can see is a :class:`PgActorsError`. Driver exceptions are
+translated at the edge (``postgres.py``) and never leak raw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class PgActorsError(Exception):
+    """Base class of every error raised by pgactors."""
+
+
+class ConfigError(PgActorsError, ValueError):
+    """A configuration value is invalid; the message names the field and what is allowed."""
+
+
+class InvalidInput(PgActorsError, ValueError):
+    """A type, id or data value was refused before anything was written."""
+
+
+class NotFound(PgActorsError, LookupError):
+    """The record does not exist (raised where absence is an error, e.g. ``update``)."""
+
+    def __init__(self, type: str, id: str) -> None:
+        super().__init__(f"record {type}/{id!r} does not exist")
+        self.type = type
+        self.id = id
+
+
+class VersionConflict(PgActorsError):
+    """A compare-and-set failed: the stored version is not the expected one. Nothing changed.
+
+    ``expected`` and ``actual`` describe the first conflicting record (``actual`` is 0
+    when the record is missing); ``conflicts`` maps every conflicting id to
+    ``(expected, actual)`` for batch operations.
+    """
+
+    def __init__(
+        self,
+        type: str,
+        id: str,
+        expected: int,
+        actual: int,
+        *,
+        conflicts: Mapping[str, tuple[int, int]] | None = None,
+    ) -> None:
+        self.type = type
+        self.id = id
+        self.expected = expected
+        self.actual = actual
+        self.conflicts: dict[str, tuple[int, int]] = dict(conflicts or {id: (expected, actual)})
+        if len(self.conflicts) > 1:
+            listed = ", ".join(
+                f"{k!r} (expected {e}, actual {a})" for k, (e, a) in sorted(self.conflicts.items())
+            )
+            message = f"version conflict on {len(self.conflicts)} {type} records: {listed}"
+        else:
+            message = f"version conflict on {type}/{id!r}: expected version {expected}, " + (
+                "but the record does not exist" if actual == 0 else f"found {actual}"
+            )
+        super().__init__(message)
+
+
+class StoreUnavailable(PgActorsError, ConnectionError):
+    """The database cannot be reached or the connection was lost.
+
+    For a write, the outcome is unknown when this is raised mid-operation: the write
+    may or may not have committed.
+    """
+
+
+class StoreTimeout(StoreUnavailable):
+    """An operation exceeded ``statement_timeout`` or the pool had no free connection in time."""
+
+
+class SchemaMismatch(PgActorsError):
+    """The database schema is missing, or newer than this version of pgactors understands."""
+
+
+class DatabaseError(PgActorsError):
+    """PostgreSQL refused an operation for a reason not covered by a more specific error."""
+
+
+class ServerError(PgActorsError):
+    """The embedded PostgreSQL server could not be initialised, started or stopped."""
+
+
+__all__ = [
+    "ConfigError",
+    "DatabaseError",
+    "InvalidInput",
+    "NotFound",
+    "PgActorsError",
+    "SchemaMismatch",
+    "ServerError",
+    "StoreTimeout",
+    "StoreUnavailable",
+    "VersionConflict",
+]

@@ -1,0 +1,524 @@
+"""The PostgreSQL backend: the only module that imports the driver (psycopg 3).
+
+Every driver exception is translated here into a ``PgActorsError``; connection
+failures name the host and port (never the password) and say what to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from . import schema
+from .backend import SaveItem, ServerInfo, TransactionBackend
+from .config import StoreConfig, redact
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    InvalidInput,
+    PgActorsError,
+    SchemaMismatch,
+    StoreTimeout,
+    StoreUnavailable,
+    VersionConflict,
+)
+from .record import Record
+
+_Conn = psycopg.AsyncConnection[Any]
+_BATCH_RACE_SQLSTATE = "PA409"
+# A connection idle for longer than this is pinged before use, so a restarted
+# server does not hand out dead connections; busy connections skip the ping.
+_IDLE_CHECK_SECONDS = 2.0
+_POOL_WAIT_SECONDS = 30.0
+
+
+def build_conninfo(config: StoreConfig) -> str:
+    """The libpq connection string for ``config``; ConfigError if the DSN is malformed."""
+    params: dict[str, Any] = dict(config.conninfo_params())
+    if config.statement_timeout is not None:
+        params["options"] = f"-c statement_timeout={math.ceil(config.statement_timeout * 1000)}"
+    try:
+        conninfo = make_conninfo(config.dsn or "", **params)
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"dsn is not a valid connection string: {redact(str(exc), config)}")
+    return conninfo
+
+
+def _hint(message: str) -> str:
+    lowered = message.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return "authentication failed: check the user name and password"
+    if "authentication failed" in lowered or "pg_hba.conf" in lowered:
+        return "authentication failed: check the user, password and the server's pg_hba.conf"
+    if "database" in lowered and "does not exist" in lowered:
+        return "the database does not exist: create it (createdb) or fix the database name"
+    if "role" in lowered and "does not exist" in lowered:
+        return "the user (role) does not exist on the server: fix the user name or create it"
+    if "permission denied" in lowered:
+        return "permission denied: the user lacks the privilege to connect or use this schema"
+    if "timeout" in lowered or "timed out" in lowered:
+        return "the server did not answer in time: check host, port and any firewall"
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return "the host name does not resolve: check the host"
+    if "ssl" in lowered:
+        return "the TLS handshake failed: check sslmode and the certificate settings"
+    return (
+        "the server is down or not accepting connections: check that PostgreSQL is running "
+        "and listening on that host and port"
+    )
+
+
+def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
+    """The ``PgActorsError`` that stands for a driver exception."""
+    message = redact(str(exc).strip() or type(exc).__name__, config)
+    if isinstance(exc, PoolTimeout):
+        return StoreTimeout(
+            f"no database connection to {config.target()} became free in time "
+            f"(pool_max_size={config.pool_max_size}): {message}"
+        )
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return StoreTimeout(f"the operation was cancelled (statement_timeout?): {message}")
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+        return SchemaMismatch(
+            f"the pgactors schema is missing in {config.schema!r} "
+            f"(table prefix {config.table_prefix!r}): run `pgactors init` or "
+            f"`await store.init_schema()` ({message})"
+        )
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return DatabaseError(f"permission denied on {config.target()}: {message}")
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.errors.DataException):
+        return InvalidInput(f"PostgreSQL refused the data: {message}")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        return StoreUnavailable(
+            f"cannot reach PostgreSQL at {config.target()}: {message} -- {_hint(message)}"
+        )
+    return DatabaseError(f"PostgreSQL error on {config.target()}: {message}")
+
+
+@contextmanager
+def _translated(config: StoreConfig) -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.Error, PoolTimeout, OSError) as exc:
+        raise translate(exc, config) from None
+
+
+class _Queries:
+    """The named queries, composed once with the configured identifiers."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        idents = {k: sql.Identifier(v) for k, v in schema.identifiers(config).items()}
+        self.by_name = {
+            name: sql.SQL(text).format(**idents).as_string().encode()  # type: ignore[arg-type]
+            for name, text in schema.queries().items()
+        }
+
+    def __getattr__(self, name: str) -> bytes:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _record(type: str, id: str, row: tuple[Any, ...]) -> Record:
+    data, version, created_at, updated_at = row
+    return Record(type, id, data, version, created_at, updated_at)
+
+
+class _Ops:
+    """Single-record operations on a given connection (pooled or in a transaction)."""
+
+    def __init__(self, queries: _Queries) -> None:
+        self.q = queries
+
+    async def load_on(
+        self, conn: _Conn, type: str, id: str, *, for_update: bool = False
+    ) -> Record | None:
+        query = self.q.load_for_update if for_update else self.q.load
+        cur = await conn.execute(query, {"type": type, "id": id})
+        row = await cur.fetchone()
+        return _record(type, id, row) if row else None
+
+    async def save_on(
+        self, conn: _Conn, type: str, id: str, text: str, expected: int | None
+    ) -> Record:
+        params = {"type": type, "id": id, "data": text, "expected": expected}
+        if expected is None:
+            query = self.q.save_lww
+        elif expected == 0:
+            query = self.q.save_create
+        else:
+            query = self.q.save_cas
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        if row is None:
+            assert expected is not None
+            raise VersionConflict(type, id, expected, await self._version_on(conn, type, id))
+        version, created_at, updated_at = row
+        return Record(type, id, _decode(text), version, created_at, updated_at)
+
+    async def delete_on(self, conn: _Conn, type: str, id: str, expected: int | None) -> bool:
+        params = {"type": type, "id": id, "expected": expected}
+        query = self.q.delete if expected is None else self.q.delete_cas
+        cur = await conn.execute(query, params)
+        if await cur.fetchone() is not None:
+            return True
+        if expected is None:
+            return False
+        actual = await self._version_on(conn, type, id)
+        if actual != expected:
+            raise VersionConflict(type, id, expected, actual)
+        return False
+
+    async def _version_on(self, conn: _Conn, type: str, id: str) -> int:
+        cur = await conn.execute(self.q.current_version, {"type": type, "id": id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def _decode(text: str) -> Any:
+    return json.loads(text)
+
+
+class _PostgresTransaction:
+    def __init__(self, conn: _Conn, ops: _Ops, config: StoreConfig) -> None:
+        self._conn = conn
+        self._ops = ops
+        self._config = config
+
+    async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
+        with _translated(self._config):
+            return await self._ops.load_on(self._conn, type, id, for_update=for_update)
+
+    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
+        with _translated(self._config):
+            return await self._ops.save_on(self._conn, type, id, text, expected)
+
+    async def delete(self, type: str, id: str, expected: int | None) -> bool:
+        with _translated(self._config):
+            return await self._ops.delete_on(self._conn, type, id, expected)
+
+
+class PostgresBackend:
+    """Records in a PostgreSQL table, reached through an async connection pool."""
+
+    def __init__(self, config: StoreConfig, pool: AsyncConnectionPool[_Conn]) -> None:
+        self.config = config
+        self._pool = pool
+        self._queries = _Queries(config)
+        self._ops = _Ops(self._queries)
+        self._names = schema.identifiers(config)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: StoreConfig) -> PostgresBackend:
+        """Check that the server is reachable and the schema compatible, then open a pool."""
+        conninfo = build_conninfo(config)
+        conn = await _connect(conninfo, config)
+        try:
+            with _translated(config):
+                version = await _schema_version(conn, config)
+        finally:
+            await conn.close()
+        if version is not None and version > schema.latest_version():
+            raise _too_new(version, config)
+        returned_at: weakref.WeakKeyDictionary[_Conn, float] = weakref.WeakKeyDictionary()
+
+        async def check(conn: _Conn) -> None:
+            if time.monotonic() - returned_at.get(conn, 0.0) > _IDLE_CHECK_SECONDS:
+                await AsyncConnectionPool.check_connection(conn)
+
+        async def reset(conn: _Conn) -> None:
+            returned_at[conn] = time.monotonic()
+
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=config.pool_min_size,
+            max_size=config.pool_max_size,
+            open=False,
+            check=check,
+            reset=reset,
+            timeout=max(_POOL_WAIT_SECONDS, config.connect_timeout),
+            reconnect_timeout=max(60.0, config.connect_timeout),
+            name=f"pgactors-{config.schema}-{config.table_prefix}",
+        )
+        try:
+            await pool.open(wait=True, timeout=config.connect_timeout + 1)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise translate(exc, config) from None
+        return cls(config, pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Conn]:
+        with _translated(self.config):
+            async with self._pool.connection() as conn:
+                yield conn
+
+    async def _read(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        # Reads are idempotent, so one retry hides a connection that died while idle.
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall()
+            except PoolTimeout as exc:
+                raise translate(exc, self.config) from None
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not conn.broken:
+                    raise translate(exc, self.config) from None
+            except psycopg.Error as exc:
+                raise translate(exc, self.config) from None
+        raise AssertionError("unreachable")
+
+    # -- single records ------------------------------------------------------------------
+
+    async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
+        rows = await self._read(self._queries.load, {"type": type, "id": id})
+        return _record(type, id, rows[0]) if rows else None
+
+    async def exists(self, type: str, id: str) -> bool:
+        rows = await self._read(self._queries.exists, {"type": type, "id": id})
+        return bool(rows[0][0])
+
+    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
+        async with self._connection() as conn:
+            return await self._ops.save_on(conn, type, id, text, expected)
+
+    async def delete(self, type: str, id: str, expected: int | None) -> bool:
+        async with self._connection() as conn:
+            return await self._ops.delete_on(conn, type, id, expected)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    async def load_many(self, type: str, ids: list[str]) -> dict[str, Record]:
+        rows = await self._read(self._queries.load_many, {"type": type, "ids": ids})
+        return {row[0]: _record(type, row[0], row[1:]) for row in rows}
+
+    async def save_many(self, type: str, items: list[SaveItem]) -> dict[str, Record]:
+        params = {
+            "type": type,
+            "ids": [i.id for i in items],
+            "datas": [i.text for i in items],
+            "expected": [i.expected for i in items],
+        }
+        async with self._connection() as conn:
+            try:
+                cur = await conn.execute(self._queries.save_many, params)
+                rows = await cur.fetchall()
+            except psycopg.Error as exc:
+                if exc.sqlstate != _BATCH_RACE_SQLSTATE:
+                    raise
+                raced = await self._versions_on(conn, type, items)
+                if raced:
+                    raise _batch_conflict(type, raced) from None
+                raise VersionConflict(type, items[0].id, 0, 0) from None
+        conflicts = {row[1]: (row[3], row[2]) for row in rows if not row[0]}
+        if conflicts:
+            raise _batch_conflict(type, conflicts)
+        texts = {i.id: i.text for i in items}
+        return {
+            id: Record(type, id, _decode(texts[id]), version, created_at, updated_at)
+            for _, id, version, _, created_at, updated_at, _ in rows
+        }
+
+    async def _versions_on(
+        self, conn: _Conn, type: str, items: list[SaveItem]
+    ) -> dict[str, tuple[int, int]]:
+        cur = await conn.execute(
+            self._queries.current_versions, {"type": type, "ids": [i.id for i in items]}
+        )
+        current = dict(await cur.fetchall())
+        return {
+            i.id: (i.expected, current.get(i.id, 0))
+            for i in items
+            if i.expected is not None and i.expected != current.get(i.id, 0)
+        }
+
+    async def delete_many(self, type: str, ids: list[str]) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(self._queries.delete_many, {"type": type, "ids": ids})
+            return cur.rowcount
+
+    async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
+        params = {"type": type, "prefix": prefix, "after": after, "limit": limit}
+        return [row[0] for row in await self._read(self._queries.list_ids, params)]
+
+    async def types(self) -> dict[str, int]:
+        return {row[0]: int(row[1]) for row in await self._read(self._queries.types, {})}
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[TransactionBackend]:
+        async with self._connection() as conn:
+            with _translated(self.config):
+                async with conn.transaction():
+                    yield _PostgresTransaction(conn, self._ops, self.config)
+
+    # -- schema and administration -----------------------------------------------------------
+
+    def _compose(self, text: str) -> sql.Composed:
+        idents = {k: sql.Identifier(v) for k, v in self._names.items()}
+        return sql.SQL(text).format(**idents)  # type: ignore[arg-type]
+
+    async def init_schema(self) -> int:
+        """Apply missing migrations under an advisory lock; safe from many processes."""
+        lock_key = f"pgactors:{self.config.schema}.{self.config.table_prefix}"
+        applied_now = 0
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [lock_key])
+            await conn.execute(self._compose("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            await conn.execute(
+                self._compose(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{migrations} ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+            cur = await conn.execute(self._compose("SELECT version FROM {schema}.{migrations}"))
+            applied = {row[0] for row in await cur.fetchall()}
+            newest = max(applied, default=0)
+            if newest > schema.latest_version():
+                raise _too_new(newest, self.config)
+            for migration in schema.migrations():
+                if migration.version in applied:
+                    continue
+                await conn.execute(self._compose(migration.text))
+                await conn.execute(
+                    self._compose(
+                        "INSERT INTO {schema}.{migrations} (version, name) VALUES (%s, %s)"
+                    ),
+                    [migration.version, migration.name],
+                )
+                applied_now += 1
+        return applied_now
+
+    async def schema_version(self) -> int | None:
+        """The newest applied migration, or None when the schema is not installed."""
+        async with self._connection() as conn:
+            return await _schema_version(conn, self.config)
+
+    async def verify(self) -> list[tuple[str, str, bool]]:
+        """Each expected object as ``(kind, name, present)``."""
+        query = """
+            SELECT 'table', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+            UNION ALL
+            SELECT 'index', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %(schema)s AND c.relkind IN ('i', 'I')
+            UNION ALL
+            SELECT 'function', p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = %(schema)s
+            UNION ALL
+            SELECT 'trigger', t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
+        """
+        async with self._connection() as conn:
+            cur = await conn.execute(query, {"schema": self.config.schema})
+            present = {(kind, name) for kind, name in await cur.fetchall()}
+        return [
+            (obj.kind, obj.name, (obj.kind, obj.name) in present)
+            for obj in schema.expected_objects(self.config)
+        ]
+
+    async def server_info(self) -> ServerInfo:
+        """Server version, round-trip latency, schema version, counts and sizes."""
+        async with self._connection() as conn:
+            started = time.perf_counter()
+            await conn.execute("SELECT 1")
+            latency = (time.perf_counter() - started) * 1000
+            cur = await conn.execute("SELECT current_setting('server_version'), pg_database_size(current_database())")
+            row = await cur.fetchone()
+            assert row is not None
+            server_version, database_bytes = row
+            version = await _schema_version(conn, self.config)
+            types: dict[str, int] = {}
+            table_bytes = index_bytes = 0
+            if version is not None:
+                cur = await conn.execute(self._queries.types)
+                types = {name: int(count) for name, count in await cur.fetchall()}
+                cur = await conn.execute(
+                    "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relname = %s",
+                    [self.config.schema, self._names["state"]],
+                )
+                sizes = await cur.fetchone()
+                if sizes:
+                    table_bytes, index_bytes = int(sizes[0]), int(sizes[1])
+        return ServerInfo(
+            server_version, latency, version, types, table_bytes, index_bytes, int(database_bytes)
+        )
+
+    async def drop_schema(self) -> None:
+        """Drop every pgactors object of this schema and prefix (keeps the schema itself)."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(self._compose("DROP TABLE IF EXISTS {schema}.{state}"))
+            await conn.execute(self._compose("DROP TABLE IF EXISTS {schema}.{migrations}"))
+            await conn.execute(
+                self._compose("DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text)")
+            )
+
+
+async def _connect(conninfo: str, config: StoreConfig) -> _Conn:
+    try:
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(conninfo, autocommit=True),
+            timeout=config.connect_timeout + 1,
+        )
+    except TimeoutError:
+        raise StoreUnavailable(
+            f"cannot reach PostgreSQL at {config.target()}: no answer within "
+            f"{config.connect_timeout:g} s -- {_hint('timeout')}"
+        ) from None
+    except (psycopg.Error, OSError) as exc:
+        raise translate(exc, config) from None
+
+
+async def _schema_version(conn: _Conn, config: StoreConfig) -> int | None:
+    names = schema.identifiers(config)
+    cur = await conn.execute(
+        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+        [config.schema, names["migrations"]],
+    )
+    if await cur.fetchone() is None:
+        return None
+    query = sql.SQL("SELECT max(version) FROM {}.{}").format(
+        sql.Identifier(config.schema), sql.Identifier(names["migrations"])
+    )
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _too_new(version: int, config: StoreConfig) -> SchemaMismatch:
+    return SchemaMismatch(
+        f"the database schema {config.schema!r} is at version {version}, newer than this "
+        f"pgactors understands ({schema.latest_version()}): upgrade pgactors"
+    )
+
+
+def _batch_conflict(type: str, conflicts: dict[str, tuple[int, int]]) -> VersionConflict:
+    first = min(conflicts)
+    return VersionConflict(type, first, *conflicts[first], conflicts=conflicts)
+
+
+__all__ = ["PostgresBackend", "build_conninfo", "translate"]

@@ -1,0 +1,141 @@
+"""Records and the validation of keys and data before anything is written."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from .errors import InvalidInput
+
+JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
+
+TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]{0,254}$")
+MAX_ID_LENGTH = 255
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored state: its key, JSON data, version (1 on creation) and timestamps."""
+
+    type: str
+    id: str
+    data: JSON
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def check_type(type: object) -> str:
+    """Return ``type`` if it is a valid record type, else raise :class:`InvalidInput`."""
+    if not isinstance(type, str) or not TYPE_RE.match(type):
+        raise InvalidInput(
+            f"invalid type {type!r}: a type is 1-255 characters of letters, digits and "
+            "'_', '.', ':', '-', starting with a letter"
+        )
+    return type
+
+
+def check_id(id: object) -> str:
+    """Return ``id`` if it is a valid record id, else raise :class:`InvalidInput`."""
+    if not isinstance(id, str):
+        raise InvalidInput(f"invalid id {id!r}: an id must be a str, got {_kind(id)}")
+    if not 1 <= len(id) <= MAX_ID_LENGTH:
+        raise InvalidInput(
+            f"invalid id of length {len(id)}: an id is 1-{MAX_ID_LENGTH} characters"
+        )
+    if "\x00" in id:
+        raise InvalidInput(f"invalid id {id!r}: an id may not contain NUL characters")
+    return id
+
+
+def check_ids(ids: object) -> list[str]:
+    """Validate a collection of ids (not a bare string) and return them without duplicates."""
+    if isinstance(ids, str | bytes) or not hasattr(ids, "__iter__"):
+        raise InvalidInput(f"ids must be a collection of str, got {_kind(ids)}")
+    return list(dict.fromkeys(check_id(i) for i in ids))
+
+
+def check_version(name: str, version: object, *, allow_none: bool = True) -> int | None:
+    """Validate an expected version: None (when allowed) or an int >= 0."""
+    if version is None and allow_none:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        allowed = "None or an int >= 0" if allow_none else "an int >= 0"
+        raise InvalidInput(f"{name} must be {allowed}, got {version!r}")
+    return version
+
+
+def encode_data(data: object, max_bytes: int) -> str:
+    """Validate ``data`` as JSON and return its compact text; raise :class:`InvalidInput`.
+
+    Refuses NaN/Infinity, strings containing NUL (PostgreSQL's jsonb cannot hold
+    them), non-str dict keys, non-JSON objects and text over ``max_bytes``.
+    """
+    try:
+        text = json.dumps(
+            data,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+            default=_refuse,
+            check_circular=True,
+        )
+    except InvalidInput:
+        raise
+    except ValueError as exc:
+        if "Circular reference" in str(exc):
+            raise InvalidInput("data contains a circular reference") from None
+        raise InvalidInput(
+            "data contains NaN or Infinity, which JSON cannot represent"
+        ) from None
+    except RecursionError:
+        raise InvalidInput("data is nested too deeply") from None
+    if _ESCAPED_NUL.search(text):
+        raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        raise InvalidInput(
+            f"data is {size} bytes as JSON, over the limit of {max_bytes} bytes "
+            "(max_data_bytes)"
+        )
+    _check_keys(data)
+    return text
+
+
+def _check_keys(data: object) -> None:
+    # json.dumps silently turns int/float/bool/None keys into strings, which would not
+    # round-trip; walk only containers, so flat data costs almost nothing.
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if not isinstance(key, str):
+                    raise InvalidInput(
+                        f"data has a dict key {key!r} of type {_kind(key)}: JSON object keys "
+                        "must be str"
+                    )
+                if isinstance(value, dict | list | tuple):
+                    stack.append(value)
+        elif isinstance(item, list | tuple):
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+
+
+def _refuse(value: object) -> object:
+    raise InvalidInput(
+        f"data contains {_kind(value)} {_short(value)}, which is not JSON: allowed are dict "
+        "(str keys), list, str, int, float, bool and None"
+    )
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

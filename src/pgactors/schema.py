@@ -1,0 +1,92 @@
+"""The packaged SQL: versioned migrations, named queries and the objects they create.
+
+This module only reads text; ``postgres.py`` composes it with ``psycopg.sql.Identifier``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from .config import StoreConfig
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_QUERY_HEADER = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned migration file."""
+
+    version: int
+    name: str
+    text: str
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every packaged migration, in version order."""
+    folder = resources.files("pgactors") / "sql" / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    return tuple(found)
+
+
+def latest_version() -> int:
+    """The schema version this code creates and expects."""
+    return migrations()[-1].version
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of ``sql/queries.sql``, keyed by name."""
+    text = (resources.files("pgactors") / "sql" / "queries.sql").read_text("utf-8")
+    parts = _QUERY_HEADER.split(text)
+    named = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
+        named[name] = "\n".join(lines).strip()
+    return named
+
+
+def identifiers(config: StoreConfig) -> dict[str, str]:
+    """Names of every database object, derived from the configured schema and prefix."""
+    prefix = config.table_prefix
+    return {
+        "schema": config.schema,
+        "state": f"{prefix}_state",
+        "migrations": f"{prefix}_migrations",
+        "state_pkey": f"{prefix}_state_pkey",
+        "state_version_check": f"{prefix}_state_version_check",
+        "state_key_check": f"{prefix}_state_key_check",
+        "state_type_updated_idx": f"{prefix}_state_type_updated_idx",
+        "state_expires_idx": f"{prefix}_state_expires_idx",
+        "conflict_fn": f"{prefix}_batch_conflict",
+    }
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    """A database object that ``verify`` expects to find."""
+
+    kind: str  # "table", "index" or "function"
+    name: str
+
+
+def expected_objects(config: StoreConfig) -> list[SchemaObject]:
+    """The tables, indexes and functions of the current schema version."""
+    names = identifiers(config)
+    return [
+        SchemaObject("table", names["state"]),
+        SchemaObject("table", names["migrations"]),
+        SchemaObject("index", names["state_pkey"]),
+        SchemaObject("index", names["state_type_updated_idx"]),
+        SchemaObject("index", names["state_expires_idx"]),
+        SchemaObject("function", names["conflict_fn"]),
+    ]

@@ -1,0 +1,345 @@
+"""The public API: ``Store``, its transactions, and ``InMemoryStore``.
+
+``Store`` validates every input before anything is written, encodes data to JSON
+once, and hands the rest to a backend (``postgres.py`` or ``memory.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import os
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias
+
+from . import schema
+from .backend import Backend, SaveItem, ServerInfo, TransactionBackend
+from .config import StoreConfig
+from .errors import InvalidInput, NotFound, VersionConflict
+from .memory import MemoryBackend
+from .record import JSON, Record, check_id, check_ids, check_type, check_version, encode_data
+
+DEFAULT_MAX_RETRIES: Final = 100
+MAX_LIST_LIMIT: Final = 100_000
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Final = _Missing()
+
+UpdateFn: TypeAlias = Callable[[Any], Any | Awaitable[Any]]
+
+
+async def _apply(fn: UpdateFn, data: Any) -> Any:
+    """Run ``fn`` on ``data``; a None result means ``fn`` changed ``data`` in place."""
+    result = fn(data)
+    if inspect.isawaitable(result):
+        result = await result
+    return data if result is None else result
+
+
+class Transaction:
+    """Operations inside ``store.transaction()``: applied in order, committed together."""
+
+    def __init__(self, backend: TransactionBackend, max_bytes: int) -> None:
+        self._backend = backend
+        self._max_bytes = max_bytes
+
+    async def load(self, type: str, id: str) -> Record | None:
+        """Read a record as this transaction sees it."""
+        return await self._backend.load(check_type(type), check_id(id))
+
+    async def save(
+        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+    ) -> Record:
+        """Write a record (same version rules as ``Store.save``)."""
+        expected = check_version("expected_version", expected_version)
+        text = encode_data(data, self._max_bytes)
+        return await self._backend.save(check_type(type), check_id(id), text, expected)
+
+    async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
+        """Delete a record; False if it did not exist."""
+        expected = check_version("expected_version", expected_version)
+        return await self._backend.delete(check_type(type), check_id(id), expected)
+
+    async def update(
+        self, type: str, id: str, fn: UpdateFn, *, default: Any = MISSING
+    ) -> Record:
+        """Read (locking the record), apply ``fn`` and write, within this transaction."""
+        type, id = check_type(type), check_id(id)
+        record = await self._backend.load(type, id, for_update=True)
+        if record is None:
+            if default is MISSING:
+                raise NotFound(type, id)
+            data, expected = copy.deepcopy(default), 0
+        else:
+            data, expected = record.data, record.version
+        text = encode_data(await _apply(fn, data), self._max_bytes)
+        return await self._backend.save(type, id, text, expected)
+
+
+class _TransactionContext:
+    def __init__(self, backend: Backend, max_bytes: int) -> None:
+        self._cm = backend.transaction()
+        self._max_bytes = max_bytes
+
+    async def __aenter__(self) -> Transaction:
+        return Transaction(await self._cm.__aenter__(), self._max_bytes)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+
+class Store:
+    """Versioned JSON state by ``(type, id)`` in PostgreSQL.
+
+    Create it with :meth:`connect` or :meth:`embedded`; use it as an async context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, backend: Backend, config: StoreConfig) -> None:
+        self._backend = backend
+        self.config = config
+        self._max_bytes = config.max_data_bytes
+
+    # -- opening and closing --------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, dsn_or_config: str | StoreConfig | None = None, /, **overrides: Any
+    ) -> Self:
+        """Connect to PostgreSQL: a DSN, a ``StoreConfig``, or None (from the environment)."""
+        from .postgres import PostgresBackend
+
+        config = StoreConfig.resolve(dsn_or_config, **overrides)
+        return cls(await PostgresBackend.open(config), config)
+
+    @classmethod
+    async def embedded(
+        cls, data_dir: str | os.PathLike[str] | None = None, /, **overrides: Any
+    ) -> Self:
+        """Start (or reuse) the embedded PostgreSQL server in ``data_dir`` and connect to it."""
+        from .embedded import EmbeddedServer
+
+        server = EmbeddedServer(data_dir)
+        await asyncio.to_thread(server.start)
+        return await cls.connect(StoreConfig(dsn=server.dsn), **overrides)
+
+    async def close(self) -> None:
+        """Release every connection."""
+        await self._backend.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.config!r}>"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def init_schema(self) -> int:
+        """Create or migrate the schema (idempotent); return how many migrations ran."""
+        return await self._backend.init_schema()
+
+    async def schema_version(self) -> int | None:
+        """The installed schema version, or None when not installed."""
+        return await self._backend.schema_version()
+
+    async def verify_schema(self) -> list[tuple[str, str, bool]]:
+        """Each expected table, index and function as ``(kind, name, present)``."""
+        return await self._backend.verify()
+
+    async def info(self) -> ServerInfo:
+        """Server version, round-trip latency, schema version, records per type, sizes."""
+        return await self._backend.server_info()
+
+    async def drop_schema(self) -> None:
+        """Drop every pgactors table and function of this schema and prefix: ALL STATE."""
+        await self._backend.drop_schema()
+
+    # -- single records -------------------------------------------------------------------
+
+    async def load(self, type: str, id: str) -> Record | None:
+        """The record, or None if it does not exist."""
+        return await self._backend.load(check_type(type), check_id(id))
+
+    async def exists(self, type: str, id: str) -> bool:
+        """True if the record exists."""
+        return await self._backend.exists(check_type(type), check_id(id))
+
+    async def save(
+        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+    ) -> Record:
+        """Write ``data``; return the stored record with its new version.
+
+        ``expected_version``: None writes whatever is stored (last write wins), 0 only
+        creates, N only replaces version N. A mismatch raises ``VersionConflict``.
+        """
+        type, id = check_type(type), check_id(id)
+        expected = check_version("expected_version", expected_version)
+        text = encode_data(data, self._max_bytes)
+        return await self._backend.save(type, id, text, expected)
+
+    async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
+        """Delete the record; False if there was nothing to delete.
+
+        With ``expected_version``, a different stored version raises ``VersionConflict``.
+        """
+        type, id = check_type(type), check_id(id)
+        expected = check_version("expected_version", expected_version)
+        return await self._backend.delete(type, id, expected)
+
+    async def update(
+        self,
+        type: str,
+        id: str,
+        fn: UpdateFn,
+        *,
+        default: Any = MISSING,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> Record:
+        """Atomically replace the data with ``fn(data)``, retrying on concurrent changes.
+
+        ``fn`` gets a private copy; it returns the new data, or None after changing
+        its argument in place. It may be re-run, so it should have no side effects.
+        A missing record starts from ``default``, or raises ``NotFound``.
+        """
+        type, id = check_type(type), check_id(id)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if default is not MISSING:
+            encode_data(default, self._max_bytes)
+        for attempt in range(max_retries + 1):
+            record = await self._backend.load(type, id)
+            if record is None:
+                if default is MISSING:
+                    raise NotFound(type, id)
+                data, expected = copy.deepcopy(default), 0
+            else:
+                data, expected = record.data, record.version
+            text = encode_data(await _apply(fn, data), self._max_bytes)
+            try:
+                return await self._backend.save(type, id, text, expected)
+            except VersionConflict as conflict:
+                if attempt == max_retries:
+                    raise VersionConflict(
+                        type, id, conflict.expected, conflict.actual
+                    ) from conflict
+            # Jittered backoff spreads contending writers so each round has a winner.
+            await asyncio.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.05)))  # noqa: S311
+        raise AssertionError("unreachable")
+
+    # -- batches ----------------------------------------------------------------------------
+
+    async def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
+        """The existing records among ``ids``, keyed by id (missing ids are absent)."""
+        type, id_list = check_type(type), check_ids(ids)
+        if not id_list:
+            return {}
+        return await self._backend.load_many(type, id_list)
+
+    async def save_many(
+        self,
+        type: str,
+        items: Mapping[str, JSON],
+        *,
+        expected_versions: Mapping[str, int | None] | None = None,
+    ) -> dict[str, Record]:
+        """Write several records in one atomic round trip.
+
+        ``expected_versions`` maps ids to expected versions (same rules as ``save``);
+        one mismatch fails the whole batch with ``VersionConflict`` naming every
+        conflicting id, and nothing is written.
+        """
+        type = check_type(type)
+        if not isinstance(items, Mapping):
+            raise InvalidInput(
+                f"items must be a mapping of id to data, got {items.__class__.__name__}"
+            )
+        expected_versions = expected_versions or {}
+        unknown = set(expected_versions) - set(items)
+        if unknown:
+            raise InvalidInput(
+                f"expected_versions names ids not in items: {sorted(unknown)[:10]}"
+            )
+        batch = [
+            SaveItem(
+                check_id(id),
+                encode_data(data, self._max_bytes),
+                check_version(f"expected_versions[{id!r}]", expected_versions.get(id)),
+            )
+            for id, data in items.items()
+        ]
+        if not batch:
+            return {}
+        batch.sort(key=lambda item: item.id)
+        return await self._backend.save_many(type, batch)
+
+    async def delete_many(self, type: str, ids: Iterable[str]) -> int:
+        """Delete several records atomically; return how many existed."""
+        type, id_list = check_type(type), check_ids(ids)
+        if not id_list:
+            return 0
+        return await self._backend.delete_many(type, sorted(id_list))
+
+    # -- listing ------------------------------------------------------------------------------
+
+    async def list_ids(
+        self,
+        type: str,
+        *,
+        prefix: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Ids of ``type`` in code-point order; page with ``after`` (the last id seen)."""
+        type = check_type(type)
+        for name, value in (("prefix", prefix), ("after", after)):
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                raise InvalidInput(f"{name} must be a str without NUL, got {value!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"limit must be an int from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+        return await self._backend.list_ids(
+            type, prefix=prefix or "", after=after or "", limit=limit
+        )
+
+    async def types(self) -> dict[str, int]:
+        """Every type that has records, with its record count."""
+        return await self._backend.types()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def transaction(self) -> _TransactionContext:
+        """``async with store.transaction() as tx``: commit at exit, roll back on error."""
+        return _TransactionContext(self._backend, self._max_bytes)
+
+
+class InMemoryStore(Store):
+    """A ``Store`` whose records live in this process only; same semantics, for tests."""
+
+    def __init__(self, config: StoreConfig | None = None) -> None:
+        super().__init__(MemoryBackend(), config or StoreConfig())
+
+    @classmethod
+    async def create(cls, config: StoreConfig | None = None) -> InMemoryStore:
+        """An empty in-memory store (symmetry with ``Store.connect``)."""
+        return cls(config)
+
+
+def latest_schema_version() -> int:
+    """The schema version this pgactors creates."""
+    return schema.latest_version()

@@ -1,0 +1,192 @@
+"""``SyncStore``: the blocking twin of ``Store`` for scripts, notebooks and WSGI apps.
+
+It runs a ``Store`` on a private event loop in a background thread, so both share
+one implementation and cannot drift. Safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Self, TypeVar
+
+from .config import StoreConfig
+from .record import JSON, Record
+from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="pgactors-sync", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("SyncStore cannot be called from inside its own update function")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+        self.loop.close()
+
+
+class SyncTransaction:
+    """The blocking view of a ``Transaction``."""
+
+    def __init__(self, tx: Transaction, runner: _LoopThread) -> None:
+        self._tx = tx
+        self._run = runner.run
+
+    def load(self, type: str, id: str) -> Record | None:
+        """Read a record as this transaction sees it."""
+        return self._run(self._tx.load(type, id))
+
+    def save(self, type: str, id: str, data: JSON, *, expected_version: int | None = None) -> Record:
+        """Write a record (same version rules as ``Store.save``)."""
+        return self._run(self._tx.save(type, id, data, expected_version=expected_version))
+
+    def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
+        """Delete a record; False if it did not exist."""
+        return self._run(self._tx.delete(type, id, expected_version=expected_version))
+
+    def update(self, type: str, id: str, fn: Callable[[Any], Any], *, default: Any = MISSING) -> Record:
+        """Read (locking), apply ``fn`` and write within this transaction."""
+        return self._run(self._tx.update(type, id, fn, default=default))
+
+
+class SyncStore:
+    """Blocking ``Store``: the same operations and semantics, without ``await``."""
+
+    def __init__(self, store: Store, runner: _LoopThread) -> None:
+        self._store = store
+        self._runner = runner
+        self._run = runner.run
+        self.config = store.config
+
+    @classmethod
+    def _open(cls, opener: Callable[[], Coroutine[Any, Any, Store]]) -> Self:
+        runner = _LoopThread()
+        try:
+            return cls(runner.run(opener()), runner)
+        except BaseException:
+            runner.stop()
+            raise
+
+    @classmethod
+    def connect(cls, dsn_or_config: str | StoreConfig | None = None, /, **overrides: Any) -> Self:
+        """Connect to PostgreSQL (see ``Store.connect``)."""
+        return cls._open(lambda: Store.connect(dsn_or_config, **overrides))
+
+    @classmethod
+    def embedded(cls, data_dir: str | os.PathLike[str] | None = None, /, **overrides: Any) -> Self:
+        """Start or reuse the embedded server and connect (see ``Store.embedded``)."""
+        return cls._open(lambda: Store.embedded(data_dir, **overrides))
+
+    @classmethod
+    def in_memory(cls, config: StoreConfig | None = None) -> Self:
+        """A blocking in-memory store, for tests."""
+        return cls._open(lambda: InMemoryStore.create(config))
+
+    def close(self) -> None:
+        """Release every connection and the background thread."""
+        try:
+            self._run(self._store.close())
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SyncStore {self.config!r}>"
+
+    @property
+    def store(self) -> Store:
+        """The async store underneath."""
+        return self._store
+
+    def init_schema(self) -> int:
+        """Create or migrate the schema (idempotent)."""
+        return self._run(self._store.init_schema())
+
+    def load(self, type: str, id: str) -> Record | None:
+        """The record, or None."""
+        return self._run(self._store.load(type, id))
+
+    def exists(self, type: str, id: str) -> bool:
+        """True if the record exists."""
+        return self._run(self._store.exists(type, id))
+
+    def save(self, type: str, id: str, data: JSON, *, expected_version: int | None = None) -> Record:
+        """Write ``data`` (see ``Store.save``)."""
+        return self._run(self._store.save(type, id, data, expected_version=expected_version))
+
+    def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
+        """Delete the record (see ``Store.delete``)."""
+        return self._run(self._store.delete(type, id, expected_version=expected_version))
+
+    def update(
+        self,
+        type: str,
+        id: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = MISSING,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> Record:
+        """Atomic read-modify-write (see ``Store.update``)."""
+        return self._run(
+            self._store.update(type, id, fn, default=default, max_retries=max_retries)
+        )
+
+    def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
+        """Several records of one type (see ``Store.load_many``)."""
+        return self._run(self._store.load_many(type, list(ids)))
+
+    def save_many(
+        self,
+        type: str,
+        items: Mapping[str, JSON],
+        *,
+        expected_versions: Mapping[str, int | None] | None = None,
+    ) -> dict[str, Record]:
+        """Atomic batch write (see ``Store.save_many``)."""
+        return self._run(self._store.save_many(type, items, expected_versions=expected_versions))
+
+    def delete_many(self, type: str, ids: Iterable[str]) -> int:
+        """Atomic batch delete (see ``Store.delete_many``)."""
+        return self._run(self._store.delete_many(type, list(ids)))
+
+    def list_ids(
+        self, type: str, *, prefix: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of one type (see ``Store.list_ids``)."""
+        return self._run(self._store.list_ids(type, prefix=prefix, after=after, limit=limit))
+
+    def types(self) -> dict[str, int]:
+        """Every type with its record count."""
+        return self._run(self._store.types())
+
+    @contextmanager
+    def transaction(self) -> Iterator[SyncTransaction]:
+        """``with store.transaction() as tx``: commit at exit, roll back on error."""
+        context = self._store.transaction()
+        tx = self._run(context.__aenter__())
+        try:
+            yield SyncTransaction(tx, self._runner)
+        except BaseException as exc:
+            self._run(context.__aexit__(type(exc), exc, exc.__traceback__))
+            raise
+        self._run(context.__aexit__(None, None, None))

@@ -1,0 +1,93 @@
+"""Test harness: one real PostgreSQL per session, an isolated schema per test.
+
+The server is the embedded one (started here, stopped at the end) unless
+``PGACTORS_TEST_DSN`` names another. Store tests never use a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgactors import InMemoryStore, Store, SyncStore
+from pgactors.embedded import EmbeddedServer
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer | None]:
+    """The session's embedded server, or None when PGACTORS_TEST_DSN is set."""
+    if os.environ.get("PGACTORS_TEST_DSN"):
+        yield None
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(embedded_server: EmbeddedServer | None) -> str:
+    """A DSN for the test server."""
+    if embedded_server is None:
+        return os.environ["PGACTORS_TEST_DSN"]
+    return embedded_server.dsn
+
+
+def _drop_schema(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def schema_name(pg_dsn: str) -> Iterator[str]:
+    """A fresh schema name, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    _drop_schema(pg_dsn, name)
+
+
+@pytest.fixture
+async def pg_store(pg_dsn: str, schema_name: str) -> AsyncIterator[Store]:
+    """A Store on the real server, in its own schema, with the schema installed."""
+    store = await Store.connect(pg_dsn, schema=schema_name)
+    await store.init_schema()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def pg_store_sync(pg_dsn: str, schema_name: str) -> Iterator[SyncStore]:
+    """A SyncStore on the real server, in its own schema."""
+    with SyncStore.connect(pg_dsn, schema=schema_name) as store:
+        store.init_schema()
+        yield store
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """Every conformance test runs against both backends."""
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    store = await Store.connect(dsn, schema=request.getfixturevalue("schema_name"))
+    await store.init_schema()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,173 @@
+"""Acceptance tests: the real ``pgactors`` command, run in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PGACTORS = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PGACTORS_", "PG"))}
+    base.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [PGACTORS, *args],
+        env={**base, **(env or {})},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def db_env(pg_dsn: str, schema_name: str) -> dict[str, str]:
+    return {"PGACTORS_DSN": pg_dsn, "PGACTORS_SCHEMA": schema_name}
+
+
+def test_help_shows_environment_variables() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for var in ("PGACTORS_DSN", "PGACTORS_CONFIG", "PGACTORS_SCHEMA", "PGACTORS_TABLE_PREFIX",
+                "PGACTORS_DATA_DIR"):
+        assert var in result.stdout
+
+
+def test_record_commands(db_env: dict[str, str]) -> None:
+    assert run("init", env=db_env).returncode == 0
+    put = run("put", "UserProfile", "user-1", '{"username": "alice", "score": 7}', env=db_env)
+    assert put.returncode == 0, put.stderr
+    assert "version 1" in put.stdout
+
+    got = run("get", "UserProfile", "user-1", env=db_env)
+    assert got.returncode == 0
+    assert json.loads(got.stdout) == {"username": "alice", "score": 7}
+
+    from_stdin = run("put", "UserProfile", "user-2", "-", env=db_env, input='{"username": "bob"}')
+    assert from_stdin.returncode == 0, from_stdin.stderr
+
+    stale = run("put", "UserProfile", "user-1", "{}", "--expected-version", "5", env=db_env)
+    assert stale.returncode == 1
+    assert "expected version 5" in stale.stderr and "found 1" in stale.stderr
+    assert "Traceback" not in stale.stderr
+
+    meta = run("get", "UserProfile", "user-1", "--meta", env=db_env)
+    assert json.loads(meta.stdout)["version"] == 1
+
+    listed = run("ls", "UserProfile", "--prefix", "user-", "--limit", "1", env=db_env)
+    assert listed.stdout.split() == ["user-1"]
+
+    types = run("types", "--json", env=db_env)
+    assert json.loads(types.stdout) == {"UserProfile": 2}
+
+    assert run("delete", "UserProfile", "user-1", env=db_env).returncode == 0
+    missing = run("get", "UserProfile", "user-1", env=db_env)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert run("delete", "UserProfile", "user-1", env=db_env).returncode == 1
+
+
+def test_bad_input_is_a_usage_error(db_env: dict[str, str]) -> None:
+    assert run("init", env=db_env).returncode == 0
+    bad_json = run("put", "T", "t", "{not json", env=db_env)
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    bad_type = run("put", "9bad", "t", "{}", env=db_env)
+    assert bad_type.returncode == 2 and "invalid type" in bad_type.stderr
+    assert len(bad_type.stderr.strip().splitlines()) == 1
+
+
+def test_verify_status_and_reset(db_env: dict[str, str], pg_dsn: str, schema_name: str) -> None:
+    before = run("verify", env=db_env)
+    assert before.returncode == 1 and "missing" in before.stdout
+    assert run("migrate", env=db_env).returncode == 0
+    after = run("verify", env=db_env)
+    assert after.returncode == 0, after.stdout
+    assert "missing" not in after.stdout
+
+    run("put", "T", "a", "1", env=db_env)
+    status = run("status", "--json", env=db_env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["types"] == {"T": 1} and report["schema_version"] == 1
+    assert report["table_bytes"] > 0 and report["latency_ms"] >= 0
+    assert "PostgreSQL" in run("status", env=db_env).stdout
+
+    refused = run("reset", env=db_env, input="")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert json.loads(run("types", "--json", env=db_env).stdout) == {"T": 1}
+    assert run("reset", "--yes", env=db_env).returncode == 0
+    assert json.loads(run("types", "--json", env=db_env).stdout) == {}
+
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP INDEX {}").format(
+            sql.Identifier(schema_name, "pgactors_state_type_updated_idx")))
+    drift = run("verify", env=db_env)
+    assert drift.returncode == 1 and "pgactors_state_type_updated_idx" in drift.stdout
+
+
+def test_connection_error_is_one_line_exit_2() -> None:
+    result = run("status", env={"PGACTORS_DSN": "postgresql://u:pw-secret@127.0.0.1:1/db"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach PostgreSQL at 127.0.0.1:1")
+    assert "pw-secret" not in result.stderr and "Traceback" not in result.stderr
+    debug = run("--debug", "status", env={"PGACTORS_DSN": "postgresql://u@127.0.0.1:1/db"})
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_hostile_schema_refused() -> None:
+    result = run("--schema", 'x"; drop table y; --', "status",
+                 env={"PGACTORS_DSN": "postgresql://u@127.0.0.1:1/db"})
+    assert result.returncode == 2 and "schema" in result.stderr
+
+
+def test_config_file(tmp_path: Path, pg_dsn: str, schema_name: str) -> None:
+    config = tmp_path / "pgactors.yaml"
+    config.write_text(
+        "connectionString: ${TEST_DSN}\nschema: ${TEST_SCHEMA:-nope}\ntable_prefix: filecfg\n"
+    )
+    env = {"TEST_DSN": pg_dsn, "TEST_SCHEMA": schema_name}
+    assert run("--config", str(config), "init", env=env).returncode == 0
+    assert run("--config", str(config), "put", "T", "x", "true", env=env).returncode == 0
+    verify = run("--config", str(config), "verify", env=env)
+    assert verify.returncode == 0 and "filecfg_state" in verify.stdout
+
+
+@pytest.mark.slow
+def test_embedded_server_commands_and_demo(tmp_path: Path) -> None:
+    env = {"PGACTORS_DATA_DIR": str(tmp_path / "data")}
+    try:
+        assert run("server", "status", env=env).returncode == 1
+        started = run("server", "start", env=env)
+        assert started.returncode == 0 and "started" in started.stdout
+        url = run("server", "url", env=env)
+        assert url.returncode == 0 and url.stdout.startswith("postgresql://")
+        status = run("server", "status", "--json", env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+
+        demo = run("demo", env=env)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "conflicts were detected and retried" in demo.stdout
+        assert "the state survived" in demo.stdout
+        alice = run("get", "UserProfile", "demo-alice", env=env)
+        assert json.loads(alice.stdout)["username"] == "alice"
+        psql = run("psql", "-Atc", "select count(*) from pgactors_state", env=env)
+        assert psql.returncode == 0 and psql.stdout.strip() == "4"
+
+        assert "stopped" in run("server", "stop", env=env).stdout
+        auto = run("types", "--json", env=env)
+        assert auto.returncode == 0, auto.stderr
+        assert "embedded PostgreSQL server" in auto.stderr
+        assert json.loads(auto.stdout) == {"ChatRoom": 1, "UserProfile": 3}
+    finally:
+        run("server", "stop", env=env)

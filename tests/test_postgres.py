@@ -1,0 +1,241 @@
+"""PostgreSQL-specific behaviour: schema, identifiers, failures, processes, SyncStore."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgactors import (
+    ConfigError,
+    SchemaMismatch,
+    Store,
+    StoreConfig,
+    StoreUnavailable,
+    SyncStore,
+    VersionConflict,
+)
+from pgactors.embedded import EmbeddedServer
+from pgactors.schema import latest_version, migrations
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_schema_is_queryable_with_plain_sql(pg_store: Store, pg_dsn: str) -> None:
+    await pg_store.save("UserProfile", "user-123", {"username": "alice", "score": 7})
+    with psycopg.connect(pg_dsn) as conn:
+        table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+        row = conn.execute(
+            sql.SQL("SELECT id, data->>'username', version FROM {} WHERE data @> %s").format(
+                table
+            ),
+            ['{"score": 7}'],
+        ).fetchone()
+    assert row == ("user-123", "alice", 1)
+
+
+async def test_init_schema_is_idempotent(pg_store: Store) -> None:
+    assert await pg_store.init_schema() == 0
+    assert await pg_store.schema_version() == latest_version()
+    assert all(present for _, _, present in await pg_store.verify_schema())
+
+
+def _init_in_process(dsn: str, schema: str, results: multiprocessing.Queue[int]) -> None:
+    with SyncStore.connect(dsn, schema=schema) as store:
+        results.put(store.init_schema())
+
+
+def test_init_schema_from_many_processes_at_once(pg_dsn: str, schema_name: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_init_in_process, args=(pg_dsn, schema_name, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    applied = sorted(results.get(timeout=5) for _ in procs)
+    assert applied == [0] * 5 + [len(migrations())]
+
+
+async def test_operations_before_init_raise_schema_mismatch(pg_dsn: str, schema_name: str) -> None:
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        assert await store.schema_version() is None
+        with pytest.raises(SchemaMismatch, match="pgactors init"):
+            await store.save("T", "t", {})
+        with pytest.raises(SchemaMismatch):
+            await store.load("T", "t")
+
+
+async def test_schema_newer_than_code_refused(pg_store: Store, pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {} (version, name) VALUES (9999, 'future')").format(
+                sql.Identifier(pg_store.config.schema, "pgactors_migrations")
+            )
+        )
+    with pytest.raises(SchemaMismatch, match="newer"):
+        await Store.connect(pg_dsn, schema=pg_store.config.schema)
+    with pytest.raises(SchemaMismatch, match="newer"):
+        await pg_store.init_schema()
+
+
+@pytest.mark.parametrize("field", ["schema", "table_prefix"])
+async def test_hostile_identifier_refused_before_any_sql(pg_dsn: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        await Store.connect(pg_dsn, **{field: 'x"; drop table y; --'})
+
+
+async def test_table_prefix_isolates_stores(pg_dsn: str, schema_name: str) -> None:
+    async with await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_a") as a:
+        async with await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_b") as b:
+            await a.init_schema()
+            await b.init_schema()
+            await a.save("T", "x", {"from": "a"})
+            assert await b.load("T", "x") is None
+            assert (await a.verify_schema())[0] == ("table", "app_a_state", True)
+
+
+async def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
+    port = _free_port()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await Store.connect(
+            f"postgresql://app:s3cret-pw@127.0.0.1:{port}/db", connect_timeout=2
+        )
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "running" in message
+    assert "s3cret-pw" not in message and "s3cret-pw" not in repr(info.value)
+
+
+async def test_blackholed_server_times_out_within_connect_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        # TEST-NET-1: packets go nowhere, so only the timeout ends the attempt.
+        await Store.connect("postgresql://u:topsecret@192.0.2.1:5432/db", connect_timeout=1)
+    assert time.monotonic() - started < 4
+    assert "192.0.2.1:5432" in str(info.value)
+    assert "topsecret" not in str(info.value)
+
+
+async def test_missing_database_explains_itself(pg_dsn: str) -> None:
+    config = StoreConfig(dsn=pg_dsn, database="no_such_db")
+    with pytest.raises(StoreUnavailable, match="database does not exist"):
+        await Store.connect(config)
+
+
+async def test_bad_dsn_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        await Store.connect("host=localhost port=notaport bogus_key=1")
+
+
+async def test_batch_conflict_with_concurrent_single_writer(pg_store: Store, pg_dsn: str) -> None:
+    """A create-only batch racing an uncommitted insert of the same key writes nothing."""
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
+        await other.execute(
+            sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('T', 'x', 1, '{{}}')").format(
+                table
+            )
+        )
+        batch = asyncio.create_task(
+            pg_store.save_many("T", {"x": {"mine": 1}, "y": {"mine": 1}}, expected_versions={"x": 0})
+        )
+        await asyncio.sleep(0.5)
+        assert not batch.done()
+        await other.commit()
+        with pytest.raises(VersionConflict) as info:
+            await batch
+    assert info.value.conflicts == {"x": (0, 1)}
+    assert await pg_store.load("T", "y") is None
+    x = await pg_store.load("T", "x")
+    assert x is not None and x.data == {} and x.version == 1
+
+
+def _increment_in_process(dsn: str, schema: str, n: int) -> None:
+    with SyncStore.connect(dsn, schema=schema, pool_max_size=4) as store:
+        for _ in range(n):
+            store.update("Counter", "shared", lambda d: {"n": d["n"] + 1})
+
+
+def test_update_from_several_processes_loses_nothing(pg_dsn: str, pg_store_sync: SyncStore) -> None:
+    pg_store_sync.save("Counter", "shared", {"n": 0})
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_increment_in_process, args=(pg_dsn, pg_store_sync.config.schema, 50))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    record = pg_store_sync.load("Counter", "shared")
+    assert record is not None and record.data == {"n": 200} and record.version == 201
+
+
+def test_sync_store_round_trip_and_transaction(pg_store_sync: SyncStore) -> None:
+    store = pg_store_sync
+    assert store.save("User", "u1", {"n": 1}).version == 1
+    assert store.update("User", "u1", lambda d: {"n": d["n"] + 1}).data == {"n": 2}
+    with pytest.raises(VersionConflict):
+        store.save("User", "u1", {"n": 0}, expected_version=1)
+    with pytest.raises(ValueError, match="boom"), store.transaction() as tx:
+        tx.save("User", "u2", {"n": 1})
+        raise ValueError("boom")
+    assert store.load("User", "u2") is None
+    with store.transaction() as tx:
+        tx.save("User", "u3", {"n": 3})
+        tx.delete("User", "u1")
+    assert store.list_ids("User") == ["u3"]
+    assert store.save_many("User", {"a": 1, "b": 2})["b"].data == 2
+    assert sorted(store.load_many("User", ["a", "b", "zz"])) == ["a", "b"]
+    assert store.delete_many("User", ["a", "b"]) == 2
+    assert store.types() == {"User": 1}
+    assert store.exists("User", "u3")
+
+
+async def test_data_survives_server_restart_and_pool_recovers(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    server.start()
+    try:
+        store = await Store.embedded(tmp_path / "data", pool_min_size=2)
+        await store.init_schema()
+        await store.save("User", "durable", {"kept": True})
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.load("User", "durable")
+        server.start()
+        record = None
+        for _ in range(50):  # the pool reconnects by itself
+            try:
+                record = await store.load("User", "durable")
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+        assert record is not None and record.data == {"kept": True}
+        await store.close()
+        server.kill()
+        async with await Store.embedded(tmp_path / "data") as reopened:
+            again = await reopened.load("User", "durable")
+        assert again is not None and again.data == {"kept": True}
+    finally:
+        server.stop()
+
+
+def test_passwords_never_in_repr(pg_dsn: str) -> None:
+    config = StoreConfig(dsn="postgresql://u:hunter2@db.example:5432/app", password="hunter3")
+    assert "hunter2" not in repr(config) and "hunter3" not in repr(config)
+    assert "hunter2" not in str(config) and "hunter3" not in str(config)
