@@ -37,8 +37,13 @@ def db_env(pg_dsn: str, schema_name: str) -> dict[str, str]:
 def test_help_shows_environment_variables() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for var in ("PGACTORS_DSN", "PGACTORS_CONFIG", "PGACTORS_SCHEMA", "PGACTORS_TABLE_PREFIX",
-                "PGACTORS_DATA_DIR"):
+    for var in (
+        "PGACTORS_DSN",
+        "PGACTORS_CONFIG",
+        "PGACTORS_SCHEMA",
+        "PGACTORS_TABLE_PREFIX",
+        "PGACTORS_DATA_DIR",
+    ):
         assert var in result.stdout
 
 
@@ -110,8 +115,11 @@ def test_verify_status_and_reset(db_env: dict[str, str], pg_dsn: str, schema_nam
     from psycopg import sql
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP INDEX {}").format(
-            sql.Identifier(schema_name, "pgactors_state_type_updated_idx")))
+        conn.execute(
+            sql.SQL("DROP INDEX {}").format(
+                sql.Identifier(schema_name, "pgactors_state_type_updated_idx")
+            )
+        )
     drift = run("verify", env=db_env)
     assert drift.returncode == 1 and "pgactors_state_type_updated_idx" in drift.stdout
 
@@ -126,8 +134,12 @@ def test_connection_error_is_one_line_exit_2() -> None:
 
 
 def test_hostile_schema_refused() -> None:
-    result = run("--schema", 'x"; drop table y; --', "status",
-                 env={"PGACTORS_DSN": "postgresql://u@127.0.0.1:1/db"})
+    result = run(
+        "--schema",
+        'x"; drop table y; --',
+        "status",
+        env={"PGACTORS_DSN": "postgresql://u@127.0.0.1:1/db"},
+    )
     assert result.returncode == 2 and "schema" in result.stderr
 
 

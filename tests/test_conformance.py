@@ -14,7 +14,7 @@ from pgactors import InvalidInput, NotFound, Store, VersionConflict
 JSON_VALUES: list[Any] = [
     {"username": "alice", "score": 100, "tags": ["a", "b"], "nested": {"x": [1, 2.5, None]}},
     [1, "two", 3.25, True, False, None, {"k": []}],
-    "plain string with unicode: żółw 🐢 and \"quotes\" and \\backslash",
+    'plain string with unicode: żółw 🐢 and "quotes" and \\backslash',
     0,
     -(2**62),
     2**80,

@@ -36,9 +36,7 @@ async def test_schema_is_queryable_with_plain_sql(pg_store: Store, pg_dsn: str) 
     with psycopg.connect(pg_dsn) as conn:
         table = sql.Identifier(pg_store.config.schema, "pgactors_state")
         row = conn.execute(
-            sql.SQL("SELECT id, data->>'username', version FROM {} WHERE data @> %s").format(
-                table
-            ),
+            sql.SQL("SELECT id, data->>'username', version FROM {} WHERE data @> %s").format(table),
             ['{"score": 7}'],
         ).fetchone()
     assert row == ("user-123", "alice", 1)
@@ -58,7 +56,9 @@ def _init_in_process(dsn: str, schema: str, results: multiprocessing.Queue[int])
 def test_init_schema_from_many_processes_at_once(pg_dsn: str, schema_name: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[int] = ctx.Queue()
-    procs = [ctx.Process(target=_init_in_process, args=(pg_dsn, schema_name, results)) for _ in range(6)]
+    procs = [
+        ctx.Process(target=_init_in_process, args=(pg_dsn, schema_name, results)) for _ in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -97,22 +97,21 @@ async def test_hostile_identifier_refused_before_any_sql(pg_dsn: str, field: str
 
 
 async def test_table_prefix_isolates_stores(pg_dsn: str, schema_name: str) -> None:
-    async with await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_a") as a:
-        async with await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_b") as b:
-            await a.init_schema()
-            await b.init_schema()
-            await a.save("T", "x", {"from": "a"})
-            assert await b.load("T", "x") is None
-            assert (await a.verify_schema())[0] == ("table", "app_a_state", True)
+    a = await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_a")
+    b = await Store.connect(pg_dsn, schema=schema_name, table_prefix="app_b")
+    async with a, b:
+        await a.init_schema()
+        await b.init_schema()
+        await a.save("T", "x", {"from": "a"})
+        assert await b.load("T", "x") is None
+        assert (await a.verify_schema())[0] == ("table", "app_a_state", True)
 
 
 async def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
     port = _free_port()
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as info:
-        await Store.connect(
-            f"postgresql://app:s3cret-pw@127.0.0.1:{port}/db", connect_timeout=2
-        )
+        await Store.connect(f"postgresql://app:s3cret-pw@127.0.0.1:{port}/db", connect_timeout=2)
     assert time.monotonic() - started < 5
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message
@@ -151,7 +150,9 @@ async def test_batch_conflict_with_concurrent_single_writer(pg_store: Store, pg_
             )
         )
         batch = asyncio.create_task(
-            pg_store.save_many("T", {"x": {"mine": 1}, "y": {"mine": 1}}, expected_versions={"x": 0})
+            pg_store.save_many(
+                "T", {"x": {"mine": 1}, "y": {"mine": 1}}, expected_versions={"x": 0}
+            )
         )
         await asyncio.sleep(0.5)
         assert not batch.done()

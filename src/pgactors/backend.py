@@ -72,9 +72,7 @@ class Backend(TransactionBackend, Protocol):
         """Delete several records atomically; return how many existed."""
         ...
 
-    async def list_ids(
-        self, type: str, *, prefix: str, after: str, limit: int
-    ) -> list[str]:
+    async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
         """Ids of one type in code-point order, starting with ``prefix``, after ``after``."""
         ...
 

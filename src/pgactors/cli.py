@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -93,7 +93,7 @@ def _options(ctx: typer.Context) -> Options:
     return obj
 
 
-def _run(ctx: typer.Context, action: Callable[[Options], Awaitable[T]]) -> T:
+def _run(ctx: typer.Context, action: Callable[[Options], Coroutine[Any, Any, T]]) -> T:
     """Run an async action with the CLI's error handling."""
     options = _options(ctx)
     try:

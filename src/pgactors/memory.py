@@ -116,9 +116,7 @@ class MemoryBackend:
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
         found = sorted(
-            id
-            for (t, id) in self._rows
-            if t == type and id > after and id.startswith(prefix)
+            id for (t, id) in self._rows if t == type and id > after and id.startswith(prefix)
         )
         return found[:limit]
 

@@ -53,7 +53,8 @@ def build_conninfo(config: StoreConfig) -> str:
         conninfo = make_conninfo(config.dsn or "", **params)
         conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"dsn is not a valid connection string: {redact(str(exc), config)}")
+        message = redact(str(exc), config)
+        raise ConfigError(f"dsn is not a valid connection string: {message}") from None
     return conninfo
 
 
@@ -120,11 +121,12 @@ class _Queries:
     """The named queries, composed once with the configured identifiers."""
 
     def __init__(self, config: StoreConfig) -> None:
-        idents = {k: sql.Identifier(v) for k, v in schema.identifiers(config).items()}
-        self.by_name = {
-            name: sql.SQL(text).format(**idents).as_string().encode()  # type: ignore[arg-type]
-            for name, text in schema.queries().items()
-        }
+        self._idents = {k: sql.Identifier(v) for k, v in schema.identifiers(config).items()}
+        self.by_name = {name: self.compose(text) for name, text in schema.queries().items()}
+
+    def compose(self, text: str) -> bytes:
+        """SQL text with its ``{name}`` identifiers filled in, quoted by psycopg."""
+        return sql.SQL(text).format(**self._idents).as_string().encode()
 
     def __getattr__(self, name: str) -> bytes:
         try:
@@ -215,10 +217,12 @@ class _PostgresTransaction:
 class PostgresBackend:
     """Records in a PostgreSQL table, reached through an async connection pool."""
 
-    def __init__(self, config: StoreConfig, pool: AsyncConnectionPool[_Conn]) -> None:
+    def __init__(
+        self, config: StoreConfig, pool: AsyncConnectionPool[_Conn], queries: _Queries
+    ) -> None:
         self.config = config
         self._pool = pool
-        self._queries = _Queries(config)
+        self._queries = queries
         self._ops = _Ops(self._queries)
         self._names = schema.identifiers(config)
 
@@ -228,10 +232,11 @@ class PostgresBackend:
     async def open(cls, config: StoreConfig) -> PostgresBackend:
         """Check that the server is reachable and the schema compatible, then open a pool."""
         conninfo = build_conninfo(config)
+        queries = _Queries(config)
         conn = await _connect(conninfo, config)
         try:
             with _translated(config):
-                version = await _schema_version(conn, config)
+                version = await _schema_version(conn, queries, config)
         finally:
             await conn.close()
         if version is not None and version > schema.latest_version():
@@ -262,7 +267,7 @@ class PostgresBackend:
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise translate(exc, config) from None
-        return cls(config, pool)
+        return cls(config, pool, queries)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -374,25 +379,16 @@ class PostgresBackend:
 
     # -- schema and administration -----------------------------------------------------------
 
-    def _compose(self, text: str) -> sql.Composed:
-        idents = {k: sql.Identifier(v) for k, v in self._names.items()}
-        return sql.SQL(text).format(**idents)  # type: ignore[arg-type]
-
     async def init_schema(self) -> int:
         """Apply missing migrations under an advisory lock; safe from many processes."""
+        q = self._queries
         lock_key = f"pgactors:{self.config.schema}.{self.config.table_prefix}"
         applied_now = 0
         async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [lock_key])
-            await conn.execute(self._compose("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            await conn.execute(
-                self._compose(
-                    "CREATE TABLE IF NOT EXISTS {schema}.{migrations} ("
-                    " version integer PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-            )
-            cur = await conn.execute(self._compose("SELECT version FROM {schema}.{migrations}"))
+            await conn.execute(q.advisory_lock, {"key": lock_key})
+            await conn.execute(q.create_schema)
+            await conn.execute(q.create_migrations_table)
+            cur = await conn.execute(q.applied_migrations)
             applied = {row[0] for row in await cur.fetchall()}
             newest = max(applied, default=0)
             if newest > schema.latest_version():
@@ -400,39 +396,20 @@ class PostgresBackend:
             for migration in schema.migrations():
                 if migration.version in applied:
                     continue
-                await conn.execute(self._compose(migration.text))
+                await conn.execute(self._queries.compose(migration.text))
                 await conn.execute(
-                    self._compose(
-                        "INSERT INTO {schema}.{migrations} (version, name) VALUES (%s, %s)"
-                    ),
-                    [migration.version, migration.name],
+                    q.record_migration, {"version": migration.version, "name": migration.name}
                 )
                 applied_now += 1
         return applied_now
 
     async def schema_version(self) -> int | None:
-        """The newest applied migration, or None when the schema is not installed."""
         async with self._connection() as conn:
-            return await _schema_version(conn, self.config)
+            return await _schema_version(conn, self._queries, self.config)
 
     async def verify(self) -> list[tuple[str, str, bool]]:
-        """Each expected object as ``(kind, name, present)``."""
-        query = """
-            SELECT 'table', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
-            UNION ALL
-            SELECT 'index', c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = %(schema)s AND c.relkind IN ('i', 'I')
-            UNION ALL
-            SELECT 'function', p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = %(schema)s
-            UNION ALL
-            SELECT 'trigger', t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
-        """
         async with self._connection() as conn:
-            cur = await conn.execute(query, {"schema": self.config.schema})
+            cur = await conn.execute(self._queries.schema_objects, {"schema": self.config.schema})
             present = {(kind, name) for kind, name in await cur.fetchall()}
         return [
             (obj.kind, obj.name, (obj.kind, obj.name) in present)
@@ -440,42 +417,36 @@ class PostgresBackend:
         ]
 
     async def server_info(self) -> ServerInfo:
-        """Server version, round-trip latency, schema version, counts and sizes."""
+        q = self._queries
         async with self._connection() as conn:
             started = time.perf_counter()
-            await conn.execute("SELECT 1")
+            await conn.execute(q.ping)
             latency = (time.perf_counter() - started) * 1000
-            cur = await conn.execute("SELECT current_setting('server_version'), pg_database_size(current_database())")
-            row = await cur.fetchone()
-            assert row is not None
-            server_version, database_bytes = row
-            version = await _schema_version(conn, self.config)
+            cur = await conn.execute(q.server_facts)
+            server_version, database_bytes = await cur.fetchone() or ("?", 0)
+            version = await _schema_version(conn, q, self.config)
             types: dict[str, int] = {}
             table_bytes = index_bytes = 0
             if version is not None:
-                cur = await conn.execute(self._queries.types)
+                cur = await conn.execute(q.types)
                 types = {name: int(count) for name, count in await cur.fetchall()}
                 cur = await conn.execute(
-                    "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c"
-                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE n.nspname = %s AND c.relname = %s",
-                    [self.config.schema, self._names["state"]],
+                    q.state_sizes, {"schema": self.config.schema, "table": self._names["state"]}
                 )
-                sizes = await cur.fetchone()
-                if sizes:
-                    table_bytes, index_bytes = int(sizes[0]), int(sizes[1])
+                table_bytes, index_bytes = await cur.fetchone() or (0, 0)
         return ServerInfo(
-            server_version, latency, version, types, table_bytes, index_bytes, int(database_bytes)
+            server_version,
+            latency,
+            version,
+            types,
+            int(table_bytes),
+            int(index_bytes),
+            int(database_bytes),
         )
 
     async def drop_schema(self) -> None:
-        """Drop every pgactors object of this schema and prefix (keeps the schema itself)."""
         async with self._connection() as conn, conn.transaction():
-            await conn.execute(self._compose("DROP TABLE IF EXISTS {schema}.{state}"))
-            await conn.execute(self._compose("DROP TABLE IF EXISTS {schema}.{migrations}"))
-            await conn.execute(
-                self._compose("DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text)")
-            )
+            await conn.execute(self._queries.drop_schema)
 
 
 async def _connect(conninfo: str, config: StoreConfig) -> _Conn:
@@ -493,18 +464,15 @@ async def _connect(conninfo: str, config: StoreConfig) -> _Conn:
         raise translate(exc, config) from None
 
 
-async def _schema_version(conn: _Conn, config: StoreConfig) -> int | None:
-    names = schema.identifiers(config)
+async def _schema_version(conn: _Conn, queries: _Queries, config: StoreConfig) -> int | None:
+    table = schema.identifiers(config)["migrations"]
     cur = await conn.execute(
-        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-        [config.schema, names["migrations"]],
+        queries.migrations_table_exists, {"schema": config.schema, "table": table}
     )
-    if await cur.fetchone() is None:
+    row = await cur.fetchone()
+    if not row or not row[0]:
         return None
-    query = sql.SQL("SELECT max(version) FROM {}.{}").format(
-        sql.Identifier(config.schema), sql.Identifier(names["migrations"])
-    )
-    cur = await conn.execute(query)
+    cur = await conn.execute(queries.schema_version)
     row = await cur.fetchone()
     return int(row[0]) if row and row[0] is not None else None
 

@@ -44,9 +44,7 @@ def check_id(id: object) -> str:
     if not isinstance(id, str):
         raise InvalidInput(f"invalid id {id!r}: an id must be a str, got {_kind(id)}")
     if not 1 <= len(id) <= MAX_ID_LENGTH:
-        raise InvalidInput(
-            f"invalid id of length {len(id)}: an id is 1-{MAX_ID_LENGTH} characters"
-        )
+        raise InvalidInput(f"invalid id of length {len(id)}: an id is 1-{MAX_ID_LENGTH} characters")
     if "\x00" in id:
         raise InvalidInput(f"invalid id {id!r}: an id may not contain NUL characters")
     return id
@@ -89,9 +87,7 @@ def encode_data(data: object, max_bytes: int) -> str:
     except ValueError as exc:
         if "Circular reference" in str(exc):
             raise InvalidInput("data contains a circular reference") from None
-        raise InvalidInput(
-            "data contains NaN or Infinity, which JSON cannot represent"
-        ) from None
+        raise InvalidInput("data contains NaN or Infinity, which JSON cannot represent") from None
     except RecursionError:
         raise InvalidInput("data is nested too deeply") from None
     if _ESCAPED_NUL.search(text):
@@ -99,8 +95,7 @@ def encode_data(data: object, max_bytes: int) -> str:
     size = len(text) if text.isascii() else len(text.encode())
     if size > max_bytes:
         raise InvalidInput(
-            f"data is {size} bytes as JSON, over the limit of {max_bytes} bytes "
-            "(max_data_bytes)"
+            f"data is {size} bytes as JSON, over the limit of {max_bytes} bytes (max_data_bytes)"
         )
     _check_keys(data)
     return text

@@ -68,9 +68,7 @@ class Transaction:
         expected = check_version("expected_version", expected_version)
         return await self._backend.delete(check_type(type), check_id(id), expected)
 
-    async def update(
-        self, type: str, id: str, fn: UpdateFn, *, default: Any = MISSING
-    ) -> Record:
+    async def update(self, type: str, id: str, fn: UpdateFn, *, default: Any = MISSING) -> Record:
         """Read (locking the record), apply ``fn`` and write, within this transaction."""
         type, id = check_type(type), check_id(id)
         record = await self._backend.load(type, id, for_update=True)
@@ -273,9 +271,7 @@ class Store:
         expected_versions = expected_versions or {}
         unknown = set(expected_versions) - set(items)
         if unknown:
-            raise InvalidInput(
-                f"expected_versions names ids not in items: {sorted(unknown)[:10]}"
-            )
+            raise InvalidInput(f"expected_versions names ids not in items: {sorted(unknown)[:10]}")
         batch = [
             SaveItem(
                 check_id(id),
@@ -311,7 +307,11 @@ class Store:
         for name, value in (("prefix", prefix), ("after", after)):
             if value is not None and (not isinstance(value, str) or "\x00" in value):
                 raise InvalidInput(f"{name} must be a str without NUL, got {value!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
             raise InvalidInput(f"limit must be an int from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
         return await self._backend.list_ids(
             type, prefix=prefix or "", after=after or "", limit=limit

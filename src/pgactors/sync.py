@@ -23,7 +23,9 @@ T = TypeVar("T")
 class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="pgactors-sync", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="pgactors-sync", daemon=True
+        )
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -50,7 +52,9 @@ class SyncTransaction:
         """Read a record as this transaction sees it."""
         return self._run(self._tx.load(type, id))
 
-    def save(self, type: str, id: str, data: JSON, *, expected_version: int | None = None) -> Record:
+    def save(
+        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+    ) -> Record:
         """Write a record (same version rules as ``Store.save``)."""
         return self._run(self._tx.save(type, id, data, expected_version=expected_version))
 
@@ -58,7 +62,9 @@ class SyncTransaction:
         """Delete a record; False if it did not exist."""
         return self._run(self._tx.delete(type, id, expected_version=expected_version))
 
-    def update(self, type: str, id: str, fn: Callable[[Any], Any], *, default: Any = MISSING) -> Record:
+    def update(
+        self, type: str, id: str, fn: Callable[[Any], Any], *, default: Any = MISSING
+    ) -> Record:
         """Read (locking), apply ``fn`` and write within this transaction."""
         return self._run(self._tx.update(type, id, fn, default=default))
 
@@ -129,7 +135,9 @@ class SyncStore:
         """True if the record exists."""
         return self._run(self._store.exists(type, id))
 
-    def save(self, type: str, id: str, data: JSON, *, expected_version: int | None = None) -> Record:
+    def save(
+        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+    ) -> Record:
         """Write ``data`` (see ``Store.save``)."""
         return self._run(self._store.save(type, id, data, expected_version=expected_version))
 
@@ -147,9 +155,7 @@ class SyncStore:
         max_retries: int = DEFAULT_MAX_RETRIES,
     ) -> Record:
         """Atomic read-modify-write (see ``Store.update``)."""
-        return self._run(
-            self._store.update(type, id, fn, default=default, max_retries=max_retries)
-        )
+        return self._run(self._store.update(type, id, fn, default=default, max_retries=max_retries))
 
     def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
         """Several records of one type (see ``Store.load_many``)."""

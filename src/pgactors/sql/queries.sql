@@ -121,3 +121,65 @@ LIMIT %(limit)s
 
 -- name: types
 SELECT type, count(*) FROM {schema}.{state} GROUP BY type ORDER BY type
+
+-- Administration: schema installation, verification, status, reset.
+
+-- name: ping
+SELECT 1
+
+-- name: advisory_lock
+SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS {schema}.{migrations} (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_migrations
+SELECT version FROM {schema}.{migrations}
+
+-- name: record_migration
+INSERT INTO {schema}.{migrations} (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: migrations_table_exists
+SELECT EXISTS (SELECT FROM pg_tables WHERE schemaname = %(schema)s AND tablename = %(table)s)
+
+-- name: schema_version
+SELECT max(version) FROM {schema}.{migrations}
+
+-- name: schema_objects
+SELECT 'table', c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+UNION ALL
+SELECT 'index', c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('i', 'I')
+UNION ALL
+SELECT 'function', p.proname
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'trigger', t.tgname
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
+
+-- name: server_facts
+SELECT current_setting('server_version'), pg_database_size(current_database())
+
+-- name: state_sizes
+SELECT pg_table_size(c.oid), pg_indexes_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+
+-- name: drop_schema
+DROP TABLE IF EXISTS {schema}.{state};
+DROP TABLE IF EXISTS {schema}.{migrations};
+DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text)
