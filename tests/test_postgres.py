@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pgactors import (
     SchemaMismatch,
     Store,
     StoreConfig,
+    StoreTimeout,
     StoreUnavailable,
     SyncStore,
     VersionConflict,
@@ -240,3 +242,37 @@ def test_passwords_never_in_repr(pg_dsn: str) -> None:
     config = StoreConfig(dsn="postgresql://u:hunter2@db.example:5432/app", password="hunter3")
     assert "hunter2" not in repr(config) and "hunter3" not in repr(config)
     assert "hunter2" not in str(config) and "hunter3" not in str(config)
+
+
+async def test_statement_timeout_raises_store_timeout(pg_store: Store, pg_dsn: str) -> None:
+    await pg_store.save("T", "locked", {"n": 1})
+    schema = pg_store.config.schema
+    async with await Store.connect(pg_dsn, schema=schema, statement_timeout=0.3) as impatient:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
+            await other.execute(
+                sql.SQL("SELECT * FROM {} WHERE id = 'locked' FOR UPDATE").format(
+                    sql.Identifier(schema, "pgactors_state")
+                )
+            )
+            started = time.monotonic()
+            with pytest.raises(StoreTimeout):
+                await impatient.save("T", "locked", {"n": 2})
+            assert time.monotonic() - started < 5
+            await other.rollback()
+        assert (await impatient.save("T", "locked", {"n": 3})).version == 2
+
+
+def test_sync_store_from_many_threads(pg_store_sync: SyncStore) -> None:
+    pg_store_sync.save("Counter", "threads", {"n": 0})
+
+    def work() -> None:
+        for _ in range(25):
+            pg_store_sync.update("Counter", "threads", lambda d: {"n": d["n"] + 1})
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    record = pg_store_sync.load("Counter", "threads")
+    assert record is not None and record.data == {"n": 200}
