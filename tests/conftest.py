@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -54,15 +55,21 @@ def schema_name(pg_dsn: str) -> Iterator[str]:
     _drop_schema(pg_dsn, name)
 
 
-@pytest.fixture
-async def pg_store(pg_dsn: str, schema_name: str) -> AsyncIterator[Store]:
-    """A Store on the real server, in its own schema, with the schema installed."""
-    store = await Store.connect(pg_dsn, schema=schema_name)
+@asynccontextmanager
+async def _initialised_store(dsn: str, schema: str) -> AsyncIterator[Store]:
+    store = await Store.connect(dsn, schema=schema)
     await store.init_schema()
     try:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def pg_store(pg_dsn: str, schema_name: str) -> AsyncIterator[Store]:
+    """A Store on the real server, in its own schema, with the schema installed."""
+    async with _initialised_store(pg_dsn, schema_name) as store:
+        yield store
 
 
 @pytest.fixture
@@ -79,13 +86,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield InMemoryStore()
         return
-    dsn = request.getfixturevalue("pg_dsn")
-    store = await Store.connect(dsn, schema=request.getfixturevalue("schema_name"))
-    await store.init_schema()
-    try:
+    dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name")
+    async with _initialised_store(dsn, schema) as store:
         yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -255,10 +255,11 @@ def print_status(report: dict[str, Any]) -> None:
     table.add_row("database size", _bytes(report["database_bytes"]))
     out.print(table)
     if report["types"]:
-        out.print(_types_table(report["types"]))
+        out.print(types_table(report["types"]))
 
 
-def _types_table(types: dict[str, int]) -> Table:
+def types_table(types: dict[str, int]) -> Table:
+    """A table of record counts per type."""
     table = Table(title="records per type")
     table.add_column("type")
     table.add_column("records", justify="right")
@@ -411,7 +412,7 @@ def types(
         if as_json:
             print(json.dumps(counts, indent=2))
         elif counts:
-            out.print(_types_table(counts))
+            out.print(types_table(counts))
         else:
             err.print("no records")
 

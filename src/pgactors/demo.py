@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
 from .errors import VersionConflict
 from .store import Store
@@ -27,6 +26,8 @@ MESSAGES_EACH = 5
 
 async def run_demo(options: Options, out: Console) -> None:
     """Run the tour; raises ``PgActorsError`` on any failure."""
+    from .cli import types_table
+
     started = time.perf_counter()
     config = await asyncio.to_thread(options.config)
     uses_embedded = not (options.dsn or options.config_file) and config.dsn is not None
@@ -84,7 +85,7 @@ async def run_demo(options: Options, out: Console) -> None:
         f"6. status: PostgreSQL {info.server_version} at {config.target()}, "
         f"{info.latency_ms:.2f} ms round trip"
     )
-    out.print(_summary(info.types))
+    out.print(types_table(info.types))
     out.print(f"[green]done in {time.perf_counter() - started:.1f} s[/green]")
     out.print(
         "try: [bold]pgactors get UserProfile demo-alice[/bold], "
@@ -116,12 +117,3 @@ async def _post_messages(store: Store, out: Console) -> int:
 
     await asyncio.gather(*(writer(n) for n in range(WRITERS)))
     return conflicts
-
-
-def _summary(types: dict[str, int]) -> Table:
-    table = Table(title="records per type")
-    table.add_column("type")
-    table.add_column("records", justify="right")
-    for name, count in types.items():
-        table.add_row(name, str(count))
-    return table

@@ -44,6 +44,19 @@ async def _apply(fn: UpdateFn, data: Any) -> Any:
     return data if result is None else result
 
 
+async def _next_state(
+    record: Record | None, type: str, id: str, fn: UpdateFn, default: Any, max_bytes: int
+) -> tuple[str, int]:
+    """The JSON text ``fn`` makes of the record (or of ``default``), and the version to expect."""
+    if record is not None:
+        data, expected = record.data, record.version
+    elif default is MISSING:
+        raise NotFound(type, id)
+    else:
+        data, expected = copy.deepcopy(default), 0
+    return encode_data(await _apply(fn, data), max_bytes), expected
+
+
 class Transaction:
     """Operations inside ``store.transaction()``: applied in order, committed together."""
 
@@ -72,13 +85,7 @@ class Transaction:
         """Read (locking the record), apply ``fn`` and write, within this transaction."""
         type, id = check_type(type), check_id(id)
         record = await self._backend.load(type, id, for_update=True)
-        if record is None:
-            if default is MISSING:
-                raise NotFound(type, id)
-            data, expected = copy.deepcopy(default), 0
-        else:
-            data, expected = record.data, record.version
-        text = encode_data(await _apply(fn, data), self._max_bytes)
+        text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
         return await self._backend.save(type, id, text, expected)
 
 
@@ -223,13 +230,7 @@ class Store:
             encode_data(default, self._max_bytes)
         for attempt in range(max_retries + 1):
             record = await self._backend.load(type, id)
-            if record is None:
-                if default is MISSING:
-                    raise NotFound(type, id)
-                data, expected = copy.deepcopy(default), 0
-            else:
-                data, expected = record.data, record.version
-            text = encode_data(await _apply(fn, data), self._max_bytes)
+            text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
             try:
                 return await self._backend.save(type, id, text, expected)
             except VersionConflict as conflict:
