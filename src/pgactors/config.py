@@ -194,6 +194,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], object]] = {
     "application_name": _check_application_name,
     "max_data_bytes": lambda v: _check_int("max_data_bytes", v, 1),
     "changes": lambda v: _check_bool("changes", v),
+    "coalesce": lambda v: _check_bool("coalesce", v),
 }
 
 
@@ -224,6 +225,7 @@ class StoreConfig:
     application_name: str = _DEFAULT_APPLICATION_NAME
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     changes: bool = True
+    coalesce: bool = True
 
     def __post_init__(self) -> None:
         for name, check in _FIELD_CHECKS.items():
@@ -462,7 +464,7 @@ class StoreConfig:
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StoreConfig))
 _INT_FIELDS = frozenset({"port", "pool_min_size", "pool_max_size", "max_data_bytes"})
 _FLOAT_FIELDS = frozenset({"connect_timeout", "statement_timeout"})
-_BOOL_FIELDS = frozenset({"changes"})
+_BOOL_FIELDS = frozenset({"changes", "coalesce"})
 _INT_TEXT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BOOL_TEXT = {
@@ -490,6 +492,7 @@ _PGACTORS_ENV: tuple[tuple[str, str], ...] = (
     ("PGACTORS_POOL_MAX_SIZE", "pool_max_size"),
     ("PGACTORS_STATEMENT_TIMEOUT", "statement_timeout"),
     ("PGACTORS_MAX_DATA_BYTES", "max_data_bytes"),
+    ("PGACTORS_COALESCE", "coalesce"),
 )
 
 

@@ -13,16 +13,19 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import schema
 from .backend import SaveItem, ServerInfo, TransactionBackend
+from .coalesce import Coalescer
 from .config import StoreConfig, redact
 from .errors import (
     ConfigError,
@@ -42,6 +45,8 @@ _BATCH_RACE_SQLSTATE = "PA409"
 # server does not hand out dead connections; busy connections skip the ping.
 _IDLE_CHECK_SECONDS = 2.0
 _POOL_WAIT_SECONDS = 30.0
+_MAX_BATCH = 256
+_RETRIES = 3
 
 
 def build_conninfo(config: StoreConfig) -> str:
@@ -214,6 +219,65 @@ class _PostgresTransaction:
             return await self._ops.delete_on(self._conn, type, id, expected)
 
 
+@dataclass(frozen=True, slots=True)
+class _SaveRequest:
+    type: str
+    id: str
+    text: str
+    expected: int | None
+
+    def record(self, row: tuple[Any, ...]) -> Record:
+        version, created_at, updated_at = row
+        return Record(self.type, self.id, _decode(self.text), version, created_at, updated_at)
+
+    def conflict(self, actual: Mapping[tuple[str, str], int]) -> VersionConflict:
+        assert self.expected is not None
+        return VersionConflict(
+            self.type, self.id, self.expected, actual.get((self.type, self.id), 0)
+        )
+
+
+def _key_params(keys: list[tuple[str, str]]) -> dict[str, str]:
+    return {
+        "types": json.dumps([k[0] for k in keys], ensure_ascii=False),
+        "ids": json.dumps([k[1] for k in keys], ensure_ascii=False),
+    }
+
+
+def _save_params(batch: list[_SaveRequest]) -> dict[str, str]:
+    # The data is already JSON text: joining it is the cheapest way to send a batch.
+    return {
+        "types": json.dumps([r.type for r in batch], ensure_ascii=False),
+        "ids": json.dumps([r.id for r in batch], ensure_ascii=False),
+        "datas": "[" + ",".join(r.text for r in batch) + "]",
+        "expected": json.dumps([r.expected for r in batch]),
+    }
+
+
+class _Coalesced:
+    """One coalescer per statement kind: loads, and the three kinds of save."""
+
+    def __init__(self, backend: PostgresBackend, max_inflight: int) -> None:
+        def make(execute: Any, execute_one: Any) -> Coalescer[Any, Any]:
+            return Coalescer(
+                execute, execute_one=execute_one, max_inflight=max_inflight, max_batch=_MAX_BATCH
+            )
+
+        self.loads: Coalescer[tuple[str, str], Record | None] = make(
+            backend._load_batch, backend._load_one
+        )
+        self.lww: Coalescer[_SaveRequest, Record] = make(backend._save_lww_batch, backend._save_one)
+        self.create: Coalescer[_SaveRequest, Record] = make(
+            backend._save_create_batch, backend._save_one
+        )
+        self.cas: Coalescer[_SaveRequest, Record] = make(backend._save_cas_batch, backend._save_one)
+
+    def writer(self, expected: int | None) -> Coalescer[_SaveRequest, Record]:
+        if expected is None:
+            return self.lww
+        return self.create if expected == 0 else self.cas
+
+
 class PostgresBackend:
     """Records in a PostgreSQL table, reached through an async connection pool."""
 
@@ -229,6 +293,7 @@ class PostgresBackend:
         self._last_used = last_used
         self._queries = queries
         self._ops = _Ops(self._queries)
+        self._coalesced = _Coalesced(self, max_inflight=2) if config.coalesce else None
         self._names = schema.identifiers(config)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -286,8 +351,23 @@ class PostgresBackend:
                     self._last_used[conn] = time.monotonic()
 
     async def _read(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        # Reads are idempotent, so one retry hides a connection that died while idle.
-        for attempt in (1, 2):
+        return await self._fetch(query, params, idempotent=True)
+
+    async def _write(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return await self._fetch(query, params, idempotent=False)
+
+    async def _fetch(
+        self, query: bytes, params: Mapping[str, Any], *, idempotent: bool
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection and return its rows.
+
+        A read retries once on a connection that died while idle; any statement
+        retries when PostgreSQL picked it as a deadlock victim (only possible
+        against a user transaction locking rows out of order): it was atomic, so
+        nothing was applied.
+        """
+        for attempt in range(_RETRIES + 1):
+            conn = None
             try:
                 async with self._pool.connection() as conn:
                     try:
@@ -297,8 +377,11 @@ class PostgresBackend:
                         self._last_used[conn] = time.monotonic()
             except PoolTimeout as exc:
                 raise translate(exc, self.config) from None
+            except DeadlockDetected as exc:
+                if attempt == _RETRIES:
+                    raise translate(exc, self.config) from None
             except psycopg.OperationalError as exc:
-                if attempt == 2 or not conn.broken:
+                if not idempotent or attempt > 0 or conn is None or not conn.broken:
                     raise translate(exc, self.config) from None
             except psycopg.Error as exc:
                 raise translate(exc, self.config) from None
@@ -307,16 +390,77 @@ class PostgresBackend:
     # -- single records ------------------------------------------------------------------
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
+        if self._coalesced is not None:
+            return await self._coalesced.loads.submit((type, id), (type, id))
+        return await self._load_one((type, id))
+
+    async def _load_one(self, key: tuple[str, str]) -> Record | None:
+        type, id = key
         rows = await self._read(self._queries.load, {"type": type, "id": id})
         return _record(type, id, rows[0]) if rows else None
+
+    async def _save_one(self, request: _SaveRequest) -> Record:
+        async with self._connection() as conn:
+            return await self._ops.save_on(
+                conn, request.type, request.id, request.text, request.expected
+            )
 
     async def exists(self, type: str, id: str) -> bool:
         rows = await self._read(self._queries.exists, {"type": type, "id": id})
         return bool(rows[0][0])
 
     async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
-        async with self._connection() as conn:
-            return await self._ops.save_on(conn, type, id, text, expected)
+        if self._coalesced is not None:
+            request = _SaveRequest(type, id, text, expected)
+            return await self._coalesced.writer(expected).submit((type, id), request)
+        return await self._save_one(_SaveRequest(type, id, text, expected))
+
+    # -- coalesced single records: one statement for every caller waiting at once ---------
+
+    async def _load_batch(self, keys: list[tuple[str, str]]) -> list[Record | None]:
+        params = _key_params(keys)
+        found: list[Record | None] = [None] * len(keys)
+        for ord, *rest in await self._read(self._queries.load_batch, params):
+            type, id = keys[ord - 1]
+            found[ord - 1] = _record(type, id, tuple(rest))
+        return found
+
+    async def _save_batch(
+        self, query: bytes, batch: list[_SaveRequest]
+    ) -> dict[tuple[str, str], tuple[Any, ...]]:
+        return {(row[0], row[1]): row[2:] for row in await self._write(query, _save_params(batch))}
+
+    async def _save_lww_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
+        rows = await self._save_batch(self._queries.save_lww_batch, batch)
+        return [r.record(rows[(r.type, r.id)]) for r in batch]
+
+    async def _save_create_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
+        rows = await self._save_batch(self._queries.save_create_batch, batch)
+        lost = [r for r in batch if (r.type, r.id) not in rows]
+        actual: dict[tuple[str, str], int] = {}
+        if lost:
+            params = _key_params([(r.type, r.id) for r in lost])
+            for type, id, version in await self._read(self._queries.versions_batch, params):
+                actual[(type, id)] = version
+        return [
+            r.record(rows[(r.type, r.id)]) if (r.type, r.id) in rows else r.conflict(actual)
+            for r in batch
+        ]
+
+    async def _save_cas_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
+        outcome: dict[tuple[str, str], tuple[Any, ...]] = {}
+        current: dict[tuple[str, str], int] = {}
+        for ok, type, id, version, created_at, updated_at in await self._write(
+            self._queries.save_cas_batch, _save_params(batch)
+        ):
+            if ok:
+                outcome[(type, id)] = (version, created_at, updated_at)
+            else:
+                current[(type, id)] = version
+        return [
+            r.record(outcome[(r.type, r.id)]) if (r.type, r.id) in outcome else r.conflict(current)
+            for r in batch
+        ]
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         async with self._connection() as conn:

@@ -90,7 +90,7 @@ def encode_data(data: object, max_bytes: int) -> str:
         raise InvalidInput("data contains NaN or Infinity, which JSON cannot represent") from None
     except RecursionError:
         raise InvalidInput("data is nested too deeply") from None
-    if _ESCAPED_NUL.search(text):
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
     size = len(text) if text.isascii() else len(text.encode())
     if size > max_bytes:

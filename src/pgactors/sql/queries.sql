@@ -50,6 +50,76 @@ DELETE FROM {schema}.{state}
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
 RETURNING version
 
+-- Coalesced single-record operations: concurrent calls share one statement. Each
+-- item succeeds or fails on its own; rows are locked in (type, id) order, the same
+-- order every batch statement uses, so concurrent batches cannot deadlock. Items
+-- travel as JSON arrays (one text parameter each), which costs the client far less
+-- to build than PostgreSQL array literals.
+
+-- name: load_batch
+SELECT i.ord, s.data, s.version, s.created_at, s.updated_at
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb)) WITH ORDINALITY AS i(type, id, ord)
+JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+
+-- name: save_lww_batch
+INSERT INTO {schema}.{state} AS s (type, id, version, data)
+SELECT i.type, i.id, 1, i.data
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb),
+                jsonb_array_elements(%(datas)s::jsonb)) AS i(type, id, data)
+ORDER BY i.type COLLATE "C", i.id COLLATE "C"
+ON CONFLICT (type, id) DO UPDATE
+    SET version = s.version + 1, data = EXCLUDED.data, payload = NULL, manifest = NULL,
+        updated_at = now()
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+
+-- name: save_create_batch
+INSERT INTO {schema}.{state} AS s (type, id, version, data)
+SELECT i.type, i.id, 1, i.data
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb),
+                jsonb_array_elements(%(datas)s::jsonb)) AS i(type, id, data)
+ORDER BY i.type COLLATE "C", i.id COLLATE "C"
+ON CONFLICT (type, id) DO NOTHING
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+
+-- name: save_cas_batch
+-- Returns every updated row (ok = true) and, for stale items whose record exists,
+-- its current version (ok = false). Items absent from the result do not exist.
+WITH input AS (
+    SELECT i.type, i.id, i.data, i.expected::bigint AS expected
+    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                    jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements(%(datas)s::jsonb),
+                    jsonb_array_elements_text(%(expected)s::jsonb)) AS i(type, id, data, expected)
+),
+locked AS (
+    SELECT s.type, s.id, s.version
+    FROM {schema}.{state} s JOIN input i ON s.type = i.type AND s.id = i.id
+    ORDER BY s.type, s.id
+    FOR UPDATE OF s
+),
+updated AS (
+    UPDATE {schema}.{state} s
+    SET version = s.version + 1, data = i.data, payload = NULL, manifest = NULL,
+        updated_at = now()
+    FROM locked l JOIN input i ON i.type = l.type AND i.id = l.id
+    WHERE s.type = l.type AND s.id = l.id AND l.version = i.expected
+    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+)
+SELECT true, u.type, u.id, u.version, u.created_at, u.updated_at FROM updated u
+UNION ALL
+SELECT false, l.type, l.id, l.version, NULL, NULL
+FROM locked l
+WHERE NOT EXISTS (SELECT FROM updated u WHERE u.type = l.type AND u.id = l.id)
+
+-- name: versions_batch
+SELECT s.type, s.id, s.version
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb)) AS i(type, id)
+JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+
 -- name: load_many
 SELECT id, data, version, created_at, updated_at
 FROM {schema}.{state}
