@@ -237,18 +237,20 @@ class _SaveRequest:
         )
 
 
+def _json_list(values: list[str]) -> str:
+    # Lists travel as one JSON text parameter: far cheaper for the client to build
+    # than a PostgreSQL array literal, and cheap for the server to unpack.
+    return json.dumps(values, ensure_ascii=False)
+
+
 def _key_params(keys: list[tuple[str, str]]) -> dict[str, str]:
-    return {
-        "types": json.dumps([k[0] for k in keys], ensure_ascii=False),
-        "ids": json.dumps([k[1] for k in keys], ensure_ascii=False),
-    }
+    return {"types": _json_list([k[0] for k in keys]), "ids": _json_list([k[1] for k in keys])}
 
 
 def _save_params(batch: list[_SaveRequest]) -> dict[str, str]:
     # The data is already JSON text: joining it is the cheapest way to send a batch.
     return {
-        "types": json.dumps([r.type for r in batch], ensure_ascii=False),
-        "ids": json.dumps([r.id for r in batch], ensure_ascii=False),
+        **_key_params([(r.type, r.id) for r in batch]),
         "datas": "[" + ",".join(r.text for r in batch) + "]",
         "expected": json.dumps([r.expected for r in batch]),
     }
@@ -469,15 +471,16 @@ class PostgresBackend:
     # -- batches ---------------------------------------------------------------------------
 
     async def load_many(self, type: str, ids: list[str]) -> dict[str, Record]:
-        rows = await self._read(self._queries.load_many, {"type": type, "ids": ids})
+        params = {"type": type, "ids": _json_list(ids)}
+        rows = await self._read(self._queries.load_many, params)
         return {row[0]: _record(type, row[0], row[1:]) for row in rows}
 
     async def save_many(self, type: str, items: list[SaveItem]) -> dict[str, Record]:
         params = {
             "type": type,
-            "ids": [i.id for i in items],
-            "datas": [i.text for i in items],
-            "expected": [i.expected for i in items],
+            "ids": _json_list([i.id for i in items]),
+            "datas": "[" + ",".join(i.text for i in items) + "]",
+            "expected": json.dumps([i.expected for i in items]),
         }
         async with self._connection() as conn:
             try:
@@ -503,7 +506,7 @@ class PostgresBackend:
         self, conn: _Conn, type: str, items: list[SaveItem]
     ) -> dict[str, tuple[int, int]]:
         cur = await conn.execute(
-            self._queries.current_versions, {"type": type, "ids": [i.id for i in items]}
+            self._queries.current_versions, {"type": type, "ids": _json_list([i.id for i in items])}
         )
         current = dict(await cur.fetchall())
         return {
@@ -514,7 +517,8 @@ class PostgresBackend:
 
     async def delete_many(self, type: str, ids: list[str]) -> int:
         async with self._connection() as conn:
-            cur = await conn.execute(self._queries.delete_many, {"type": type, "ids": ids})
+            params = {"type": type, "ids": _json_list(ids)}
+            cur = await conn.execute(self._queries.delete_many, params)
             return cur.rowcount
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:

@@ -121,13 +121,14 @@ FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
 
 -- name: load_many
-SELECT id, data, version, created_at, updated_at
-FROM {schema}.{state}
-WHERE type = %(type)s AND id = ANY(%(ids)s::text[])
+SELECT s.id, s.data, s.version, s.created_at, s.updated_at
+FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
+JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
 
 -- name: current_versions
-SELECT id, version FROM {schema}.{state}
-WHERE type = %(type)s AND id = ANY(%(ids)s::text[])
+SELECT s.id, s.version
+FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
+JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
 
 -- name: save_many
 -- One statement, so it is atomic in autocommit. Existing rows are locked in id order
@@ -135,16 +136,16 @@ WHERE type = %(type)s AND id = ANY(%(ids)s::text[])
 -- deadlock. A stale expected version writes nothing and returns the conflicts; a
 -- concurrent writer slipping in between check and write aborts the statement.
 WITH input AS (
-    SELECT i.id, i.data, i.expected
-    FROM unnest(%(ids)s::text[], %(datas)s::jsonb[], %(expected)s::bigint[])
-        AS i(id, data, expected)
+    SELECT i.id, i.data, i.expected::bigint AS expected
+    FROM ROWS FROM (jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements(%(datas)s::jsonb),
+                    jsonb_array_elements_text(%(expected)s::jsonb)) AS i(id, data, expected)
 ),
 current AS (
     SELECT s.id, s.version
-    FROM {schema}.{state} s
-    WHERE s.type = %(type)s AND s.id = ANY(%(ids)s::text[])
+    FROM {schema}.{state} s JOIN input i ON s.type = %(type)s AND s.id = i.id
     ORDER BY s.id
-    FOR UPDATE
+    FOR UPDATE OF s
 ),
 conflicts AS (
     SELECT i.id, i.expected, coalesce(c.version, 0) AS actual
@@ -173,10 +174,10 @@ FROM conflicts c
 -- name: delete_many
 WITH doomed AS (
     SELECT s.id
-    FROM {schema}.{state} s
-    WHERE s.type = %(type)s AND s.id = ANY(%(ids)s::text[])
+    FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
+    JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
     ORDER BY s.id
-    FOR UPDATE
+    FOR UPDATE OF s
 )
 DELETE FROM {schema}.{state} s
 USING doomed d
