@@ -4,6 +4,9 @@ A workload is an :data:`Op`: an async callable doing one logical operation again
 database and returning how many version conflicts it retried. :func:`measure` runs an op
 from ``concurrency`` asyncio tasks in a closed loop for a fixed time and times every call
 with ``time.perf_counter_ns``.
+
+This module imports nothing but the standard library: it is loaded by every measuring
+subprocess, whichever system that process measures, so it must not add to their memory.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import json
 import math
 import random
 import string
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from array import array
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 RECORD_TYPE = "bench"
 """The record type every workload reads and writes."""
+
+BATCH_SIZE = 100
+"""Distinct random keys per ``load_many``/``save_many`` call."""
 
 Op: TypeAlias = Callable[[random.Random], Awaitable[int]]
 """One logical operation: gets the calling task's RNG, returns the conflicts it retried."""
@@ -38,21 +46,102 @@ def make_payload(blob_chars: int = 900, seed: int = 42) -> dict[str, Any]:
     }
 
 
+def payload_text(payload: dict[str, Any]) -> str:
+    """The payload as compact JSON (what pgactors sends)."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
 def payload_bytes(payload: dict[str, Any]) -> int:
-    """Size of the payload as compact JSON (what pgactors sends)."""
-    return len(json.dumps(payload, separators=(",", ":")).encode())
+    """Size of the payload as compact JSON."""
+    return len(payload_text(payload).encode())
 
 
-def make_keys(records: int) -> list[str]:
-    """The key space: ids ``k1`` .. ``kN`` (pgbench builds the same ids as ``'k' || :k``)."""
-    return [f"k{i}" for i in range(1, records + 1)]
+def bump(data: dict[str, Any]) -> dict[str, Any]:
+    """The read-modify-write every update/CAS workload applies: ``counter + 1``."""
+    return {**data, "counter": data["counter"] + 1}
+
+
+@dataclass(frozen=True)
+class Params:
+    """What a workload factory needs besides its connection: the key space and the data.
+
+    Keys are ``k1`` .. ``k<records>`` (pgbench builds the same ids as ``'k' || :k``) and
+    are formatted per call, so no process holds a list of them: a key list would grow the
+    client's memory with the key space and distort the scale curve.
+    """
+
+    records: int
+    payload: dict[str, Any]
+    batch: int = BATCH_SIZE
+
+    def key(self, rng: random.Random) -> str:
+        """A uniformly random key."""
+        return f"k{rng.randrange(self.records) + 1}"
+
+    def keys(self, rng: random.Random) -> list[str]:
+        """``batch`` distinct random keys (all of them when the key space is smaller)."""
+        count = min(self.batch, self.records)
+        return [f"k{i + 1}" for i in rng.sample(range(self.records), count)]
+
+
+class Latencies:
+    """Per-call latencies, counted in 1 µs bins below 100 ms and kept exactly above.
+
+    Memory is fixed (800 KB) whatever the throughput: a list of every latency would grow
+    with the number of calls and make the faster systems look heavier in peak RSS.
+    Percentiles are exact to the microsecond.
+    """
+
+    CAP_US = 100_000
+
+    __slots__ = ("count", "counts", "overflow_ns", "total_ns")
+
+    def __init__(self) -> None:
+        self.counts = array("q", bytes(8 * self.CAP_US))
+        self.overflow_ns: list[int] = []
+        self.count = 0
+        self.total_ns = 0
+
+    def add(self, ns: int) -> None:
+        """Record one latency in nanoseconds."""
+        us = ns // 1000
+        if us < self.CAP_US:
+            self.counts[us] += 1
+        else:
+            self.overflow_ns.append(ns)
+        self.count += 1
+        self.total_ns += ns
+
+    @classmethod
+    def of(cls, values_ns: Iterable[int]) -> Latencies:
+        """A histogram of already-collected latencies (pgbench's log files)."""
+        histogram = cls()
+        for ns in values_ns:
+            histogram.add(ns)
+        return histogram
+
+    def mean_ms(self) -> float | None:
+        return self.total_ns / self.count / 1e6 if self.count else None
+
+    def percentile_ms(self, pct: float) -> float | None:
+        """Nearest-rank percentile in milliseconds (microsecond resolution below 100 ms)."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(pct / 100 * self.count))
+        seen = 0
+        for us, n in enumerate(self.counts):
+            if n:
+                seen += n
+                if seen >= rank:
+                    return us / 1000
+        return sorted(self.overflow_ns)[rank - seen - 1] / 1e6
 
 
 @dataclass(frozen=True)
 class Sample:
     """Raw timings of one closed-loop run."""
 
-    latencies_ns: list[int]
+    latencies: Latencies
     elapsed_ns: int
     conflicts: int
 
@@ -61,8 +150,8 @@ class Sample:
 class Result:
     """One row of the report: a workload at one concurrency."""
 
-    system: str  # "pgactors", "psycopg" or "pgbench"
-    kind: str  # "save" (last-write-wins upsert), "cas" (read + conditional write), "load"
+    system: str  # "pgbench", "psycopg", "sqlalchemy" or "pgactors"
+    kind: str  # "save" (last-write-wins), "load", "cas" (read, then conditional write)
     label: str
     concurrency: int
     ops: int
@@ -72,49 +161,49 @@ class Result:
     p50_ms: float | None
     p99_ms: float | None
     conflicts: int = 0
+    name: str = ""
+    records_per_op: int = 1
+    peak_rss_mib: float | None = None
+
+    @property
+    def records_per_sec(self) -> float:
+        """Records read or written per second (ops/s for single-record workloads)."""
+        return self.ops_per_sec * self.records_per_op
 
     @classmethod
-    def from_latencies(
+    def summarise(
         cls,
+        latencies: Latencies,
         *,
         system: str,
         kind: str,
         label: str,
+        name: str,
         concurrency: int,
-        latencies_ns: Sequence[int],
         seconds: float,
         conflicts: int = 0,
+        records_per_op: int = 1,
         ops_per_sec: float | None = None,
         mean_ms: float | None = None,
     ) -> Result:
-        """Summarise per-op latencies; ``ops_per_sec``/``mean_ms`` override the computed ones."""
-        ordered = sorted(latencies_ns)
-        ops = len(ordered)
+        """Summarise a run; ``ops_per_sec``/``mean_ms`` override the computed ones."""
         if ops_per_sec is None:
-            ops_per_sec = ops / seconds if seconds > 0 else 0.0
-        if mean_ms is None and ops:
-            mean_ms = sum(ordered) / ops / 1e6
+            ops_per_sec = latencies.count / seconds if seconds > 0 else 0.0
         return cls(
             system=system,
             kind=kind,
             label=label,
             concurrency=concurrency,
-            ops=ops,
+            ops=latencies.count,
             seconds=seconds,
             ops_per_sec=ops_per_sec,
-            mean_ms=mean_ms,
-            p50_ms=_percentile_ms(ordered, 50),
-            p99_ms=_percentile_ms(ordered, 99),
+            mean_ms=latencies.mean_ms() if mean_ms is None else mean_ms,
+            p50_ms=latencies.percentile_ms(50),
+            p99_ms=latencies.percentile_ms(99),
             conflicts=conflicts,
+            name=name,
+            records_per_op=records_per_op,
         )
-
-
-def _percentile_ms(ordered: Sequence[int], pct: float) -> float | None:
-    """Nearest-rank percentile of sorted nanosecond latencies, in milliseconds."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1] / 1e6
 
 
 async def closed_loop(op: Op, *, concurrency: int, duration: float, seed: int = 0) -> Sample:
@@ -123,7 +212,7 @@ async def closed_loop(op: Op, *, concurrency: int, duration: float, seed: int = 
     Calls in flight at the deadline finish and count; elapsed time runs until the last
     task stops.
     """
-    latencies: list[int] = []
+    latencies = Latencies()
     conflicts = 0
     clock = time.perf_counter_ns
     started = clock()
@@ -132,7 +221,7 @@ async def closed_loop(op: Op, *, concurrency: int, duration: float, seed: int = 
     async def worker(index: int) -> None:
         nonlocal conflicts
         rng = random.Random(seed * 100_003 + index)
-        record = latencies.append
+        record = latencies.add
         while clock() < deadline:
             begin = clock()
             conflicts += await op(rng)
@@ -150,21 +239,35 @@ async def measure(
     system: str,
     kind: str,
     label: str,
+    name: str,
     concurrency: int,
     duration: float,
     warmup: float,
     seed: int = 0,
+    records_per_op: int = 1,
 ) -> Result:
     """Warm up (unrecorded: fills pools, prepares statements), then run and summarise."""
     if warmup > 0:
         await closed_loop(op, concurrency=concurrency, duration=warmup, seed=seed + 1)
     sample = await closed_loop(op, concurrency=concurrency, duration=duration, seed=seed)
-    return Result.from_latencies(
+    return Result.summarise(
+        sample.latencies,
         system=system,
         kind=kind,
         label=label,
+        name=name,
         concurrency=concurrency,
-        latencies_ns=sample.latencies_ns,
         seconds=sample.elapsed_ns / 1e9,
         conflicts=sample.conflicts,
+        records_per_op=records_per_op,
     )
+
+
+def peak_rss_mib(maxrss: int | None = None) -> float:
+    """``ru_maxrss`` in MiB: this process's peak unless a value (from wait4) is given."""
+    if maxrss is None:
+        import resource
+
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # KiB on Linux, bytes on macOS.
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024

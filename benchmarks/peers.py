@@ -1,25 +1,39 @@
-"""Hand-written psycopg peers ("the seeds' approach"): a plain pool, one statement per call.
+"""Hand-written psycopg peer ("the seeds' approach"): a plain pool, one statement per call.
 
 No validation, no error translation, no record objects: each call borrows a connection
 from an ``AsyncConnectionPool``, runs pgactors' own SQL text with psycopg parameters
 (``Jsonb`` for the document) and returns the row. This is the floor a thin Python layer
 over psycopg can reach on the same event loop.
+
+The SQL text is composed by the parent process (:mod:`benchmarks.statements`) and handed
+over, so a process measuring this peer never imports pgactors.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from benchmarks.harness import RECORD_TYPE, Op
-from benchmarks.statements import query
+from benchmarks.harness import RECORD_TYPE, Op, Params, bump
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The pool and the statements (``save_lww``, ``load``, ``save_cas``) by name."""
+
+    pool: Pool
+    statements: Mapping[str, str]
+
+    def sql(self, name: str) -> bytes:
+        return self.statements[name].encode()
 
 
 async def open_pool(dsn: str, size: int) -> Pool:
@@ -36,13 +50,13 @@ async def open_pool(dsn: str, size: int) -> Pool:
     return pool
 
 
-def upsert(pool: Pool, schema_name: str, keys: Sequence[str], payload: dict[str, Any]) -> Op:
+def upsert(peer: Peer, p: Params) -> Op:
     """One ``INSERT ... ON CONFLICT DO UPDATE`` (pgactors' ``save_lww``) on a random key."""
-    statement = query("save_lww", schema_name).encode()
-    count = len(keys)
+    statement = peer.sql("save_lww")
+    pool = peer.pool
 
     async def op(rng: random.Random) -> int:
-        params = {"type": RECORD_TYPE, "id": keys[rng.randrange(count)], "data": Jsonb(payload)}
+        params = {"type": RECORD_TYPE, "id": p.key(rng), "data": Jsonb(p.payload)}
         async with pool.connection() as conn:
             cur = await conn.execute(statement, params)
             await cur.fetchone()
@@ -51,13 +65,13 @@ def upsert(pool: Pool, schema_name: str, keys: Sequence[str], payload: dict[str,
     return op
 
 
-def select(pool: Pool, schema_name: str, keys: Sequence[str]) -> Op:
+def select(peer: Peer, p: Params) -> Op:
     """One ``SELECT data, version, created_at, updated_at`` (pgactors' ``load``)."""
-    statement = query("load", schema_name).encode()
-    count = len(keys)
+    statement = peer.sql("load")
+    pool = peer.pool
 
     async def op(rng: random.Random) -> int:
-        params = {"type": RECORD_TYPE, "id": keys[rng.randrange(count)]}
+        params = {"type": RECORD_TYPE, "id": p.key(rng)}
         async with pool.connection() as conn:
             cur = await conn.execute(statement, params)
             if await cur.fetchone() is None:
@@ -67,14 +81,14 @@ def select(pool: Pool, schema_name: str, keys: Sequence[str]) -> Op:
     return op
 
 
-def cas(pool: Pool, schema_name: str, keys: Sequence[str], payload: dict[str, Any]) -> Op:
-    """The ``load`` SELECT, then ``save_cas`` (``UPDATE ... AND version = %s``); retry on 0 rows."""
-    load_statement = query("load", schema_name).encode()
-    cas_statement = query("save_cas", schema_name).encode()
-    count = len(keys)
+def cas(peer: Peer, p: Params) -> Op:
+    """The ``load`` SELECT, then ``save_cas`` of ``counter + 1``; retried on 0 rows."""
+    load_statement = peer.sql("load")
+    cas_statement = peer.sql("save_cas")
+    pool = peer.pool
 
     async def op(rng: random.Random) -> int:
-        key = keys[rng.randrange(count)]
+        key = p.key(rng)
         conflicts = 0
         while True:
             async with pool.connection() as conn:
@@ -85,7 +99,7 @@ def cas(pool: Pool, schema_name: str, keys: Sequence[str], payload: dict[str, An
             params = {
                 "type": RECORD_TYPE,
                 "id": key,
-                "data": Jsonb(payload),
+                "data": Jsonb(bump(row[0])),
                 "expected": row[1],
             }
             async with pool.connection() as conn:
@@ -96,3 +110,13 @@ def cas(pool: Pool, schema_name: str, keys: Sequence[str], payload: dict[str, An
             conflicts += 1
 
     return op
+
+
+FACTORIES: dict[str, Callable[[Peer, Params], Op]] = {
+    "upsert": upsert,
+    "select": select,
+    "cas": cas,
+}
+
+STATEMENTS = ("save_lww", "load", "save_cas")
+"""The pgactors queries this peer runs; the parent composes them for the schema."""

@@ -15,15 +15,18 @@ Python workloads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
 import os
 import re
+import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks.harness import RECORD_TYPE, Result
+from benchmarks.harness import RECORD_TYPE, Latencies, Result, peak_rss_mib
 from benchmarks.statements import query
 from pgactors.embedded import bin_path
 
@@ -116,6 +119,8 @@ class PgbenchRun:
     failed: int
     latencies_ns: list[int]
     output: str
+    maxrss: int
+    """``ru_maxrss`` of the pgbench process, from ``wait4``."""
 
 
 def parse_output(output: str) -> tuple[float, float, int, int]:
@@ -150,6 +155,30 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _run_process(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str, int]:
+    """Run ``argv`` to completion; ``(exit code, output, ru_maxrss)``.
+
+    Reaped with ``os.wait4`` (in a worker thread) rather than asyncio's child watcher,
+    because only ``wait4`` reports the resource usage of that one child.
+    """
+    with tempfile.TemporaryFile(dir=cwd) as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=_env()
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # reaped by Popen.kill's poll() after the timeout
+            raise PgbenchError(f"pgbench did not finish within {timeout:.0f} s") from None
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    return proc.returncode, output, usage.ru_maxrss
+
+
 async def run(
     dsn: str, script: Script, *, concurrency: int, duration: int, workdir: Path
 ) -> PgbenchRun:
@@ -178,26 +207,13 @@ async def run(
     for name, value in script.defines.items():
         argv += ["-D", f"{name}={value}"]
     argv.append(dsn)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=run_dir,
-        env=_env(),
+    returncode, output, maxrss = await asyncio.to_thread(
+        _run_process, argv, run_dir, duration + 120
     )
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=duration + 120)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    output = stdout.decode(errors="replace")
-    if proc.returncode != 0:
-        raise PgbenchError(f"pgbench exited with code {proc.returncode}:\n{output}")
+    if returncode != 0:
+        raise PgbenchError(f"pgbench exited with code {returncode}:\n{output}")
     tps, latency, processed, failed = parse_output(output)
-    return PgbenchRun(tps, latency, processed, failed, read_logs(log_prefix), output)
+    return PgbenchRun(tps, latency, processed, failed, read_logs(log_prefix), output, maxrss)
 
 
 async def measure(
@@ -206,6 +222,7 @@ async def measure(
     *,
     kind: str,
     label: str,
+    name: str,
     concurrency: int,
     duration: int,
     workdir: Path,
@@ -214,13 +231,15 @@ async def measure(
     outcome = await run(dsn, script, concurrency=concurrency, duration=duration, workdir=workdir)
     if outcome.failed:
         raise PgbenchError(f"{outcome.failed} pgbench transactions failed:\n{outcome.output}")
-    return Result.from_latencies(
+    result = Result.summarise(
+        Latencies.of(outcome.latencies_ns),
         system="pgbench",
         kind=kind,
         label=label,
+        name=name,
         concurrency=concurrency,
-        latencies_ns=outcome.latencies_ns,
         seconds=outcome.processed / outcome.tps if outcome.tps else float(duration),
         ops_per_sec=outcome.tps,
         mean_ms=outcome.latency_avg_ms,
     )
+    return dataclasses.replace(result, peak_rss_mib=round(peak_rss_mib(outcome.maxrss), 1))

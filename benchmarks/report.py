@@ -1,28 +1,54 @@
-"""The markdown table and the JSON file."""
+"""The markdown tables, the PASS/FAIL targets and the JSON file."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Result
 
+BASELINES: dict[str, dict[str, str]] = {
+    "pgbench": {"save": "pgbench-save", "load": "pgbench-load", "cas": "pgbench-cas"},
+    "psycopg": {"save": "psycopg-save", "load": "psycopg-load", "cas": "psycopg-cas"},
+    "sqlalchemy": {
+        "save": "sqlalchemy-save",
+        "load": "sqlalchemy-load",
+        "cas": "sqlalchemy-update",
+    },
+}
+"""For each ratio column, the workload each kind of row is divided by."""
 
-def _baseline(results: Sequence[Result], system: str, kind: str, concurrency: int) -> Result | None:
+RATIO_COLUMNS = (("pgbench", "vs pgbench"), ("psycopg", "vs psycopg"), ("sqlalchemy", "vs SQLAlchemy"))
+
+
+def find(results: Sequence[Result], name: str, concurrency: int) -> Result | None:
+    """The result of workload ``name`` at ``concurrency``, if it ran."""
     for result in results:
-        if (result.system, result.kind, result.concurrency) == (system, kind, concurrency):
+        if result.name == name and result.concurrency == concurrency:
             return result
     return None
 
 
 def ratio(result: Result, baseline: Result | None) -> float | None:
-    """``result`` ops/s over the baseline's, or None without a usable baseline."""
-    if baseline is None or baseline.ops_per_sec <= 0:
+    """``result`` records/s over the baseline's, or None without a usable baseline.
+
+    For single-record workloads records/s is ops/s; a ``load_many``/``save_many`` row is
+    thus compared record for record with the baselines' one-record operations.
+    """
+    if baseline is None or baseline.records_per_sec <= 0:
         return None
-    return result.ops_per_sec / baseline.ops_per_sec
+    return result.records_per_sec / baseline.records_per_sec
+
+
+def ratio_to(results: Sequence[Result], result: Result, system: str) -> float | None:
+    """``result`` against the ``system`` baseline of its kind at its concurrency."""
+    name = BASELINES[system].get(result.kind)
+    return ratio(result, find(results, name, result.concurrency) if name else None)
 
 
 def _ms(value: float | None) -> str:
@@ -33,19 +59,22 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def _mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def markdown_table(results: Sequence[Result]) -> str:
-    """One row per result, in run order, with ratios to pgbench and the psycopg peer."""
+    """One row per result, in run order, with ratios to pgbench and to each peer."""
+    ratio_heads = " | ".join(title for _, title in RATIO_COLUMNS)
     lines = [
-        "| workload | concurrency | ops/s | p50 ms | p99 ms | ratio vs pgbench "
-        "| ratio vs psycopg peer |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| workload | c | calls/s | records/s | p50 ms | p99 ms | {ratio_heads} | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(RATIO_COLUMNS) + "---:|",
     ]
     for r in results:
-        vs_pgbench = ratio(r, _baseline(results, "pgbench", r.kind, r.concurrency))
-        vs_peer = ratio(r, _baseline(results, "psycopg", r.kind, r.concurrency))
+        ratios = " | ".join(_ratio(ratio_to(results, r, system)) for system, _ in RATIO_COLUMNS)
         lines.append(
-            f"| {r.label} | {r.concurrency} | {r.ops_per_sec:,.0f} | {_ms(r.p50_ms)} "
-            f"| {_ms(r.p99_ms)} | {_ratio(vs_pgbench)} | {_ratio(vs_peer)} |"
+            f"| {r.label} | {r.concurrency} | {r.ops_per_sec:,.0f} | {r.records_per_sec:,.0f} "
+            f"| {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {ratios} | {_mib(r.peak_rss_mib)} |"
         )
     return "\n".join(lines)
 
@@ -58,6 +87,10 @@ def conflict_notes(results: Sequence[Result]) -> list[str]:
             continue
         if r.system == "pgbench":
             notes.append(f"- {r.label} c={r.concurrency}: conflicts are not retried or counted")
+        elif r.system == "sqlalchemy":
+            notes.append(f"- {r.label} c={r.concurrency}: row locks, no conflicts to retry")
+        elif r.name == "pgactors-update":
+            notes.append(f"- {r.label} c={r.concurrency}: retried inside store.update, not counted")
         else:
             notes.append(
                 f"- {r.label} c={r.concurrency}: {r.conflicts} version conflict(s) retried "
@@ -66,18 +99,139 @@ def conflict_notes(results: Sequence[Result]) -> list[str]:
     return notes
 
 
-def results_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """Results as dicts, with the ratios the table shows."""
-    rows = []
-    for r in results:
-        row = dataclasses.asdict(r)
-        row["ratio_vs_pgbench"] = ratio(r, _baseline(results, "pgbench", r.kind, r.concurrency))
-        row["ratio_vs_psycopg"] = ratio(r, _baseline(results, "psycopg", r.kind, r.concurrency))
-        rows.append(row)
-    return rows
+# -- targets ------------------------------------------------------------------------------
 
 
-def write_json(path: Path, meta: Mapping[str, Any], results: Sequence[Result]) -> None:
-    """Write ``{"meta": ..., "results": [...]}``."""
-    document = {"meta": dict(meta), "results": results_rows(results)}
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+@dataclass(frozen=True)
+class Target:
+    """A goal of the issue: ``workload`` >= ``minimum`` x ``baseline`` at concurrency c."""
+
+    workload: str
+    baseline: str
+    minimum: float
+    text: str
+
+
+TARGETS = (
+    Target("pgactors-save", "pgbench-save", 1.0, "pgactors save >= 1.0x pgbench upsert tps"),
+    Target("pgactors-load", "pgbench-load", 1.0, "pgactors load >= 1.0x pgbench select tps"),
+    Target("pgactors-save", "sqlalchemy-save", 2.0, "pgactors save >= 2x SQLAlchemy ORM save"),
+    Target("pgactors-load", "sqlalchemy-load", 2.0, "pgactors load >= 2x SQLAlchemy ORM load"),
+    Target("pgactors-save", "psycopg-save", 1.5, "pgactors save >= 1.5x psycopg peer upsert"),
+    Target("pgactors-load", "psycopg-load", 1.5, "pgactors load >= 1.5x psycopg peer select"),
+)
+
+
+def check_targets(results: Sequence[Result], concurrency: int) -> list[dict[str, Any]]:
+    """Each target at ``concurrency``: status PASS, FAIL or SKIP (a workload did not run)."""
+    checks = []
+    for target in TARGETS:
+        value = None
+        subject = find(results, target.workload, concurrency)
+        if subject is not None:
+            value = ratio(subject, find(results, target.baseline, concurrency))
+        if value is None:
+            status = "SKIP"
+        else:
+            status = "PASS" if value >= target.minimum else "FAIL"
+        checks.append(
+            {
+                "status": status,
+                "target": f"{target.text} at c={concurrency}",
+                "workload": target.workload,
+                "baseline": target.baseline,
+                "concurrency": concurrency,
+                "minimum": target.minimum,
+                "ratio": value,
+            }
+        )
+    return checks
+
+
+def target_lines(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for check in checks:
+        measured = "not run" if check["ratio"] is None else f"{check['ratio']:.2f}x"
+        lines.append(f"{check['status']} {check['target']}: {measured}")
+    return lines
+
+
+# -- scale curve --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """The scale curve at one size: preload cost, table size, and the pgactors runs."""
+
+    records: int
+    preload_s: float
+    relation_bytes: int
+    results: tuple[Result, ...]
+
+    def get(self, name: str) -> Result | None:
+        return next((r for r in self.results if r.name == name), None)
+
+
+def scale_table(points: Sequence[ScalePoint]) -> str:
+    """One row per size: save and load ops/s, p99 and client peak RSS, and table size."""
+    lines = [
+        "| records | preload s | table+index MiB | save ops/s | save p99 ms | save RSS MiB "
+        "| load ops/s | load p99 ms | load RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for point in points:
+        cells = [f"{point.records:,}", f"{point.preload_s:.1f}", f"{point.relation_bytes / 2**20:,.0f}"]
+        for name in ("pgactors-save", "pgactors-load"):
+            r = point.get(name)
+            if r is None:
+                cells += ["—", "—", "—"]
+            else:
+                cells += [f"{r.ops_per_sec:,.0f}", _ms(r.p99_ms), _mib(r.peak_rss_mib)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def result_row(results: Sequence[Result], r: Result) -> dict[str, Any]:
+    """A result as a dict, with records/s and the ratios the table shows."""
+    row = dataclasses.asdict(r)
+    row["records_per_sec"] = r.records_per_sec
+    for system, _ in RATIO_COLUMNS:
+        row[f"ratio_vs_{system}"] = ratio_to(results, r, system)
+    return row
+
+
+def document(
+    meta: Mapping[str, Any],
+    results: Sequence[Result],
+    checks: Sequence[Mapping[str, Any]],
+    scale: Sequence[ScalePoint],
+) -> dict[str, Any]:
+    """Everything the run measured, as the JSON file holds it."""
+    return {
+        "meta": dict(meta),
+        "results": [result_row(results, r) for r in results],
+        "targets": [dict(check) for check in checks],
+        "scale": [
+            {
+                "records": point.records,
+                "preload_seconds": round(point.preload_s, 2),
+                "total_relation_bytes": point.relation_bytes,
+                "results": [dataclasses.asdict(r) for r in point.results],
+            }
+            for point in scale
+        ],
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path.tmp`` and rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    write_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")

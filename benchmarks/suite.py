@@ -1,13 +1,15 @@
 """The workload registry and the shared context every workload runs in.
 
-A :class:`Workload` is either a Python :data:`~benchmarks.harness.Op` factory (measured
-in this process by :func:`benchmarks.harness.measure`) or a pgbench script factory (run
-as a separate process). Adding a peer (SQLAlchemy, another driver...) is one factory and
-one registry entry.
+A :class:`Workload` is either a pgbench script factory (run by the parent as a separate
+pgbench process) or the name of an op factory in one Python system's module (run in a
+fresh subprocess by :mod:`benchmarks.runner`). Adding a workload or a peer is one
+factory and one registry entry.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,28 +18,31 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks import harness, peers, pgbench, workloads
-from benchmarks.harness import Op, Result
-from pgactors import Store
+from benchmarks import harness, peers, pgbench, runner
+from benchmarks.harness import Result
+from benchmarks.statements import query
 
 
 @dataclass
 class Bench:
-    """Everything a workload needs: connections, key space, payload and run settings."""
+    """Everything a workload needs: server, schema, key space, payload and run settings."""
 
     dsn: str
     schema: str
     records: int
     duration: int
     warmup: float
+    pool_size: int
     workdir: Path
     payload: dict[str, Any]
-    keys: list[str]
-    store: Store
-    peer_pool: peers.Pool
     admin: psycopg.AsyncConnection[Any]
     pgbench_payload: pgbench.PayloadMode = "literal"
+    batch: int = harness.BATCH_SIZE
     checkpoints: bool = field(default=True)
+
+    def statements(self) -> dict[str, str]:
+        """The psycopg peer's SQL text for this schema."""
+        return {name: query(name, self.schema) for name in peers.STATEMENTS}
 
     async def checkpoint(self) -> None:
         """Best-effort CHECKPOINT so each workload starts from the same WAL/dirty state."""
@@ -48,23 +53,47 @@ class Bench:
         except psycopg.errors.InsufficientPrivilege:
             self.checkpoints = False
 
-    async def vacuum_analyze(self) -> None:
-        """VACUUM ANALYZE the state table (after the preload)."""
+    async def preload(self) -> float:
+        """Insert ``k1`` .. ``k<records>`` server side, VACUUM ANALYZE; return the seconds.
+
+        One ``INSERT ... SELECT generate_series`` writes the rows a ``save_many`` would
+        (version 1, the same JSONB) in a fraction of the time: 1M records take ~20 s.
+        """
         table = sql.Identifier(self.schema, "pgactors_state")
+        started = time.perf_counter()
+        await self.admin.execute(
+            sql.SQL(
+                "INSERT INTO {} (type, id, version, data) "
+                "SELECT %s, 'k' || g, 1, %s::jsonb FROM generate_series(1, %s::bigint) g"
+            ).format(table),
+            (harness.RECORD_TYPE, json.dumps(self.payload), self.records),
+        )
         await self.admin.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        return time.perf_counter() - started
+
+    async def relation_bytes(self) -> int:
+        """``pg_total_relation_size`` of the state table: heap, TOAST and indexes."""
+        cur = await self.admin.execute(
+            "SELECT pg_total_relation_size(%s::regclass)",
+            (sql.Identifier(self.schema, "pgactors_state").as_string(),),
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One named workload: a Python op factory or a pgbench script factory."""
+    """One named workload: a pgbench script factory or a Python op factory name."""
 
     name: str
     system: str
     kind: str
     label: str
-    op: Callable[[Bench], Op] | None = None
+    factory: str = ""
     script: Callable[[Bench], pgbench.Script] | None = None
     default: bool = True
+    coalesce: bool = True
+    batched: bool = False
 
     async def run(self, bench: Bench, concurrency: int, seed: int = 0) -> Result:
         """Measure this workload at ``concurrency`` for ``bench.duration`` seconds."""
@@ -75,25 +104,35 @@ class Workload:
                 self.script(bench),
                 kind=self.kind,
                 label=self.label,
+                name=self.name,
                 concurrency=concurrency,
                 duration=bench.duration,
                 workdir=bench.workdir,
             )
-        assert self.op is not None
-        return await harness.measure(
-            self.op(bench),
+        task = runner.Task(
+            name=self.name,
             system=self.system,
             kind=self.kind,
             label=self.label,
+            factory=self.factory,
+            dsn=bench.dsn,
+            schema=bench.schema,
+            records=bench.records,
             concurrency=concurrency,
+            pool_size=bench.pool_size,
             duration=bench.duration,
             warmup=bench.warmup,
             seed=seed,
+            batch=bench.batch,
+            records_per_op=min(bench.batch, bench.records) if self.batched else 1,
+            coalesce=self.coalesce,
+            statements=bench.statements() if self.system == "psycopg" else {},
         )
+        return await runner.run_isolated(task)
 
 
 WORKLOADS: tuple[Workload, ...] = (
-    # Last-write-wins upsert (pgactors' save_lww statement).
+    # Writes: last-write-wins upsert of one record (pgactors' save_lww statement).
     Workload(
         "pgbench-save",
         "pgbench",
@@ -101,21 +140,34 @@ WORKLOADS: tuple[Workload, ...] = (
         "pgbench upsert (save_lww)",
         script=lambda b: pgbench.upsert_script(b.schema, b.records, b.payload, b.pgbench_payload),
     ),
+    Workload("psycopg-save", "psycopg", "save", "psycopg peer upsert", "upsert"),
+    Workload("sqlalchemy-save", "sqlalchemy", "save", "SQLAlchemy ORM get+modify+commit", "save"),
     Workload(
-        "psycopg-save",
-        "psycopg",
+        "sqlalchemy-upsert",
+        "sqlalchemy",
         "save",
-        "psycopg peer upsert",
-        op=lambda b: peers.upsert(b.peer_pool, b.schema, b.keys, b.payload),
+        "SQLAlchemy on_conflict_do_update",
+        "upsert",
+        default=False,
     ),
+    Workload("pgactors-save", "pgactors", "save", "pgactors save (LWW)", "save_lww"),
     Workload(
-        "pgactors-save",
+        "pgactors-save-nocoalesce",
         "pgactors",
         "save",
-        "pgactors save (LWW)",
-        op=lambda b: workloads.save_lww(b.store, b.keys, b.payload),
+        "pgactors save (LWW), coalesce=False",
+        "save_lww",
+        coalesce=False,
     ),
-    # Point read (pgactors' load statement).
+    Workload(
+        "pgactors-save-many",
+        "pgactors",
+        "save",
+        "pgactors save_many (100/call)",
+        "save_many",
+        batched=True,
+    ),
+    # Point reads (pgactors' load statement).
     Workload(
         "pgbench-load",
         "pgbench",
@@ -123,46 +175,49 @@ WORKLOADS: tuple[Workload, ...] = (
         "pgbench select (load)",
         script=lambda b: pgbench.select_script(b.schema, b.records),
     ),
+    Workload("psycopg-load", "psycopg", "load", "psycopg peer select", "select"),
+    Workload("sqlalchemy-load", "sqlalchemy", "load", "SQLAlchemy ORM session.get", "load"),
+    Workload("pgactors-load", "pgactors", "load", "pgactors load", "load"),
     Workload(
-        "psycopg-load",
-        "psycopg",
-        "load",
-        "psycopg peer select",
-        op=lambda b: peers.select(b.peer_pool, b.schema, b.keys),
-    ),
-    Workload(
-        "pgactors-load",
+        "pgactors-load-nocoalesce",
         "pgactors",
         "load",
-        "pgactors load",
-        op=lambda b: workloads.load(b.store, b.keys),
+        "pgactors load, coalesce=False",
+        "load",
+        coalesce=False,
     ),
-    # Compare-and-set: read the version, write only if it is unchanged.
+    Workload(
+        "pgactors-load-many",
+        "pgactors",
+        "load",
+        "pgactors load_many (100/call)",
+        "load_many",
+        batched=True,
+    ),
+    # Read-modify-write: read the record, write it back only if it is unchanged.
     Workload(
         "pgbench-cas",
         "pgbench",
         "cas",
         "pgbench select + save_cas",
         script=lambda b: pgbench.cas_script(b.schema, b.records, b.payload, b.pgbench_payload),
-        default=False,
     ),
+    Workload("psycopg-cas", "psycopg", "cas", "psycopg peer select + CAS update", "cas"),
     Workload(
-        "psycopg-cas",
-        "psycopg",
+        "sqlalchemy-update",
+        "sqlalchemy",
         "cas",
-        "psycopg peer select + CAS update",
-        op=lambda b: peers.cas(b.peer_pool, b.schema, b.keys, b.payload),
+        "SQLAlchemy ORM get FOR UPDATE+commit",
+        "update",
     ),
-    Workload(
-        "pgactors-cas",
-        "pgactors",
-        "cas",
-        "pgactors load + save (CAS)",
-        op=lambda b: workloads.save_cas(b.store, b.keys, b.payload),
-    ),
+    Workload("pgactors-cas", "pgactors", "cas", "pgactors load + save (CAS)", "save_cas"),
+    Workload("pgactors-update", "pgactors", "cas", "pgactors update", "update"),
 )
 
 BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
+
+SCALE_WORKLOADS = ("pgactors-save", "pgactors-load")
+"""What the scale curve runs at every size."""
 
 
 def select_workloads(spec: str | None) -> list[Workload]:

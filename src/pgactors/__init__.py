@@ -1,7 +1,9 @@
 """pgactors: durable, versioned state for Python actors and objects, in PostgreSQL."""
 
+from .changes import Change, ChangeStream
 from .config import StoreConfig
 from .errors import (
+    ChangesExpired,
     ConfigError,
     DatabaseError,
     InvalidInput,
@@ -21,6 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
+    "Change",
+    "ChangeStream",
+    "ChangesExpired",
     "ConfigError",
     "DatabaseError",
     "InMemoryStore",

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from .changes import FeedSource
 from .record import Record
 
 
@@ -26,6 +27,17 @@ class ServerInfo:
     table_bytes: int
     index_bytes: int
     database_bytes: int
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    """The change log: newest and pruned positions, oldest retained, rows, bytes."""
+
+    last_position: int
+    pruned_through: int
+    oldest_position: int | None
+    rows: int
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,7 @@ class TransactionBackend(Protocol):
         ...
 
 
-class Backend(TransactionBackend, Protocol):
+class Backend(TransactionBackend, FeedSource, Protocol):
     """A storage engine for the store's records."""
 
     async def exists(self, type: str, id: str) -> bool:
@@ -102,6 +114,10 @@ class Backend(TransactionBackend, Protocol):
 
     async def drop_schema(self) -> None:
         """Drop every record and schema object (``pgactors reset``)."""
+        ...
+
+    async def feed_stats(self) -> FeedStats:
+        """Size and range of the change log, for ``status``."""
         ...
 
     async def close(self) -> None:

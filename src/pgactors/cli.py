@@ -219,6 +219,7 @@ def status(
     async def action(options: Options) -> None:
         async with await _open(options) as store:
             info = await store.info()
+            feed = await store.feed_stats() if info.schema_version else None
         report = {
             "target": store.config.target(),
             "schema": store.config.schema,
@@ -231,6 +232,16 @@ def status(
             "table_bytes": info.table_bytes,
             "index_bytes": info.index_bytes,
             "database_bytes": info.database_bytes,
+            "changes": None
+            if feed is None
+            else {
+                "last_position": feed.last_position,
+                "oldest_position": feed.oldest_position,
+                "pruned_through": feed.pruned_through,
+                "rows": feed.rows,
+                "bytes": feed.bytes,
+                "retention_seconds": store.config.changes_retention,
+            },
         }
         if as_json:
             print(json.dumps(report, indent=2))
@@ -253,6 +264,14 @@ def print_status(report: dict[str, Any]) -> None:
     table.add_row("table size", _bytes(report["table_bytes"]))
     table.add_row("index size", _bytes(report["index_bytes"]))
     table.add_row("database size", _bytes(report["database_bytes"]))
+    if report["changes"]:
+        feed = report["changes"]
+        table.add_row(
+            "change log",
+            f"{feed['rows']} changes, {_bytes(feed['bytes'])}, positions "
+            f"{feed['oldest_position'] or '-'}..{feed['last_position']} "
+            f"(retention {feed['retention_seconds']:g} s)",
+        )
     out.print(table)
     if report["types"]:
         out.print(types_table(report["types"]))

@@ -195,6 +195,10 @@ _FIELD_CHECKS: dict[str, Callable[[object], object]] = {
     "max_data_bytes": lambda v: _check_int("max_data_bytes", v, 1),
     "changes": lambda v: _check_bool("changes", v),
     "coalesce": lambda v: _check_bool("coalesce", v),
+    "channel": lambda v: _check_identifier("channel", v),
+    "changes_retention": lambda v: _check_seconds(
+        "changes_retention", v, "a number of seconds >= 1", 1.0, 10.0 * 365 * 86400
+    ),
 }
 
 
@@ -226,6 +230,8 @@ class StoreConfig:
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
     changes: bool = True
     coalesce: bool = True
+    channel: str = "pgactors_changes"
+    changes_retention: float = 86400.0
 
     def __post_init__(self) -> None:
         for name, check in _FIELD_CHECKS.items():
@@ -463,7 +469,7 @@ class StoreConfig:
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StoreConfig))
 _INT_FIELDS = frozenset({"port", "pool_min_size", "pool_max_size", "max_data_bytes"})
-_FLOAT_FIELDS = frozenset({"connect_timeout", "statement_timeout"})
+_FLOAT_FIELDS = frozenset({"connect_timeout", "statement_timeout", "changes_retention"})
 _BOOL_FIELDS = frozenset({"changes", "coalesce"})
 _INT_TEXT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -493,6 +499,9 @@ _PGACTORS_ENV: tuple[tuple[str, str], ...] = (
     ("PGACTORS_STATEMENT_TIMEOUT", "statement_timeout"),
     ("PGACTORS_MAX_DATA_BYTES", "max_data_bytes"),
     ("PGACTORS_COALESCE", "coalesce"),
+    ("PGACTORS_CHANGES", "changes"),
+    ("PGACTORS_CHANNEL", "channel"),
+    ("PGACTORS_CHANGES_RETENTION", "changes_retention"),
 )
 
 

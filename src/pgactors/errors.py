@@ -80,6 +80,21 @@ class SchemaMismatch(PgActorsError):
     """The database schema is missing, or newer than this version of pgactors understands."""
 
 
+class ChangesExpired(PgActorsError):
+    """A change feed resume point is older than the retained log: changes were pruned.
+
+    Resume from ``oldest`` (or reload the state) instead of silently missing changes.
+    """
+
+    def __init__(self, since: int, oldest: int) -> None:
+        super().__init__(
+            f"changes after position {since} are no longer retained (the log now starts "
+            f"after position {oldest}): resume from a newer position, or reload the state"
+        )
+        self.since = since
+        self.oldest = oldest
+
+
 class DatabaseError(PgActorsError):
     """PostgreSQL refused an operation for a reason not covered by a more specific error."""
 
@@ -89,6 +104,7 @@ class ServerError(PgActorsError):
 
 
 __all__ = [
+    "ChangesExpired",
     "ConfigError",
     "DatabaseError",
     "InvalidInput",

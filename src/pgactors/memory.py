@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from . import schema
-from .backend import SaveItem, ServerInfo, TransactionBackend
+from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .changes import Change, FeedListener
 from .errors import VersionConflict
 from .record import Record
 
@@ -46,35 +48,94 @@ def _write(rows: _Rows, type: str, id: str, text: str, expected: int | None) -> 
     return _record(type, id, row)
 
 
-def _remove(rows: _Rows, type: str, id: str, expected: int | None) -> bool:
+def _remove(rows: _Rows, type: str, id: str, expected: int | None) -> int:
+    """Delete; return the deleted version, 0 if nothing was there."""
     old = rows.get((type, id))
     actual = old.version if old else 0
     if expected is not None and expected != actual:
         raise VersionConflict(type, id, expected, actual)
-    return rows.pop((type, id), None) is not None
+    rows.pop((type, id), None)
+    return actual
+
+
+_Event = tuple[str, str, int, Literal["save", "delete"]]
 
 
 class _MemoryTransaction:
     def __init__(self, rows: _Rows) -> None:
         self.rows = rows
+        self.events: list[_Event] = []
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         row = self.rows.get((type, id))
         return _record(type, id, row) if row else None
 
     async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
-        return _write(self.rows, type, id, text, expected)
+        record = _write(self.rows, type, id, text, expected)
+        self.events.append((type, id, record.version, "save"))
+        return record
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
-        return _remove(self.rows, type, id, expected)
+        version = _remove(self.rows, type, id, expected)
+        if version:
+            self.events.append((type, id, version, "delete"))
+        return bool(version)
+
+
+class _MemoryListener:
+    def __init__(self, registry: set[_MemoryListener]) -> None:
+        self._registry = registry
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    async def connect(self) -> None:
+        self._registry.add(self)
+
+    async def wait(self, seconds: float) -> list[str]:
+        try:
+            payloads = [await asyncio.wait_for(self.queue.get(), seconds)]
+        except TimeoutError:
+            return []
+        while not self.queue.empty():
+            payloads.append(self.queue.get_nowait())
+        return payloads
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._registry.discard(self)
 
 
 class MemoryBackend:
     """A backend holding records in a dict; same semantics as PostgreSQL."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention: float = 86400.0) -> None:
         self._rows: _Rows = {}
         self._write_lock = asyncio.Lock()
+        self._log: list[Change] = []
+        self._position = 0
+        self._pruned = 0
+        self._retention = retention
+        self._listeners: set[_MemoryListener] = set()
+
+    def _publish(self, events: list[_Event]) -> None:
+        now = datetime.now(UTC)
+        for type, id, version, op in events:
+            self._position += 1
+            change = Change(type, id, version, op, now, self._position)
+            self._log.append(change)
+            payload = json.dumps(
+                {
+                    "type": type,
+                    "id": id,
+                    "version": version,
+                    "op": op,
+                    "position": change.position,
+                    "at": now.isoformat(),
+                }
+            )
+            for listener in self._listeners:
+                listener.queue.put_nowait(payload)
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         row = self._rows.get((type, id))
@@ -85,11 +146,16 @@ class MemoryBackend:
 
     async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
         async with self._write_lock:
-            return _write(self._rows, type, id, text, expected)
+            record = _write(self._rows, type, id, text, expected)
+            self._publish([(type, id, record.version, "save")])
+            return record
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         async with self._write_lock:
-            return _remove(self._rows, type, id, expected)
+            version = _remove(self._rows, type, id, expected)
+            if version:
+                self._publish([(type, id, version, "delete")])
+            return bool(version)
 
     async def load_many(self, type: str, ids: list[str]) -> dict[str, Record]:
         return {i: _record(type, i, r) for i in ids if (r := self._rows.get((type, i)))}
@@ -105,14 +171,22 @@ class MemoryBackend:
             if conflicts:
                 first = min(conflicts)
                 raise VersionConflict(type, first, *conflicts[first], conflicts=conflicts)
-            return {
+            saved = {
                 item.id: _write(self._rows, type, item.id, item.text, None)
                 for item in sorted(items, key=lambda i: i.id)
             }
+            self._publish([(type, r.id, r.version, "save") for r in saved.values()])
+            return saved
 
     async def delete_many(self, type: str, ids: list[str]) -> int:
         async with self._write_lock:
-            return sum(self._rows.pop((type, i), None) is not None for i in ids)
+            events: list[_Event] = []
+            for id in sorted(ids):
+                version = _remove(self._rows, type, id, None)
+                if version:
+                    events.append((type, id, version, "delete"))
+            self._publish(events)
+            return len(events)
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
         found = sorted(
@@ -129,9 +203,46 @@ class MemoryBackend:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._write_lock:
-            working = dict(self._rows)
-            yield _MemoryTransaction(working)
-            self._rows = working
+            tx = _MemoryTransaction(dict(self._rows))
+            yield tx
+            self._rows = tx.rows
+            self._publish(tx.events)
+
+    # -- change feed: positions are given at write time, which is commit time here
+
+    async def sequence_changes(self) -> int:
+        return 0
+
+    async def feed_state(self) -> tuple[int, int]:
+        return self._position, self._pruned
+
+    async def fetch_changes(
+        self, after: int, types: Sequence[str] | None, limit: int
+    ) -> list[Change]:
+        start = max(0, after - self._pruned)
+        found = [
+            c
+            for c in self._log[start:]
+            if c.position > after and (types is None or c.type in types)
+        ]
+        return found[:limit]
+
+    async def prune_changes(self) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)
+        expired = 0
+        while expired < len(self._log) and self._log[expired].at < cutoff:
+            expired += 1
+        if expired:
+            self._pruned = self._log[expired - 1].position
+            del self._log[:expired]
+        return expired
+
+    async def feed_stats(self) -> FeedStats:
+        oldest = self._log[0].position if self._log else None
+        return FeedStats(self._position, self._pruned, oldest, len(self._log), 0)
+
+    def feed_listener(self) -> FeedListener:
+        return _MemoryListener(self._listeners)
 
     async def init_schema(self) -> int:
         return 0

@@ -7,11 +7,12 @@ failures name the host and port (never the password) and say what to check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,8 @@ from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import schema
-from .backend import SaveItem, ServerInfo, TransactionBackend
+from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .changes import Change, FeedListener, Sequencer
 from .coalesce import Coalescer
 from .config import StoreConfig, redact
 from .errors import (
@@ -51,13 +53,21 @@ _MAX_BATCH = 256
 # with benchmarks/ on 2 cores: 2 gave the best save and load throughput.
 _MAX_INFLIGHT = 2
 _RETRIES = 3
+_SEQUENCE_MAX_ROWS = 10_000
+_PRUNE_CHUNK = 10_000
+_PROBE_SECONDS = 5.0
 
 
 def build_conninfo(config: StoreConfig) -> str:
     """The libpq connection string for ``config``; ConfigError if the DSN is malformed."""
     params: dict[str, Any] = dict(config.conninfo_params())
+    options = []
     if config.statement_timeout is not None:
-        params["options"] = f"-c statement_timeout={math.ceil(config.statement_timeout * 1000)}"
+        options.append(f"-c statement_timeout={math.ceil(config.statement_timeout * 1000)}")
+    if not config.changes:
+        options.append("-c pgactors.changes=off")
+    if options:
+        params["options"] = " ".join(options)
     try:
         conninfo = make_conninfo(config.dsn or "", **params)
         conninfo_to_dict(conninfo)
@@ -300,6 +310,8 @@ class PostgresBackend:
         self._queries = queries
         self._ops = _Ops(self._queries)
         self._coalesced = _Coalesced(self, max_inflight=_MAX_INFLIGHT) if config.coalesce else None
+        self._sequencer = Sequencer(self.sequence_changes, max_rows=_SEQUENCE_MAX_ROWS)
+        self._conninfo = ""
         self._names = schema.identifiers(config)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -342,10 +354,18 @@ class PostgresBackend:
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise translate(exc, config) from None
-        return cls(config, pool, queries, last_used)
+        backend = cls(config, pool, queries, last_used)
+        backend._conninfo = conninfo
+        return backend
 
     async def close(self) -> None:
+        await self._sequencer.drain()
         await self._pool.close()
+
+    def _changed(self) -> None:
+        """A write committed: have its change numbered and notified soon."""
+        if self.config.changes:
+            self._sequencer.kick()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[_Conn]:
@@ -407,9 +427,11 @@ class PostgresBackend:
 
     async def _save_one(self, request: _SaveRequest) -> Record:
         async with self._connection() as conn:
-            return await self._ops.save_on(
+            record = await self._ops.save_on(
                 conn, request.type, request.id, request.text, request.expected
             )
+        self._changed()
+        return record
 
     async def exists(self, type: str, id: str) -> bool:
         rows = await self._read(self._queries.exists, {"type": type, "id": id})
@@ -434,7 +456,9 @@ class PostgresBackend:
     async def _save_batch(
         self, query: bytes, batch: list[_SaveRequest]
     ) -> dict[tuple[str, str], tuple[Any, ...]]:
-        return {(row[0], row[1]): row[2:] for row in await self._write(query, _save_params(batch))}
+        rows = await self._write(query, _save_params(batch))
+        self._changed()
+        return {(row[0], row[1]): row[2:] for row in rows}
 
     async def _save_lww_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
         rows = await self._save_batch(self._queries.save_lww_batch, batch)
@@ -456,9 +480,9 @@ class PostgresBackend:
     async def _save_cas_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
         outcome: dict[tuple[str, str], tuple[Any, ...]] = {}
         current: dict[tuple[str, str], int] = {}
-        for ok, type, id, version, created_at, updated_at in await self._write(
-            self._queries.save_cas_batch, _save_params(batch)
-        ):
+        rows = await self._write(self._queries.save_cas_batch, _save_params(batch))
+        self._changed()
+        for ok, type, id, version, created_at, updated_at in rows:
             if ok:
                 outcome[(type, id)] = (version, created_at, updated_at)
             else:
@@ -470,7 +494,10 @@ class PostgresBackend:
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         async with self._connection() as conn:
-            return await self._ops.delete_on(conn, type, id, expected)
+            deleted = await self._ops.delete_on(conn, type, id, expected)
+        if deleted:
+            self._changed()
+        return deleted
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -500,6 +527,7 @@ class PostgresBackend:
         conflicts = {row[1]: (row[3], row[2]) for row in rows if not row[0]}
         if conflicts:
             raise _batch_conflict(type, conflicts)
+        self._changed()
         texts = {i.id: i.text for i in items}
         return {
             id: Record(type, id, _decode(texts[id]), version, created_at, updated_at)
@@ -523,7 +551,9 @@ class PostgresBackend:
         async with self._connection() as conn:
             params = {"type": type, "ids": _json_list(ids)}
             cur = await conn.execute(self._queries.delete_many, params)
-            return cur.rowcount
+        if cur.rowcount:
+            self._changed()
+        return cur.rowcount
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
         params = {"type": type, "prefix": prefix, "after": after, "limit": limit}
@@ -538,6 +568,52 @@ class PostgresBackend:
             with _translated(self.config):
                 async with conn.transaction():
                     yield _PostgresTransaction(conn, self._ops, self.config)
+        self._changed()
+
+    # -- change feed ---------------------------------------------------------------------------
+
+    async def sequence_changes(self) -> int:
+        params = {"channel": self.config.channel, "max_rows": _SEQUENCE_MAX_ROWS}
+        rows = await self._write(self._queries.sequence_changes, params)
+        return int(rows[0][0])
+
+    async def feed_state(self) -> tuple[int, int]:
+        rows = await self._read(self._queries.feed_state, {})
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def fetch_changes(
+        self, after: int, types: Sequence[str] | None, limit: int
+    ) -> list[Change]:
+        params = {
+            "after": after,
+            "types": None if types is None else _json_list(list(types)),
+            "limit": limit,
+        }
+        return [
+            Change(type, id, int(version), op, at, int(position))
+            for position, type, id, version, op, at in await self._read(
+                self._queries.changes_after, params
+            )
+        ]
+
+    async def prune_changes(self) -> int:
+        pruned = 0
+        params = {"chunk": _PRUNE_CHUNK, "retention": self.config.changes_retention}
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._queries.prune_changes, params)
+            if not cur.rowcount:
+                return pruned
+            pruned += 1
+
+    async def feed_stats(self) -> FeedStats:
+        params = {"schema": self.config.schema, "table": self._names["changes"]}
+        rows = await self._read(self._queries.feed_stats, params)
+        last, pruned, oldest, count, size = rows[0]
+        return FeedStats(int(last), int(pruned), oldest, int(count), int(size or 0))
+
+    def feed_listener(self) -> FeedListener:
+        return _PostgresListener(self._conninfo, self.config)
 
     # -- schema and administration -----------------------------------------------------------
 
@@ -609,6 +685,57 @@ class PostgresBackend:
     async def drop_schema(self) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.drop_schema)
+
+
+class _PostgresListener:
+    """A dedicated autocommit connection, outside the pool, that LISTENs for changes."""
+
+    def __init__(self, conninfo: str, config: StoreConfig) -> None:
+        self._conninfo = conninfo
+        self._config = config
+        self._conn: _Conn | None = None
+
+    async def connect(self) -> None:
+        await self.close()
+        conn = await _connect(self._conninfo, self._config)
+        self._conn = conn
+        channel = sql.Identifier(self._config.channel)
+        probe = sql.Identifier(f"{self._config.channel}_probe")
+        token = f"probe-{time.monotonic_ns()}"
+        with _translated(self._config):
+            await conn.execute(sql.SQL("LISTEN {}").format(channel))
+            await conn.execute(sql.SQL("LISTEN {}").format(probe))
+            await conn.execute("SELECT pg_notify(%s, %s)", [f"{self._config.channel}_probe", token])
+            async for notify in conn.notifies(timeout=_PROBE_SECONDS):
+                if notify.payload == token:
+                    break
+            else:
+                raise ConfigError(
+                    f"LISTEN/NOTIFY does not reach this connection to {self._config.target()}: "
+                    "is it a transaction-pooling PgBouncer? Point the change feed at PostgreSQL "
+                    "directly (or at a session-pooling PgBouncer)"
+                )
+
+    async def wait(self, seconds: float) -> list[str]:
+        assert self._conn is not None
+        channel = self._config.channel
+        with _translated(self._config):
+            return [
+                n.payload
+                async for n in self._conn.notifies(timeout=seconds, stop_after=1)
+                if n.channel == channel
+            ]
+
+    async def ping(self) -> None:
+        assert self._conn is not None
+        with _translated(self._config):
+            await self._conn.execute("SELECT 1")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 async def _connect(conninfo: str, config: StoreConfig) -> _Conn:

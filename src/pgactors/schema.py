@@ -68,6 +68,17 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
         "state_type_updated_idx": f"{prefix}_state_type_updated_idx",
         "state_expires_idx": f"{prefix}_state_expires_idx",
         "conflict_fn": f"{prefix}_batch_conflict",
+        "changes": f"{prefix}_changes",
+        "changes_pkey": f"{prefix}_changes_pkey",
+        "changes_op_check": f"{prefix}_changes_op_check",
+        "changes_position_idx": f"{prefix}_changes_position_idx",
+        "changes_pending_idx": f"{prefix}_changes_pending_idx",
+        "feed": f"{prefix}_feed",
+        "log_fn": f"{prefix}_log_changes",
+        "log_insert_trigger": f"{prefix}_log_insert",
+        "log_update_trigger": f"{prefix}_log_update",
+        "log_delete_trigger": f"{prefix}_log_delete",
+        "sequence_fn": f"{prefix}_sequence_changes",
     }
 
 
@@ -75,7 +86,7 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
 class SchemaObject:
     """A database object that ``verify`` expects to find."""
 
-    kind: str  # "table", "index" or "function"
+    kind: str  # "table", "index", "function" or "trigger"
     name: str
 
 
@@ -89,4 +100,14 @@ def expected_objects(config: StoreConfig) -> list[SchemaObject]:
         SchemaObject("index", names["state_type_updated_idx"]),
         SchemaObject("index", names["state_expires_idx"]),
         SchemaObject("function", names["conflict_fn"]),
+        SchemaObject("table", names["changes"]),
+        SchemaObject("table", names["feed"]),
+        SchemaObject("index", names["changes_pkey"]),
+        SchemaObject("index", names["changes_position_idx"]),
+        SchemaObject("index", names["changes_pending_idx"]),
+        SchemaObject("function", names["log_fn"]),
+        SchemaObject("function", names["sequence_fn"]),
+        SchemaObject("trigger", names["log_insert_trigger"]),
+        SchemaObject("trigger", names["log_update_trigger"]),
+        SchemaObject("trigger", names["log_delete_trigger"]),
     ]

@@ -11,12 +11,13 @@ import copy
 import inspect
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
 from . import schema
-from .backend import Backend, SaveItem, ServerInfo, TransactionBackend
+from .backend import Backend, FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .changes import ChangeFeed, ChangeStream
 from .config import StoreConfig
 from .errors import InvalidInput, NotFound, VersionConflict
 from .memory import MemoryBackend
@@ -117,6 +118,7 @@ class Store:
         self._backend = backend
         self.config = config
         self._max_bytes = config.max_data_bytes
+        self._feed: ChangeFeed | None = None
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -143,6 +145,8 @@ class Store:
 
     async def close(self) -> None:
         """Release every connection."""
+        if self._feed is not None:
+            await self._feed.close()
         await self._backend.close()
 
     async def __aenter__(self) -> Self:
@@ -322,6 +326,34 @@ class Store:
         """Every type that has records, with its record count."""
         return await self._backend.types()
 
+    # -- change feed ----------------------------------------------------------------------------
+
+    def changes(
+        self, types: Sequence[str] | str | None = None, *, since: int | str | None = None
+    ) -> ChangeStream:
+        """Every committed change (of ``types``), in commit order, at least once.
+
+        ``since``: None starts now, 0 at the oldest retained change, a position right
+        after that change. ``async for change in store.changes()``; use
+        ``async with store.changes() as stream`` to subscribe before the first read.
+        A resume point older than the retention raises ``ChangesExpired``.
+        """
+        if self._feed is None:
+            self._feed = ChangeFeed(self._backend)
+        return ChangeStream(self._feed, _types_list(types), since)  # type: ignore[arg-type]
+
+    async def feed_stats(self) -> FeedStats:
+        """The change log's positions, row count and size."""
+        return await self._backend.feed_stats()
+
+    async def sequence_changes(self) -> int:
+        """Number (and notify) committed changes now; writes do this by themselves."""
+        return await self._backend.sequence_changes()
+
+    async def prune_changes(self) -> int:
+        """Delete changes older than ``changes_retention`` now (listeners do this by themselves)."""
+        return await self._backend.prune_changes()
+
     # -- transactions ---------------------------------------------------------------------------
 
     def transaction(self) -> _TransactionContext:
@@ -333,12 +365,19 @@ class InMemoryStore(Store):
     """A ``Store`` whose records live in this process only; same semantics, for tests."""
 
     def __init__(self, config: StoreConfig | None = None) -> None:
-        super().__init__(MemoryBackend(), config or StoreConfig())
+        config = config or StoreConfig()
+        super().__init__(MemoryBackend(config.changes_retention), config)
 
     @classmethod
     async def create(cls, config: StoreConfig | None = None) -> InMemoryStore:
         """An empty in-memory store (symmetry with ``Store.connect``)."""
         return cls(config)
+
+
+def _types_list(types: Sequence[str] | str | None) -> list[str] | None:
+    if types is None:
+        return None
+    return [types] if isinstance(types, str) else list(types)
 
 
 def latest_schema_version() -> int:

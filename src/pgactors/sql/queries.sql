@@ -252,5 +252,53 @@ WHERE n.nspname = %(schema)s AND c.relname = %(table)s
 
 -- name: drop_schema
 DROP TABLE IF EXISTS {schema}.{state};
+DROP TABLE IF EXISTS {schema}.{changes};
+DROP TABLE IF EXISTS {schema}.{feed};
 DROP TABLE IF EXISTS {schema}.{migrations};
-DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text)
+DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
+DROP FUNCTION IF EXISTS {schema}.{log_fn}();
+DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
+
+-- Change feed (see migrations/0002_change_feed.sql).
+
+-- name: sequence_changes
+SELECT {schema}.{sequence_fn}(%(channel)s, %(max_rows)s)
+
+-- name: feed_state
+SELECT last_position, pruned_through FROM {schema}.{feed}
+
+-- name: changes_after
+SELECT position, type, id, version, op, at
+FROM {schema}.{changes}
+WHERE position > %(after)s
+  AND (%(types)s::jsonb IS NULL
+       OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+ORDER BY position
+LIMIT %(limit)s
+
+-- name: prune_changes
+-- The log is in position order and positions are numbered with a rising clock, so
+-- the expired rows are a prefix: look only at the oldest chunk each time.
+WITH oldest AS (
+    SELECT c.seq, c.position, c.at
+    FROM {schema}.{changes} c
+    WHERE c.position IS NOT NULL
+    ORDER BY c.position
+    LIMIT %(chunk)s
+),
+gone AS (
+    DELETE FROM {schema}.{changes} c
+    USING oldest o
+    WHERE c.seq = o.seq AND o.at < now() - make_interval(secs => %(retention)s)
+    RETURNING c.position
+)
+UPDATE {schema}.{feed}
+SET pruned_through = greatest(pruned_through, (SELECT max(position) FROM gone))
+WHERE EXISTS (SELECT FROM gone)
+
+-- name: feed_stats
+SELECT f.last_position, f.pruned_through,
+       (SELECT min(position) FROM {schema}.{changes}),
+       (SELECT count(*) FROM {schema}.{changes}),
+       pg_total_relation_size(to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)))
+FROM {schema}.{feed} f

@@ -1,0 +1,359 @@
+"""The change feed: every committed change, in commit order, gap-free across reconnects.
+
+Writers append to a durable log; positions are numbered after commit, contiguous and
+in commit order (see ``sql/migrations/0002_change_feed.sql``). One ``ChangeFeed`` per
+store owns one listener connection and fans notifications out to any number of
+``changes()`` streams. Notifications are a fast path, never the source of truth: a
+stream that sees a gap in positions (or reconnects, or polls when quiet) reads the
+missing changes from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+from .errors import ChangesExpired, ConfigError, InvalidInput, PgActorsError, SchemaMismatch
+from .record import check_type
+
+logger = logging.getLogger("pgactors.changes")
+
+FETCH_LIMIT = 1000
+POLL_INTERVAL = 1.0
+PRUNE_INTERVAL = 60.0
+MAX_BACKOFF = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change: the record's key, its new version, and where it stands.
+
+    ``position`` is a totally ordered resume point: pass it as ``since`` to resume
+    right after this change.
+    """
+
+    type: str
+    id: str
+    version: int
+    op: Literal["save", "delete"]
+    at: datetime
+    position: int
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Change:
+        """Parse a notification payload."""
+        raw = json.loads(payload)
+        return cls(
+            raw["type"],
+            raw["id"],
+            int(raw["version"]),
+            raw["op"],
+            datetime.fromisoformat(raw["at"]),
+            int(raw["position"]),
+        )
+
+
+class FeedListener(Protocol):
+    """A dedicated connection that receives change notifications."""
+
+    async def connect(self) -> None:
+        """Connect and start listening; raise if notifications cannot arrive."""
+        ...
+
+    async def wait(self, seconds: float) -> list[str]:
+        """Notification payloads, as soon as any arrive; empty after ``seconds``."""
+        ...
+
+    async def ping(self) -> None:
+        """Check that the connection is alive."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening and disconnect."""
+        ...
+
+
+class FeedSource(Protocol):
+    """What the change feed needs from a backend."""
+
+    async def feed_state(self) -> tuple[int, int]:
+        """The newest numbered position and the newest pruned one."""
+        ...
+
+    async def fetch_changes(
+        self, after: int, types: Sequence[str] | None, limit: int
+    ) -> list[Change]:
+        """Numbered changes after ``after``, in position order."""
+        ...
+
+    async def sequence_changes(self) -> int:
+        """Number the committed changes not yet numbered, and notify; return how many."""
+        ...
+
+    async def prune_changes(self) -> int:
+        """Delete changes older than the retention; return how many."""
+        ...
+
+    def feed_listener(self) -> FeedListener:
+        """A new, unconnected listener."""
+        ...
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    types: frozenset[str] | None
+    last: int
+    queue: asyncio.Queue[Change | BaseException] = field(default_factory=asyncio.Queue)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failed: bool = False
+
+    def accept(self, change: Change) -> None:
+        if change.position <= self.last:
+            return
+        self.last = change.position
+        if self.types is None or change.type in self.types:
+            self.queue.put_nowait(change)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.failed:
+            self.failed = True
+            self.queue.put_nowait(exc)
+
+
+class ChangeFeed:
+    """One listener per store, fanned out to every ``changes()`` stream."""
+
+    def __init__(
+        self,
+        source: FeedSource,
+        *,
+        poll_interval: float = POLL_INTERVAL,
+        prune_interval: float = PRUNE_INTERVAL,
+    ) -> None:
+        self._source = source
+        self._poll_interval = poll_interval
+        self._prune_interval = prune_interval
+        self._subscribers: set[_Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    async def subscribe(self, types: Sequence[str] | None, since: int | None) -> _Subscriber:
+        """Register a stream starting after ``since`` (None: now; 0: oldest retained)."""
+        wanted = _check_types(types)
+        since = _check_since(since)
+        head, pruned = await self._source.feed_state()
+        if since is None:
+            last = head
+        elif since == 0:
+            last = pruned
+        elif since < pruned:
+            raise ChangesExpired(since, pruned)
+        else:
+            last = since
+        subscriber = _Subscriber(wanted, last)
+        self._subscribers.add(subscriber)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="pgactors-change-feed")
+        async with subscriber.lock:
+            await self._fill(subscriber)
+        return subscriber
+
+    async def unsubscribe(self, subscriber: _Subscriber) -> None:
+        """Forget a stream; the listener stops with the last one."""
+        self._subscribers.discard(subscriber)
+        if not self._subscribers:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop the listener task."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        listener = self._source.feed_listener()
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        try:
+            while True:
+                try:
+                    await listener.connect()
+                    backoff = 0.1
+                    await self._catch_up()
+                    while True:
+                        payloads = await listener.wait(self._poll_interval)
+                        if payloads:
+                            await self._dispatch([Change.from_payload(p) for p in payloads])
+                            continue
+                        await listener.ping()
+                        await self._catch_up()
+                        if loop.time() >= next_prune:
+                            next_prune = loop.time() + self._prune_interval
+                            await self._source.prune_changes()
+                except (ConfigError, SchemaMismatch) as exc:
+                    for subscriber in self._subscribers:
+                        subscriber.fail(exc)
+                    return
+                except (PgActorsError, OSError) as exc:
+                    self.reconnects += 1
+                    logger.warning("change feed connection lost, reconnecting: %s", exc)
+                    await listener.close()
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            await listener.close()
+
+    async def _catch_up(self) -> None:
+        await self._source.sequence_changes()
+        for subscriber in list(self._subscribers):
+            async with subscriber.lock:
+                await self._fill(subscriber)
+
+    async def _dispatch(self, changes: list[Change]) -> None:
+        for subscriber in list(self._subscribers):
+            async with subscriber.lock:
+                for change in changes:
+                    if change.position > subscriber.last + 1:
+                        await self._fill(subscriber)
+                    if change.position == subscriber.last + 1:
+                        subscriber.accept(change)
+
+    async def _fill(self, subscriber: _Subscriber) -> None:
+        """Deliver every logged change after the subscriber's position (lock held)."""
+        if subscriber.failed:
+            return
+        head, pruned = await self._source.feed_state()
+        if subscriber.last < pruned:
+            subscriber.fail(ChangesExpired(subscriber.last, pruned))
+            return
+        types = sorted(subscriber.types) if subscriber.types is not None else None
+        while True:
+            batch = await self._source.fetch_changes(subscriber.last, types, FETCH_LIMIT)
+            for change in batch:
+                subscriber.accept(change)
+            if len(batch) < FETCH_LIMIT:
+                break
+        subscriber.last = max(subscriber.last, head)
+
+
+class Sequencer:
+    """Numbers committed changes soon after writes, one run at a time, off the caller's path.
+
+    Writes call :meth:`kick`; if a run is going, one more run follows it, so every
+    write is numbered (and notified) by a run that started after it committed.
+    """
+
+    def __init__(self, run: Callable[[], Awaitable[int]], *, max_rows: int) -> None:
+        self._run = run
+        self._max_rows = max_rows
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def kick(self) -> None:
+        """Ask for a run (cheap; never waits)."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            self._again = False
+            try:
+                numbered = await self._run()
+            except PgActorsError as exc:
+                # Listeners number pending changes on their next poll.
+                logger.debug("numbering changes failed: %s", exc)
+                return
+            if not self._again and numbered < self._max_rows:
+                return
+
+    async def drain(self) -> None:
+        """Wait for the current run (before closing the store)."""
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await task
+
+
+class ChangeStream:
+    """``async for change in store.changes(...)``; or ``async with`` it to subscribe first."""
+
+    def __init__(self, feed: ChangeFeed, types: Sequence[str] | None, since: int | None) -> None:
+        self._feed = feed
+        self._types = types
+        self._since = since
+        self._subscriber: _Subscriber | None = None
+        self._closed = False
+
+    async def start(self) -> Self:
+        """Subscribe now (so that ``since=None`` means now, not at the first read)."""
+        if self._subscriber is None:
+            self._subscriber = await self._feed.subscribe(self._types, self._since)
+        return self
+
+    @property
+    def position(self) -> int | None:
+        """The position of the last change this stream has passed (delivered or filtered)."""
+        return self._subscriber.last if self._subscriber else None
+
+    async def close(self) -> None:
+        """Unsubscribe."""
+        self._closed = True
+        if self._subscriber is not None:
+            subscriber, self._subscriber = self._subscriber, None
+            await self._feed.unsubscribe(subscriber)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Change:
+        if self._closed:
+            raise StopAsyncIteration
+        await self.start()
+        assert self._subscriber is not None
+        item = await self._subscriber.queue.get()
+        if isinstance(item, BaseException):
+            await self.close()
+            raise item
+        return item
+
+
+def _check_types(types: Sequence[str] | None) -> frozenset[str] | None:
+    if types is None:
+        return None
+    if isinstance(types, str):
+        types = [types]
+    return frozenset(check_type(t) for t in types)
+
+
+def _check_since(since: object) -> int | None:
+    if since is None:
+        return None
+    if isinstance(since, str) and since.isdigit():
+        since = int(since)
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise InvalidInput(f"since must be None, 0 or a position (an int >= 0), got {since!r}")
+    return since
