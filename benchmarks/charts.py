@@ -75,7 +75,9 @@ def results_chart(results: Sequence[Result], path: Path, title: str) -> None:
     throughput.set_xlabel("ops/s (records/s for batch calls), higher is better")
     throughput.set_title("Throughput")
     series = [
-        (f"{pct} c={level}", column(level, f"{pct}_ms")) for level in levels for pct in ("p50", "p99")
+        (f"{pct} c={level}", column(level, f"{pct}_ms"))
+        for level in levels
+        for pct in ("p50", "p99")
     ]
     _grouped_barh(latency, labels, series)
     latency.set_xscale("log")

@@ -56,8 +56,10 @@ def payload_bytes(payload: dict[str, Any]) -> int:
     return len(payload_text(payload).encode())
 
 
-def bump(data: dict[str, Any]) -> dict[str, Any]:
-    """The read-modify-write every update/CAS workload applies: ``counter + 1``."""
+def bump(data: Any) -> dict[str, Any]:
+    """The read-modify-write every CAS workload applies to the document it read."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected the benchmark document, got {type(data).__name__}")
     return {**data, "counter": data["counter"] + 1}
 
 
@@ -263,11 +265,30 @@ async def measure(
     )
 
 
-def peak_rss_mib(maxrss: int | None = None) -> float:
-    """``ru_maxrss`` in MiB: this process's peak unless a value (from wait4) is given."""
-    if maxrss is None:
-        import resource
+def vm_hwm_kib(pid: int | str = "self") -> int | None:
+    """Peak resident set size of a live process since its ``exec``, in KiB (Linux only).
 
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # KiB on Linux, bytes on macOS.
+    ``ru_maxrss`` is no use for a child started by fork/vfork + exec: Linux carries the
+    parent's high-water mark across the exec, so every child would report at least the
+    parent's RSS. ``VmHWM`` belongs to the memory map that ``exec`` created.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process in MiB: ``VmHWM`` on Linux, else ``ru_maxrss``."""
+    kib = vm_hwm_kib()
+    if kib is not None:
+        return kib / 1024
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # KiB on Linux and the BSDs, bytes on macOS.
     return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024

@@ -30,7 +30,12 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import URL, BigInteger, DateTime, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -66,9 +71,7 @@ class StateColumns:
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -175,9 +178,7 @@ def upsert(orm: Orm, p: Params) -> Op:
     sessions, model = orm.sessions, orm.model
 
     async def op(rng: random.Random) -> int:
-        insert = pg_insert(model).values(
-            type=RECORD_TYPE, id=p.key(rng), version=1, data=p.payload
-        )
+        insert = pg_insert(model).values(type=RECORD_TYPE, id=p.key(rng), version=1, data=p.payload)
         statement = insert.on_conflict_do_update(
             index_elements=[model.type, model.id],
             set_={

@@ -21,12 +21,12 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks.harness import RECORD_TYPE, Latencies, Result, peak_rss_mib
+from benchmarks.harness import RECORD_TYPE, Latencies, Result, vm_hwm_kib
 from benchmarks.statements import query
 from pgactors.embedded import bin_path
 
@@ -119,8 +119,8 @@ class PgbenchRun:
     failed: int
     latencies_ns: list[int]
     output: str
-    maxrss: int
-    """``ru_maxrss`` of the pgbench process, from ``wait4``."""
+    peak_rss_kib: int | None
+    """Peak RSS of the pgbench process (Linux only)."""
 
 
 def parse_output(output: str) -> tuple[float, float, int, int]:
@@ -155,28 +155,39 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_process(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str, int]:
-    """Run ``argv`` to completion; ``(exit code, output, ru_maxrss)``.
+def _run_process(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str, int | None]:
+    """Run ``argv`` to completion; ``(exit code, output, peak RSS in KiB or None)``.
 
-    Reaped with ``os.wait4`` (in a worker thread) rather than asyncio's child watcher,
-    because only ``wait4`` reports the resource usage of that one child.
+    The peak RSS is the process's ``VmHWM``, sampled every 0.1 s while it runs (pgbench
+    allocates what it needs at startup, so the last samples hold its peak). Not
+    ``ru_maxrss``: see :func:`benchmarks.harness.vm_hwm_kib`. Runs in a worker thread.
     """
     with tempfile.TemporaryFile(dir=cwd) as out:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=_env()
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=_env(),
         )
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
+        deadline = time.monotonic() + timeout
+        peak_kib: int | None = None
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except ChildProcessError:  # reaped by Popen.kill's poll() after the timeout
-            raise PgbenchError(f"pgbench did not finish within {timeout:.0f} s") from None
+            while proc.poll() is None:
+                sample = vm_hwm_kib(proc.pid)
+                if sample is not None:
+                    peak_kib = max(peak_kib or 0, sample)
+                if time.monotonic() > deadline:
+                    raise PgbenchError(f"pgbench did not finish within {timeout:.0f} s")
+                time.sleep(0.1)
         finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         out.seek(0)
         output = out.read().decode(errors="replace")
-    return proc.returncode, output, usage.ru_maxrss
+    return proc.returncode, output, peak_kib
 
 
 async def run(
@@ -207,13 +218,13 @@ async def run(
     for name, value in script.defines.items():
         argv += ["-D", f"{name}={value}"]
     argv.append(dsn)
-    returncode, output, maxrss = await asyncio.to_thread(
+    returncode, output, peak_kib = await asyncio.to_thread(
         _run_process, argv, run_dir, duration + 120
     )
     if returncode != 0:
         raise PgbenchError(f"pgbench exited with code {returncode}:\n{output}")
     tps, latency, processed, failed = parse_output(output)
-    return PgbenchRun(tps, latency, processed, failed, read_logs(log_prefix), output, maxrss)
+    return PgbenchRun(tps, latency, processed, failed, read_logs(log_prefix), output, peak_kib)
 
 
 async def measure(
@@ -242,4 +253,6 @@ async def measure(
         ops_per_sec=outcome.tps,
         mean_ms=outcome.latency_avg_ms,
     )
-    return dataclasses.replace(result, peak_rss_mib=round(peak_rss_mib(outcome.maxrss), 1))
+    if outcome.peak_rss_kib is None:
+        return result
+    return dataclasses.replace(result, peak_rss_mib=round(outcome.peak_rss_kib / 1024, 1))

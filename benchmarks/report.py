@@ -23,7 +23,11 @@ BASELINES: dict[str, dict[str, str]] = {
 }
 """For each ratio column, the workload each kind of row is divided by."""
 
-RATIO_COLUMNS = (("pgbench", "vs pgbench"), ("psycopg", "vs psycopg"), ("sqlalchemy", "vs SQLAlchemy"))
+RATIO_COLUMNS = (
+    ("pgbench", "vs pgbench"),
+    ("psycopg", "vs psycopg"),
+    ("sqlalchemy", "vs SQLAlchemy"),
+)
 
 
 def find(results: Sequence[Result], name: str, concurrency: int) -> Result | None:
@@ -126,14 +130,10 @@ def check_targets(results: Sequence[Result], concurrency: int) -> list[dict[str,
     """Each target at ``concurrency``: status PASS, FAIL or SKIP (a workload did not run)."""
     checks = []
     for target in TARGETS:
-        value = None
         subject = find(results, target.workload, concurrency)
-        if subject is not None:
-            value = ratio(subject, find(results, target.baseline, concurrency))
-        if value is None:
-            status = "SKIP"
-        else:
-            status = "PASS" if value >= target.minimum else "FAIL"
+        baseline = find(results, target.baseline, concurrency)
+        value = None if subject is None else ratio(subject, baseline)
+        status = "SKIP" if value is None else "PASS" if value >= target.minimum else "FAIL"
         checks.append(
             {
                 "status": status,
@@ -180,7 +180,11 @@ def scale_table(points: Sequence[ScalePoint]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for point in points:
-        cells = [f"{point.records:,}", f"{point.preload_s:.1f}", f"{point.relation_bytes / 2**20:,.0f}"]
+        cells = [
+            f"{point.records:,}",
+            f"{point.preload_s:.1f}",
+            f"{point.relation_bytes / 2**20:,.0f}",
+        ]
         for name in ("pgactors-save", "pgactors-load"):
             r = point.get(name)
             if r is None:

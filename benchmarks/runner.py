@@ -3,7 +3,7 @@
 The parent builds a :class:`Task` and :func:`run_isolated` starts a ``spawn``
 subprocess for it. The child imports only what its system needs (pgactors, the psycopg
 peer or SQLAlchemy), opens its own pool of ``pool_size`` connections, warms up, measures,
-and sends back the :class:`~benchmarks.harness.Result` with its ``ru_maxrss``. Every
+and sends back the :class:`~benchmarks.harness.Result` with its peak RSS. Every
 system thus starts from the same bare interpreter, pays for its own imports and pool, and
 runs alone on its event loop while the parent waits.
 """

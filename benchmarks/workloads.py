@@ -42,7 +42,9 @@ def save_cas(store: Store, p: Params) -> Op:
             if record is None:
                 raise RuntimeError(f"key {key!r} was not preloaded")
             try:
-                await store.save(RECORD_TYPE, key, bump(record.data), expected_version=record.version)
+                await store.save(
+                    RECORD_TYPE, key, bump(record.data), expected_version=record.version
+                )
             except VersionConflict:
                 conflicts += 1
             else:

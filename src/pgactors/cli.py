@@ -438,6 +438,44 @@ def types(
     _run(ctx, action)
 
 
+@app.command()
+def watch(
+    ctx: typer.Context,
+    types: Annotated[list[str] | None, typer.Argument(help="Only these types.")] = None,
+    since: Annotated[
+        int | None, typer.Option(help="Resume after this position (0: oldest retained).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Stream changes live until interrupted: time, op, type, id, version (and position)."""
+
+    async def action(options: Options) -> None:
+        async with (
+            await _open(options) as store,
+            store.changes(types or None, since=since) as stream,
+        ):
+            err.print(f"watching {store.config.channel} (Ctrl-C to stop)")
+            async for change in stream:
+                if as_json:
+                    record = {
+                        "at": change.at.isoformat(),
+                        "op": change.op,
+                        "type": change.type,
+                        "id": change.id,
+                        "version": change.version,
+                        "position": change.position,
+                    }
+                    print(json.dumps(record, ensure_ascii=False), flush=True)
+                else:
+                    print(
+                        f"{change.at.isoformat(timespec='milliseconds')} {change.op:<6} "
+                        f"{change.type} {change.id} v{change.version} @{change.position}",
+                        flush=True,
+                    )
+
+    _run(ctx, action)
+
+
 # -- embedded server ------------------------------------------------------------------------------
 
 

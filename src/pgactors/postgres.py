@@ -702,14 +702,16 @@ class _PostgresListener:
         channel = sql.Identifier(self._config.channel)
         probe = sql.Identifier(f"{self._config.channel}_probe")
         token = f"probe-{time.monotonic_ns()}"
+        notify = None
         with _translated(self._config):
             await conn.execute(sql.SQL("LISTEN {}").format(channel))
             await conn.execute(sql.SQL("LISTEN {}").format(probe))
             await conn.execute("SELECT pg_notify(%s, %s)", [f"{self._config.channel}_probe", token])
-            async for notify in conn.notifies(timeout=_PROBE_SECONDS):
-                if notify.payload == token:
-                    break
-            else:
+            async with contextlib.aclosing(conn.notifies(timeout=_PROBE_SECONDS)) as notifies:
+                async for notify in notifies:
+                    if notify.payload == token:
+                        break
+            if notify is None or notify.payload != token:
                 raise ConfigError(
                     f"LISTEN/NOTIFY does not reach this connection to {self._config.target()}: "
                     "is it a transaction-pooling PgBouncer? Point the change feed at PostgreSQL "
@@ -719,12 +721,11 @@ class _PostgresListener:
     async def wait(self, seconds: float) -> list[str]:
         assert self._conn is not None
         channel = self._config.channel
+        # aclosing: an abandoned notifies() generator would keep the connection locked.
+        notifies = self._conn.notifies(timeout=seconds, stop_after=1)
         with _translated(self._config):
-            return [
-                n.payload
-                async for n in self._conn.notifies(timeout=seconds, stop_after=1)
-                if n.channel == channel
-            ]
+            async with contextlib.aclosing(notifies):
+                return [n.payload async for n in notifies if n.channel == channel]
 
     async def ping(self) -> None:
         assert self._conn is not None

@@ -1,0 +1,372 @@
+"""The change feed: ordering, gap-free catch-up, crashes, retention, notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgactors import (
+    Change,
+    ChangesExpired,
+    ChangeStream,
+    InMemoryStore,
+    InvalidInput,
+    Store,
+    StoreConfig,
+    StoreUnavailable,
+)
+from pgactors.embedded import EmbeddedServer
+
+TIMEOUT = 15
+
+
+async def take(stream: ChangeStream, n: int) -> list[Change]:
+    got: list[Change] = []
+
+    async def read() -> None:
+        async for change in stream:
+            got.append(change)
+            if len(got) == n:
+                return
+
+    await asyncio.wait_for(read(), TIMEOUT)
+    return got
+
+
+async def nothing_more(stream: ChangeStream, wait: float = 1.5) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(stream.__anext__(), wait)
+
+
+def keys(changes: list[Change]) -> list[tuple[str, str, str, int]]:
+    return [(c.op, c.type, c.id, c.version) for c in changes]
+
+
+# -- both backends ---------------------------------------------------------------------
+
+
+async def test_saves_deletes_and_batches_in_order(store: Store) -> None:
+    async with store.changes() as stream:
+        await store.save("U", "a", {"n": 1})
+        await store.save("U", "a", {"n": 2})
+        assert await store.delete("U", "a")
+        await store.save_many("U", {"b": 1, "c": 2})
+        assert await store.delete_many("U", ["b", "c", "zz"]) == 2
+        got = await take(stream, 7)
+    assert keys(got) == [
+        ("save", "U", "a", 1),
+        ("save", "U", "a", 2),
+        ("delete", "U", "a", 2),
+        ("save", "U", "b", 1),
+        ("save", "U", "c", 1),
+        ("delete", "U", "b", 1),
+        ("delete", "U", "c", 1),
+    ]
+    positions = [c.position for c in got]
+    assert positions == sorted(positions) and len(set(positions)) == 7
+    assert all(c.at.tzinfo is not None for c in got)
+
+
+async def test_rolled_back_writes_produce_nothing(store: Store) -> None:
+    async with store.changes() as stream:
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.save("U", "ghost", {})
+                raise RuntimeError("roll back")
+        await store.save("U", "real", {})
+        got = await take(stream, 1)
+        assert keys(got) == [("save", "U", "real", 1)]
+        await nothing_more(stream)
+
+
+async def test_several_updates_in_one_transaction_end_at_final_version(store: Store) -> None:
+    async with store.changes() as stream:
+        async with store.transaction() as tx:
+            for n in range(4):
+                await tx.save("U", "multi", {"n": n})
+        got = await take(stream, 4)
+    assert [c.version for c in got] == [1, 2, 3, 4]
+    assert got[-1].version == (await store.load("U", "multi")).version  # type: ignore[union-attr]
+
+
+async def test_resume_from_stored_position_gives_exactly_the_rest(store: Store) -> None:
+    for n in range(10):
+        await store.save("U", f"r{n}", {"n": n})
+    async with store.changes(since=0) as stream:
+        first = await take(stream, 10)
+    stored = str(first[3].position)  # positions survive being stored as text
+    async with store.changes(since=int(stored)) as resumed:
+        rest = await take(resumed, 6)
+        await nothing_more(resumed, 0.5)
+    assert [c.id for c in rest] == [f"r{n}" for n in range(4, 10)]
+    assert rest == first[4:]
+
+
+async def test_type_filter(store: Store) -> None:
+    async with store.changes(["Room"]) as stream:
+        await store.save("User", "u", {})
+        await store.save("Room", "r", {})
+        await store.save("User", "u2", {})
+        await store.save("Room", "r2", {})
+        got = await take(stream, 2)
+        await nothing_more(stream, 0.5)
+    assert [c.id for c in got] == ["r", "r2"]
+
+
+async def test_several_streams_fan_out(store: Store) -> None:
+    a, b = store.changes(), store.changes("U")
+    async with a, b:
+        await store.save("U", "x", {})
+        await store.save("V", "y", {})
+        assert [c.id for c in await take(a, 2)] == ["x", "y"]
+        assert [c.id for c in await take(b, 1)] == ["x"]
+
+
+async def test_bad_since_and_types_refused(store: Store) -> None:
+    with pytest.raises(InvalidInput):
+        await store.changes(since=-1).start()
+    with pytest.raises(InvalidInput):
+        await store.changes(["9bad"]).start()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def short_retention_store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    config = StoreConfig(changes_retention=1)
+    if request.param == "memory":
+        yield InMemoryStore(config)
+        return
+    dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name")
+    async with await Store.connect(config.replace(dsn=dsn, schema=schema)) as store:
+        await store.init_schema()
+        yield store
+
+
+async def test_subscriber_past_retention_gets_changes_expired(
+    short_retention_store: Store,
+) -> None:
+    store = short_retention_store
+    await store.save("U", "old1", {})
+    await store.save("U", "old2", {})
+    async with store.changes(since=0) as stream:
+        first = await take(stream, 2)
+    await asyncio.sleep(1.3)
+    await store.prune_changes()
+    assert (await store.feed_stats()).pruned_through == first[1].position
+    with pytest.raises(ChangesExpired) as info:
+        await store.changes(since=first[0].position).start()
+    assert info.value.since == first[0].position
+    async with store.changes(since=0) as from_oldest:
+        await store.save("U", "new", {})
+        assert [c.id for c in await take(from_oldest, 1)] == ["new"]
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def test_slow_transaction_with_earlier_number_commits_later(
+    pg_store: Store, pg_dsn: str
+) -> None:
+    """A naive `seq > last` reader skips A; commit-ordered positions must not."""
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    insert = sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('U', %s, 1, '{{}}')").format(
+        table
+    )
+    async with pg_store.changes() as stream:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as slow:
+            await slow.execute(insert, ["A-early-number"])  # takes the lower log number
+            await pg_store.save("U", "B", {})
+            await pg_store.save("U", "C", {})
+            early = await take(stream, 2)
+            assert [c.id for c in early] == ["B", "C"]
+            await slow.commit()
+        await pg_store.sequence_changes()
+        late = await take(stream, 1)
+    assert late[0].id == "A-early-number"
+    assert late[0].position == early[-1].position + 1
+
+
+async def test_plain_listen_sees_keys_not_state(pg_store: Store, pg_dsn: str) -> None:
+    big = {"blob": "x" * 20_000}
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute("LISTEN pgactors_changes")
+        await pg_store.save("Big", "b1", big)
+        notifies = conn.notifies(timeout=TIMEOUT, stop_after=1)
+        payload = json.loads([n.payload async for n in notifies][0])
+    assert {"type", "id", "version", "op", "position", "at"} <= set(payload)
+    assert (payload["type"], payload["id"], payload["version"], payload["op"]) == (
+        "Big",
+        "b1",
+        1,
+        "save",
+    )
+    assert "x" * 100 not in json.dumps(payload)
+
+
+async def test_writes_from_another_store_instance(pg_store: Store, pg_dsn: str) -> None:
+    async with await Store.connect(pg_dsn, schema=pg_store.config.schema) as other:
+        async with pg_store.changes() as stream:
+            await other.save("U", "from-other", {"v": 1})
+            got = await take(stream, 1)
+    assert got[0].id == "from-other"
+
+
+async def test_changes_off_writes_nothing_to_the_log(pg_store: Store, pg_dsn: str) -> None:
+    quiet = await Store.connect(pg_dsn, schema=pg_store.config.schema, changes=False)
+    async with quiet, pg_store.changes() as stream:
+        await quiet.save("U", "silent", {})
+        await pg_store.save("U", "loud", {})
+        got = await take(stream, 1)
+        await nothing_more(stream, 0.5)
+    assert got[0].id == "loud"
+    assert (await pg_store.feed_stats()).rows == 1
+
+
+async def test_listener_refuses_a_connection_where_notify_never_arrives(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a transaction-pooling PgBouncer looks like: LISTEN succeeds, nothing arrives."""
+    from pgactors import ConfigError, postgres
+
+    async def silent(
+        self: psycopg.AsyncConnection[object], **kwargs: object
+    ) -> AsyncIterator[object]:
+        await asyncio.sleep(0.05)
+        return
+        yield
+
+    monkeypatch.setattr(postgres, "_PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(psycopg.AsyncConnection, "notifies", silent)
+    listener = pg_store._backend.feed_listener()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="PgBouncer"):
+        await listener.connect()
+    await listener.close()
+
+
+WRITER = """
+import asyncio, sys
+from pgactors import Store, StoreUnavailable
+
+async def main(dsn, schema, n):
+    store = None
+    for i in range(n):
+        while True:
+            try:
+                if store is None:
+                    store = await Store.connect(dsn, schema=schema, connect_timeout=2)
+                await store.save("K", f"k{i % 7}", {"i": i})
+                print(i, flush=True)
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(0.005)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+async def test_server_crash_loses_no_acknowledged_change(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "crash")
+    server.start()
+    writes = 300
+    try:
+        async with await Store.connect(server.dsn, schema="crash") as store:
+            await store.init_schema()
+            stream = await store.changes().start()
+            writer = subprocess.Popen(
+                [sys.executable, "-c", WRITER, server.dsn, "crash", str(writes)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=os.environ.copy(),
+            )
+            received: list[Change] = []
+
+            async def consume() -> None:
+                async for change in stream:
+                    received.append(change)
+                    if len(received) >= writes:
+                        return
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(0.8)
+            server.kill()
+            await asyncio.sleep(0.5)
+            server.start()
+            assert await asyncio.to_thread(writer.wait, 120) == 0
+            acknowledged = writer.stdout.read().split()  # type: ignore[union-attr]
+            assert len(acknowledged) == writes
+            await asyncio.wait_for(consumer, 60)
+            await stream.close()
+    finally:
+        server.stop()
+    assert store._feed is not None
+    seen: dict[str, int] = {}
+    for change in received:
+        assert change.version > seen.get(change.id, 0), "a version went backwards"
+        seen[change.id] = change.version
+    positions = [c.position for c in received]
+    assert positions == sorted(set(positions))
+    final_versions = {f"k{k}": len(range(k, writes, 7)) for k in range(7)}
+    assert seen == final_versions
+
+
+async def test_store_unavailable_is_not_raised_to_streams(tmp_path: Path) -> None:
+    """A stream waits through an outage and catches up; it does not die."""
+    server = EmbeddedServer(tmp_path / "outage")
+    server.start()
+    try:
+        async with await Store.connect(server.dsn, schema="outage") as store:
+            await store.init_schema()
+            async with store.changes() as stream:
+                await store.save("U", "before", {})
+                assert [c.id for c in await take(stream, 1)] == ["before"]
+                server.stop()
+                with pytest.raises(StoreUnavailable):
+                    await store.save("U", "during", {})
+                server.start()
+                for _ in range(100):
+                    try:
+                        await store.save("U", "after", {})
+                        break
+                    except StoreUnavailable:
+                        await asyncio.sleep(0.1)
+                got = await take(stream, 1)
+                assert got[0].id == "after"
+                assert store._feed is not None and store._feed.reconnects >= 1
+    finally:
+        server.stop()
+
+
+def test_watch_command_streams_changes(pg_dsn: str, pg_store_sync: object) -> None:
+    pgactors = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"
+    schema = pg_store_sync.config.schema  # type: ignore[attr-defined]
+    env = {**os.environ, "PGACTORS_DSN": pg_dsn, "PGACTORS_SCHEMA": schema}
+    pg_store_sync.save("User", "w1", {"a": 1})  # type: ignore[attr-defined]
+    proc = subprocess.Popen(
+        [pgactors, "watch", "User", "--since", "0", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        pg_store_sync.delete("User", "w1")  # type: ignore[attr-defined]
+        second = proc.stdout.readline()  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    first_change = json.loads(line)
+    assert (first_change["op"], first_change["id"], first_change["version"]) == ("save", "w1", 1)
+    assert json.loads(second)["op"] == "delete"
