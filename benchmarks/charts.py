@@ -47,7 +47,6 @@ def _grouped_barh(
             positions, values, height=height, label=legend, color=_COLORS[index % len(_COLORS)]
         )
     axes.set_yticks(range(len(names)), names, fontsize=8)
-    axes.invert_yaxis()
     axes.grid(axis="x", alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
 
@@ -83,6 +82,7 @@ def results_chart(results: Sequence[Result], path: Path, title: str) -> None:
     latency.set_xscale("log")
     latency.set_xlabel("latency per call, ms (log scale), lower is better")
     latency.set_title("Latency")
+    throughput.invert_yaxis()  # once: the axes share y, so a second call would undo it
     figure.suptitle(title, fontsize=10)
     _save(figure, path)
 

@@ -201,7 +201,9 @@ async def test_plain_listen_sees_keys_not_state(pg_store: Store, pg_dsn: str) ->
         await conn.execute("LISTEN pgactors_changes")
         await pg_store.save("Big", "b1", big)
         notifies = conn.notifies(timeout=TIMEOUT, stop_after=1)
-        payload = json.loads([n.payload async for n in notifies][0])
+        received = [n.payload async for n in notifies]
+        assert len(received) == 1
+        payload = json.loads(received[0])
     assert {"type", "id", "version", "op", "position", "at"} <= set(payload)
     assert (payload["type"], payload["id"], payload["version"], payload["op"]) == (
         "Big",
@@ -213,10 +215,10 @@ async def test_plain_listen_sees_keys_not_state(pg_store: Store, pg_dsn: str) ->
 
 
 async def test_writes_from_another_store_instance(pg_store: Store, pg_dsn: str) -> None:
-    async with await Store.connect(pg_dsn, schema=pg_store.config.schema) as other:
-        async with pg_store.changes() as stream:
-            await other.save("U", "from-other", {"v": 1})
-            got = await take(stream, 1)
+    other = await Store.connect(pg_dsn, schema=pg_store.config.schema)
+    async with other, pg_store.changes() as stream:
+        await other.save("U", "from-other", {"v": 1})
+        got = await take(stream, 1)
     assert got[0].id == "from-other"
 
 
@@ -284,7 +286,7 @@ async def test_server_crash_loses_no_acknowledged_change(tmp_path: Path) -> None
         async with await Store.connect(server.dsn, schema="crash") as store:
             await store.init_schema()
             stream = await store.changes().start()
-            writer = subprocess.Popen(
+            writer = subprocess.Popen(  # noqa: ASYNC220 (a real second process)
                 [sys.executable, "-c", WRITER, server.dsn, "crash", str(writes)],
                 stdout=subprocess.PIPE,
                 text=True,

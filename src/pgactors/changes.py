@@ -254,11 +254,15 @@ class Sequencer:
     write is numbered (and notified) by a run that started after it committed.
     """
 
-    def __init__(self, run: Callable[[], Awaitable[int]], *, max_rows: int) -> None:
+    def __init__(
+        self, run: Callable[[], Awaitable[int]], *, max_rows: int, min_interval: float = 0.0
+    ) -> None:
         self._run = run
         self._max_rows = max_rows
+        self._min_interval = min_interval
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._last_run = 0.0
 
     def kick(self) -> None:
         """Ask for a run (cheap; never waits)."""
@@ -268,8 +272,14 @@ class Sequencer:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            # Under a stream of writes, wait a moment so one run numbers many of them.
+            wait = self._last_run + self._min_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._again = False
+            self._last_run = loop.time()
             try:
                 numbered = await self._run()
             except PgActorsError as exc:

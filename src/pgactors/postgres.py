@@ -54,6 +54,9 @@ _MAX_BATCH = 256
 _MAX_INFLIGHT = 2
 _RETRIES = 3
 _SEQUENCE_MAX_ROWS = 10_000
+# Under a stream of writes, changes are numbered at most this often (seconds): fewer,
+# larger numbering transactions, for at most this much added delivery latency.
+_SEQUENCE_INTERVAL = 0.002
 _PRUNE_CHUNK = 10_000
 _PROBE_SECONDS = 5.0
 
@@ -310,7 +313,9 @@ class PostgresBackend:
         self._queries = queries
         self._ops = _Ops(self._queries)
         self._coalesced = _Coalesced(self, max_inflight=_MAX_INFLIGHT) if config.coalesce else None
-        self._sequencer = Sequencer(self.sequence_changes, max_rows=_SEQUENCE_MAX_ROWS)
+        self._sequencer = Sequencer(
+            self.sequence_changes, max_rows=_SEQUENCE_MAX_ROWS, min_interval=_SEQUENCE_INTERVAL
+        )
         self._conninfo = ""
         self._names = schema.identifiers(config)
 

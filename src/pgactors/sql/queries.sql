@@ -270,7 +270,7 @@ SELECT last_position, pruned_through FROM {schema}.{feed}
 -- name: changes_after
 SELECT position, type, id, version, op, at
 FROM {schema}.{changes}
-WHERE position > %(after)s
+WHERE position > %(after)s AND position IS NOT NULL
   AND (%(types)s::jsonb IS NULL
        OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb)))
 ORDER BY position

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS {schema}.{changes} (
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS {changes_position_idx}
-    ON {schema}.{changes} (position);
+    ON {schema}.{changes} (position) WHERE position IS NOT NULL;
 
 CREATE INDEX IF NOT EXISTS {changes_pending_idx}
     ON {schema}.{changes} (seq) WHERE position IS NULL;
