@@ -30,9 +30,6 @@ from pgactors.embedded import EmbeddedServer
 
 from .harness import make_payload
 
-import os
-SUBSCRIBE = os.environ.get("FEED_SUBSCRIBE", "1") == "1"
-
 
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
@@ -47,42 +44,41 @@ async def latency(dsn: str, schema: str, rate: int, duration: float) -> dict[str
     acked: dict[tuple[str, int], float] = {}
     delivered: dict[tuple[str, int], float] = {}
     total = int(rate * duration)
-    async with await Store.connect(dsn, schema=schema) as writer, await Store.connect(
-        dsn, schema=schema
-    ) as reader:
-        async with reader.changes("feedbench") as stream:
+    async with (
+        await Store.connect(dsn, schema=schema) as writer,
+        await Store.connect(dsn, schema=schema) as reader,
+        reader.changes("feedbench") as stream,
+    ):
 
-            async def consume() -> None:
-                async for change in stream:
-                    delivered[(change.id, change.version)] = time.perf_counter()
-                    if len(delivered) >= total:
-                        return
+        async def consume() -> None:
+            async for change in stream:
+                delivered[(change.id, change.version)] = time.perf_counter()
+                if len(delivered) >= total:
+                    return
 
-            consumer = asyncio.create_task(consume())
-            start = time.perf_counter()
-            pending: set[asyncio.Task[None]] = set()
+        consumer = asyncio.create_task(consume())
+        start = time.perf_counter()
+        pending: set[asyncio.Task[None]] = set()
 
-            async def write(n: int) -> None:
-                record = await writer.save("feedbench", f"k{n % 1000}", payload)
-                acked[(record.id, record.version)] = time.perf_counter()
+        async def write(n: int) -> None:
+            record = await writer.save("feedbench", f"k{n % 1000}", payload)
+            acked[(record.id, record.version)] = time.perf_counter()
 
-            for n in range(total):
-                # Open loop: writes are issued on schedule, whatever the latency.
-                delay = start + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(write(n))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            await asyncio.gather(*pending)
-            achieved = total / (time.perf_counter() - start)
-            try:
-                await asyncio.wait_for(consumer, 30)
-            except TimeoutError:
-                consumer.cancel()
-    latencies = sorted(
-        (delivered[key] - acked[key]) * 1000 for key in acked if key in delivered
-    )
+        for n in range(total):
+            # Open loop: writes are issued on schedule, whatever the latency.
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(write(n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        achieved = total / (time.perf_counter() - start)
+        try:
+            await asyncio.wait_for(consumer, 30)
+        except TimeoutError:
+            consumer.cancel()
+    latencies = sorted((delivered[key] - acked[key]) * 1000 for key in acked if key in delivered)
     return {
         "rate": rate,
         "achieved_rate": round(achieved, 1),
@@ -95,33 +91,55 @@ async def latency(dsn: str, schema: str, rate: int, duration: float) -> dict[str
     }
 
 
+SUBSCRIBER = """
+import asyncio, sys
+from pgactors import Store
+
+async def main(dsn, schema):
+    async with await Store.connect(dsn, schema=schema) as store:
+        async with store.changes() as stream:
+            print("ready", flush=True)
+            async for _ in stream:
+                pass
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
 async def save_throughput(
     dsn: str, schema: str, *, changes: bool, duration: float, concurrency: int = 16
 ) -> float:
-    """Saves per second at ``concurrency``, feed on (with a subscriber) or off."""
+    """Saves per second at ``concurrency``; with the feed on, another process subscribes."""
     payload = make_payload()
-    async with await Store.connect(
-        dsn, schema=schema, changes=changes, pool_max_size=concurrency
-    ) as store:
-        subscriber = store.changes() if changes and SUBSCRIBE else None
-        if subscriber is not None:
-            await subscriber.start()
-        count = 0
-        stop = time.perf_counter() + duration
+    subscriber = None
+    if changes:
+        # A subscriber in its own process, like another instance of the application.
+        subscriber = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SUBSCRIBER, dsn, schema, stdout=asyncio.subprocess.PIPE
+        )
+        assert subscriber.stdout is not None
+        await subscriber.stdout.readline()
+    try:
+        async with await Store.connect(
+            dsn, schema=schema, changes=changes, pool_max_size=concurrency
+        ) as store:
+            count = 0
+            stop = time.perf_counter() + duration
 
-        async def worker(seed: int) -> None:
-            nonlocal count
-            rng = random.Random(seed)
-            while time.perf_counter() < stop:
-                await store.save("costbench", f"k{rng.randrange(10_000)}", payload)
-                count += 1
+            async def worker(seed: int) -> None:
+                nonlocal count
+                rng = random.Random(seed)
+                while time.perf_counter() < stop:
+                    await store.save("costbench", f"k{rng.randrange(10_000)}", payload)
+                    count += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(s) for s in range(concurrency)))
-        elapsed = time.perf_counter() - started
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(s) for s in range(concurrency)))
+            return count / (time.perf_counter() - started)
+    finally:
         if subscriber is not None:
-            await subscriber.close()
-    return count / elapsed
+            subscriber.terminate()
+            await subscriber.wait()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
