@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from benchmarks import harness, report
+from benchmarks.pgbench import FEED_OFF
 from benchmarks.report import ScalePoint
 from benchmarks.suite import BY_NAME, SCALE_WORKLOADS, WORKLOADS, Bench, Workload, select_workloads
 from pgactors import Store
@@ -341,6 +342,9 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Every system's writes stay out of the change log (the measuring subprocesses
+    # inherit this; pgbench gets it explicitly); benchmarks.feed measures the feed.
+    os.environ["PGOPTIONS"] = FEED_OFF
     workdir = Path(tempfile.mkdtemp(prefix="pgactors-bench-"))
     server: EmbeddedServer | None = None
     try:

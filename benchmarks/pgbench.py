@@ -148,10 +148,15 @@ def read_logs(prefix: Path) -> list[int]:
     return latencies
 
 
+FEED_OFF = "-c pgactors.changes=off"
+"""Session option that keeps a connection's writes out of the change log (see workloads)."""
+
+
 def _env() -> dict[str, str]:
     # PGHOST, PGPORT, ... in the caller's environment must not redirect pgbench.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     env["LC_ALL"] = "C"
+    env["PGOPTIONS"] = FEED_OFF
     return env
 
 

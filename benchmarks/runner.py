@@ -44,6 +44,7 @@ class Task:
     batch: int = harness.BATCH_SIZE
     records_per_op: int = 1
     coalesce: bool = True
+    changes: bool = False
     statements: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -55,7 +56,11 @@ async def _measure(task: Task) -> Result:
             from benchmarks import workloads
 
             store = await workloads.open_store(
-                task.dsn, task.schema, task.pool_size, coalesce=task.coalesce
+                task.dsn,
+                task.schema,
+                task.pool_size,
+                coalesce=task.coalesce,
+                changes=task.changes,
             )
             stack.push_async_callback(store.close)
             op = workloads.FACTORIES[task.factory](store, params)

@@ -93,6 +93,7 @@ class Workload:
     script: Callable[[Bench], pgbench.Script] | None = None
     default: bool = True
     coalesce: bool = True
+    changes: bool = False
     batched: bool = False
 
     async def run(self, bench: Bench, concurrency: int, seed: int = 0) -> Result:
@@ -126,6 +127,7 @@ class Workload:
             batch=bench.batch,
             records_per_op=min(bench.batch, bench.records) if self.batched else 1,
             coalesce=self.coalesce,
+            changes=self.changes,
             statements=bench.statements() if self.system == "psycopg" else {},
         )
         return await runner.run_isolated(task)
@@ -158,6 +160,14 @@ WORKLOADS: tuple[Workload, ...] = (
         "pgactors save (LWW), coalesce=False",
         "save_lww",
         coalesce=False,
+    ),
+    Workload(
+        "pgactors-save-feed",
+        "pgactors",
+        "save",
+        "pgactors save (LWW), change feed on",
+        "save_lww",
+        changes=True,
     ),
     Workload(
         "pgactors-save-many",

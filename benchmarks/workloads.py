@@ -10,14 +10,22 @@ from benchmarks.harness import RECORD_TYPE, Op, Params, bump
 from pgactors import Store, VersionConflict
 
 
-async def open_store(dsn: str, schema_name: str, pool_size: int, *, coalesce: bool) -> Store:
-    """A Store whose pool holds exactly ``pool_size`` connections."""
+async def open_store(
+    dsn: str, schema_name: str, pool_size: int, *, coalesce: bool, changes: bool = False
+) -> Store:
+    """A Store whose pool holds exactly ``pool_size`` connections.
+
+    The change feed is off unless asked for, as it is for every other system (see
+    ``FEED_OFF``): the suite compares the store's own statements like for like, and
+    ``benchmarks.feed`` measures what the feed costs.
+    """
     return await Store.connect(
         dsn,
         schema=schema_name,
         pool_min_size=pool_size,
         pool_max_size=pool_size,
         coalesce=coalesce,
+        changes=changes,
     )
 
 
