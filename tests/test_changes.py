@@ -132,6 +132,16 @@ async def test_several_streams_fan_out(store: Store) -> None:
         assert [c.id for c in await take(b, 1)] == ["x"]
 
 
+async def test_closing_the_store_ends_open_streams(store: Store) -> None:
+    stream = await store.changes().start()
+    await store.save("U", "last", {})
+    assert [c.id for c in await take(stream, 1)] == ["last"]
+    assert store._feed is not None
+    await store._feed.close()
+    remaining = [c async for c in stream]
+    assert remaining == []
+
+
 async def test_bad_since_and_types_refused(store: Store) -> None:
     with pytest.raises(InvalidInput):
         await store.changes(since=-1).start()

@@ -173,12 +173,15 @@ class ChangeFeed:
             await self.close()
 
     async def close(self) -> None:
-        """Stop the listener task."""
+        """Stop the listener task; open streams end (their iteration stops)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for subscriber in self._subscribers:
+            subscriber.fail(StopAsyncIteration())
+        self._subscribers.clear()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -211,6 +214,11 @@ class ChangeFeed:
                     await listener.close()
                     await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311
                     backoff = min(backoff * 2, MAX_BACKOFF)
+        except Exception as exc:
+            # Never leave a stream waiting on a listener that is gone.
+            for subscriber in self._subscribers:
+                subscriber.fail(exc)
+            raise
         finally:
             await listener.close()
 
@@ -347,6 +355,8 @@ class ChangeStream:
         item = await self._subscriber.queue.get()
         if isinstance(item, BaseException):
             await self.close()
+            if isinstance(item, StopAsyncIteration):
+                raise StopAsyncIteration
             raise item
         return item
 
