@@ -232,6 +232,12 @@ async def test_writes_from_another_store_instance(pg_store: Store, pg_dsn: str) 
     assert got[0].id == "from-other"
 
 
+async def test_in_memory_changes_off_logs_nothing() -> None:
+    store = InMemoryStore(StoreConfig(changes=False))
+    await store.save("U", "silent", {})
+    assert (await store.feed_stats()).rows == 0
+
+
 async def test_changes_off_writes_nothing_to_the_log(pg_store: Store, pg_dsn: str) -> None:
     quiet = await Store.connect(pg_dsn, schema=pg_store.config.schema, changes=False)
     async with quiet, pg_store.changes() as stream:

@@ -109,16 +109,19 @@ class _MemoryListener:
 class MemoryBackend:
     """A backend holding records in a dict; same semantics as PostgreSQL."""
 
-    def __init__(self, retention: float = 86400.0) -> None:
+    def __init__(self, retention: float = 86400.0, *, changes: bool = True) -> None:
         self._rows: _Rows = {}
         self._write_lock = asyncio.Lock()
         self._log: list[Change] = []
         self._position = 0
         self._pruned = 0
         self._retention = retention
+        self._changes = changes
         self._listeners: set[_MemoryListener] = set()
 
     def _publish(self, events: list[_Event]) -> None:
+        if not self._changes:
+            return
         now = datetime.now(UTC)
         for type, id, version, op in events:
             self._position += 1

@@ -366,7 +366,7 @@ class InMemoryStore(Store):
 
     def __init__(self, config: StoreConfig | None = None) -> None:
         config = config or StoreConfig()
-        super().__init__(MemoryBackend(config.changes_retention), config)
+        super().__init__(MemoryBackend(config.changes_retention, changes=config.changes), config)
 
     @classmethod
     async def create(cls, config: StoreConfig | None = None) -> InMemoryStore:
