@@ -54,16 +54,26 @@ async def run_demo(options: Options, out: Console) -> None:
         except VersionConflict as exc:
             out.print(f"   a second create-only save is refused: {exc}")
 
-        conflicts = await _post_messages(store, out)
-        room = await store.load("ChatRoom", ROOM)
-        assert room is not None and isinstance(room.data, dict)
-        posted = len(room.data["messages"])
-        out.print(
-            f"4. {WRITERS} concurrent writers posted {posted} messages with compare-and-set; "
-            f"{conflicts} conflicts were detected and retried, none lost"
-        )
-        if posted != WRITERS * MESSAGES_EACH:
-            raise AssertionError(f"expected {WRITERS * MESSAGES_EACH} messages, found {posted}")
+        async with store.changes("ChatRoom") as feed:
+            conflicts = await _post_messages(store, out)
+            room = await store.load("ChatRoom", ROOM)
+            assert room is not None and isinstance(room.data, dict)
+            posted = len(room.data["messages"])
+            out.print(
+                f"4. {WRITERS} concurrent writers posted {posted} messages with "
+                f"compare-and-set; {conflicts} conflicts were detected and retried, none lost"
+            )
+            if posted != WRITERS * MESSAGES_EACH:
+                raise AssertionError(f"expected {WRITERS * MESSAGES_EACH} messages, found {posted}")
+            versions = []
+            async for change in feed:
+                versions.append(change.version)
+                if change.version == room.version:
+                    break
+            out.print(
+                f"   the change feed delivered all {len(versions)} versions in commit order "
+                f"(v{versions[0]}..v{versions[-1]}), as other instances would see them"
+            )
         version_before = room.version
 
     if uses_embedded:
