@@ -1,0 +1,458 @@
+"""Persistent objects: dataclasses (or pydantic models) stored as JSON by ``(type_name, id)``.
+
+::
+
+    @dataclass
+    class UserProfile(PersistentObject):
+        username: str = ""
+        score: int = 0
+
+    p = UserProfile(id="user-123", username="alice", score=100)
+    await save_object(store, p)            # creates; a stale copy's save raises VersionConflict
+    p = await load_object(store, UserProfile, "user-123")
+
+The stored JSON is exactly ``to_data()`` (the fields except ``id``), so SQL such as
+``data->>'username'`` works. Two things may be added to it:
+
+- ``"_v"``: the reserved key holding the class's ``state_version`` when that is above 1.
+  A missing ``"_v"`` means version 1. Loading older state runs ``upcasters`` (version n
+  to n+1) in order; state newer than the class raises :class:`StateError`.
+- keys the class does not know (written by a newer deployment): they are kept from the
+  loaded state and written back by ``save_object`` (the class's own fields win).
+
+The stored version travels with the object privately (not a field, not in ``==`` or
+``repr``); ``save_object`` is a compare-and-set on it, so saving a stale copy raises
+``VersionConflict``. Copies (``copy.copy``) carry the version they were made with.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timedelta
+from typing import Any, ClassVar, Final, Self, TypeVar, Union
+
+from .errors import InvalidInput, PgActorsError
+from .record import Record, check_type
+from .store import Store
+
+STATE_VERSION_KEY: Final = "_v"
+"""The reserved JSON key holding the state version (only written when above 1)."""
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""Upgrades a state dict from version n to n+1; returns the new dict, or None after
+changing its argument in place."""
+
+_BOOKKEEPING_ATTR: Final = "_pgactors"
+
+
+class StateError(PgActorsError):
+    """Stored state cannot be turned into an object of this class (e.g. it is newer)."""
+
+
+class _Bookkeeping:
+    """Stored version and unknown keys, attached to an object; immutable, replaced on change.
+
+    Equal to every other instance, so it never affects the owner's ``==``.
+    """
+
+    __slots__ = ("unknown", "version")
+
+    def __init__(self, version: int = 0, unknown: Mapping[str, Any] | None = None) -> None:
+        self.version = version
+        self.unknown: Mapping[str, Any] = types.MappingProxyType(dict(unknown or {}))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Bookkeeping)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"<pgactors version={self.version}>"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Bookkeeping:
+        return _Bookkeeping(self.version, copy.deepcopy(dict(self.unknown), memo))
+
+
+_NO_BOOKKEEPING: Final = _Bookkeeping()
+
+
+class _Persistent:
+    """What ``save_object`` and ``load_object`` need; shared by both base classes."""
+
+    id: str
+    type_name: ClassVar[str]
+    state_version: ClassVar[int] = 1
+    upcasters: ClassVar[Mapping[int, Upcaster]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__:
+            cls.type_name = cls.__name__
+        try:
+            check_type(cls.type_name)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"{cls.__qualname__}.type_name: {exc} (set type_name = '...' on the class)"
+            ) from None
+        version = cls.state_version
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidInput(
+                f"{cls.__qualname__}.state_version must be an int >= 1, got {version!r}"
+            )
+        if not isinstance(cls.upcasters, Mapping) or not all(
+            isinstance(k, int) and callable(f) for k, f in cls.upcasters.items()
+        ):
+            raise InvalidInput(
+                f"{cls.__qualname__}.upcasters must map int versions to functions, "
+                f"got {cls.upcasters!r}"
+            )
+
+    def to_data(self) -> dict[str, Any]:
+        """The state to store, as a JSON dict (overridable)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_data(cls, id: str, data: dict[str, Any]) -> Self:
+        """Build an object from its id and stored state (overridable)."""
+        raise NotImplementedError
+
+    @classmethod
+    def known_keys(cls) -> frozenset[str]:
+        """Keys of ``to_data()``; other stored keys are kept and written back unchanged.
+
+        Override it together with ``to_data`` when that writes other keys than the fields.
+        """
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, Any]:
+        """A private deep copy of ``to_data()``: later mutations of the object do not reach it."""
+        data = self.to_data()
+        if not isinstance(data, dict):
+            raise InvalidInput(
+                f"{type(self).__qualname__}.to_data() must return a dict, got "
+                f"{type(data).__name__}"
+            )
+        if STATE_VERSION_KEY in data:
+            raise InvalidInput(
+                f"{type(self).__qualname__}.to_data() contains the reserved key "
+                f"{STATE_VERSION_KEY!r} (the state version)"
+            )
+        return copy.deepcopy(data)
+
+    def _pgactors_bookkeeping(self) -> _Bookkeeping:
+        value = getattr(self, _BOOKKEEPING_ATTR, _NO_BOOKKEEPING)
+        return value if isinstance(value, _Bookkeeping) else _NO_BOOKKEEPING
+
+    def _pgactors_attach(self, bookkeeping: _Bookkeeping) -> None:
+        # object.__setattr__ also works on frozen dataclasses.
+        object.__setattr__(self, _BOOKKEEPING_ATTR, bookkeeping)
+
+    @property
+    def stored_version(self) -> int:
+        """The version this object was loaded or last saved as; 0 if never stored."""
+        return self._pgactors_bookkeeping().version
+
+
+# -- dataclasses ---------------------------------------------------------------------------
+
+
+_RESERVED_FIELDS: Final = frozenset({"type_name", "state_version", "upcasters", STATE_VERSION_KEY})
+
+
+@dataclasses.dataclass
+class PersistentObject(_Persistent):
+    """Base for dataclasses stored by ``(type_name, id)``; ``id`` is a keyword-only field.
+
+    Class attributes: ``type_name`` (default: the class name), ``state_version`` and
+    ``upcasters`` (see the module documentation).
+    """
+
+    id: str = dataclasses.field(kw_only=True)
+
+    def to_data(self) -> dict[str, Any]:
+        """The fields except ``id``; nested dataclasses become dicts, tuples lists.
+
+        Values that are not JSON (datetimes, sets, ...) raise ``InvalidInput`` naming
+        the field; override ``to_data``/``from_data`` to store them in another form.
+        """
+        name = type(self).__qualname__
+        return {
+            f.name: _to_json(getattr(self, f.name), f"{name}.{f.name}")
+            for f in _state_fields(type(self))
+        }
+
+    @classmethod
+    def from_data(cls, id: str, data: dict[str, Any]) -> Self:
+        """Build from the stored dict; missing fields take their defaults."""
+        hints = _type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        missing = []
+        for f in _state_fields(cls):
+            if f.name in data:
+                value = _from_json(hints.get(f.name, Any), data[f.name])
+                if f.init:
+                    kwargs[f.name] = value
+                continue
+            if (
+                f.init
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ):
+                missing.append(f.name)
+        if missing:
+            raise InvalidInput(
+                f"stored {cls.type_name}/{id!r} lacks the field(s) {', '.join(missing)}, "
+                f"which {cls.__qualname__} requires (give them defaults, or add an upcaster)"
+            )
+        obj = cls(id=id, **kwargs)
+        for f in _state_fields(cls):
+            if not f.init and f.name in data:
+                object.__setattr__(obj, f.name, _from_json(hints.get(f.name, Any), data[f.name]))
+        return obj
+
+    @classmethod
+    def known_keys(cls) -> frozenset[str]:
+        """The field names except ``id``."""
+        return frozenset(f.name for f in _state_fields(cls))
+
+
+def _state_fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    fields = tuple(f for f in dataclasses.fields(cls) if f.name != "id")
+    reserved = _RESERVED_FIELDS.intersection(f.name for f in fields)
+    if reserved:
+        raise InvalidInput(
+            f"{cls.__qualname__} has dataclass field(s) {sorted(reserved)} whose names are "
+            "reserved (annotate type_name/state_version/upcasters as ClassVar)"
+        )
+    return fields
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable forward references: fall back to plain values
+        return {}
+
+
+def _to_json(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(value)
+        }
+    if isinstance(value, list | tuple):
+        return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        result = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInput(f"{where} has a dict key {k!r}: JSON object keys must be str")
+            result[k] = _to_json(v, f"{where}[{k!r}]")
+        return result
+    hint = (
+        " (store it as an ISO string, e.g. with isoformat())"
+        if isinstance(value, datetime | date | time | timedelta)
+        else ""
+    )
+    raise InvalidInput(
+        f"{where} is a {type(value).__name__}, which is not JSON{hint}: allowed are "
+        "str, int, float, bool, None, list, tuple, dict (str keys) and dataclasses; "
+        "override to_data/from_data for other types"
+    )
+
+
+def _from_json(hint: Any, value: Any) -> Any:
+    """Rebuild nested dataclasses and tuples that ``_to_json`` flattened, guided by ``hint``."""
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = _type_hints(hint)
+        fields = {f.name: f for f in dataclasses.fields(hint)}
+        kwargs = {
+            k: _from_json(hints.get(k, Any), v)
+            for k, v in value.items()
+            if k in fields and fields[k].init
+        }
+        return hint(**kwargs)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if (
+                isinstance(arg, type)
+                and dataclasses.is_dataclass(arg)
+                and isinstance(value, dict)
+                or typing.get_origin(arg) in (list, tuple, dict)
+                and isinstance(value, list | dict)
+            ):
+                return _from_json(arg, value)
+        return value
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_from_json(item, v) for v in value]
+    if (origin is tuple or hint is tuple) and isinstance(value, list):
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json(args[0], v) for v in value)
+        if args and len(args) == len(value):
+            return tuple(_from_json(a, v) for a, v in zip(args, value, strict=True))
+        return tuple(value)
+    if origin is dict and isinstance(value, dict):
+        args = typing.get_args(hint)
+        item = args[1] if len(args) == 2 else Any
+        return {k: _from_json(item, v) for k, v in value.items()}
+    return value
+
+
+# -- pydantic ------------------------------------------------------------------------------
+
+try:
+    import pydantic
+except ImportError:  # pragma: no cover - pydantic is optional
+
+    class PersistentModel:  # type: ignore[no-redef]
+        """Needs pydantic v2 (``pip install pydantic``)."""
+
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            raise ImportError("pgactors.PersistentModel needs pydantic v2: pip install pydantic")
+
+else:
+
+    class PersistentModel(_Persistent, pydantic.BaseModel):
+        """Base for pydantic v2 models stored by ``(type_name, id)``; ``id`` is a field.
+
+        ``to_data`` is ``model_dump(mode="json", exclude={"id"})``, ``from_data`` is
+        ``model_validate``. Class attributes as for :class:`PersistentObject`.
+        """
+
+        id: str
+        type_name: ClassVar[str]
+        state_version: ClassVar[int] = 1
+        upcasters: ClassVar[Mapping[int, Upcaster]] = {}
+        _pgactors: _Bookkeeping = pydantic.PrivateAttr(default_factory=_Bookkeeping)
+
+        def to_data(self) -> dict[str, Any]:
+            """``model_dump(mode="json", exclude={"id"})``."""
+            return self.model_dump(mode="json", exclude={"id"})
+
+        @classmethod
+        def from_data(cls, id: str, data: dict[str, Any]) -> Self:
+            """``model_validate`` of the stored dict with the id."""
+            return cls.model_validate({**data, "id": id})
+
+        @classmethod
+        def known_keys(cls) -> frozenset[str]:
+            """The field names except ``id``."""
+            return frozenset(name for name in cls.model_fields if name != "id")
+
+        def _pgactors_attach(self, bookkeeping: _Bookkeeping) -> None:
+            self._pgactors = bookkeeping
+
+
+# -- storing -------------------------------------------------------------------------------
+
+P = TypeVar("P", bound=_Persistent)
+
+
+def _stored_data(obj: _Persistent) -> dict[str, Any]:
+    cls = type(obj)
+    data = obj.snapshot()
+    unknown = obj._pgactors_bookkeeping().unknown
+    if unknown:
+        data = {**copy.deepcopy(dict(unknown)), **data}
+    if cls.state_version > 1:
+        data[STATE_VERSION_KEY] = cls.state_version
+    return data
+
+
+async def save_object(store: Store, obj: _Persistent) -> Record:
+    """Store ``obj`` as a compare-and-set on the version it carries (0: create only).
+
+    The state is snapshotted synchronously, before the first ``await``: asyncio does
+    not switch tasks between awaits, so a task mutating the object cannot tear the
+    saved state. A stale object (another save happened since it was loaded) raises
+    ``VersionConflict``, as do two overlapping saves of the same object.
+    """
+    data = _stored_data(obj)
+    bookkeeping = obj._pgactors_bookkeeping()
+    record = await store.save(
+        type(obj).type_name, obj.id, data, expected_version=bookkeeping.version
+    )
+    obj._pgactors_attach(_Bookkeeping(record.version, bookkeeping.unknown))
+    return record
+
+
+async def load_object(store: Store, cls: type[P], id: str) -> P | None:
+    """Load the object, upgrading older state with ``cls.upcasters``; None if absent."""
+    record = await store.load(cls.type_name, id)
+    if record is None:
+        return None
+    if not isinstance(record.data, dict):
+        raise StateError(
+            f"stored {cls.type_name}/{id!r} is a {type(record.data).__name__}, not a JSON "
+            f"object, so it is not a {cls.__qualname__}"
+        )
+    data = _upcast(cls, id, copy.deepcopy(record.data))
+    known = cls.known_keys()
+    obj = cls.from_data(id, data)
+    unknown = {k: v for k, v in data.items() if k not in known}
+    obj._pgactors_attach(_Bookkeeping(record.version, unknown))
+    return obj
+
+
+async def delete_object(store: Store, obj: _Persistent) -> bool:
+    """Delete ``obj`` if still at the version it carries; False if it did not exist.
+
+    A changed stored version raises ``VersionConflict``. Afterwards the object counts
+    as new, so saving it creates it again.
+    """
+    bookkeeping = obj._pgactors_bookkeeping()
+    deleted = await store.delete(
+        type(obj).type_name, obj.id, expected_version=bookkeeping.version
+    )
+    obj._pgactors_attach(_Bookkeeping(0, bookkeeping.unknown))
+    return deleted
+
+
+def _upcast(cls: type[_Persistent], id: str, data: dict[str, Any]) -> dict[str, Any]:
+    stored = data.pop(STATE_VERSION_KEY, 1)
+    target = cls.state_version
+    where = f"stored {cls.type_name}/{id!r}"
+    if isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
+        raise StateError(f"{where} has an invalid state version {STATE_VERSION_KEY}={stored!r}")
+    if stored > target:
+        raise StateError(
+            f"{where} has state version {stored}, newer than {cls.__qualname__}.state_version "
+            f"= {target}: state newer than the class: deploy the newer code"
+        )
+    for version in range(stored, target):
+        upcaster = cls.upcasters.get(version)
+        if upcaster is None:
+            raise StateError(
+                f"{where} has state version {version} but {cls.__qualname__} has no upcaster "
+                f"from version {version} to {version + 1}: add upcasters[{version}]"
+            )
+        result = upcaster(data)
+        data = data if result is None else result
+        if not isinstance(data, dict):
+            raise StateError(
+                f"{cls.__qualname__}.upcasters[{version}] returned a {type(data).__name__}, "
+                "not a dict"
+            )
+    return data
+
+
+__all__ = [
+    "STATE_VERSION_KEY",
+    "PersistentModel",
+    "PersistentObject",
+    "StateError",
+    "Upcaster",
+    "delete_object",
+    "load_object",
+    "save_object",
+]
