@@ -15,6 +15,14 @@ from .errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from .objects import (
+    PersistentModel,
+    PersistentObject,
+    StateError,
+    delete_object,
+    load_object,
+    save_object,
+)
 from .record import JSON, Record
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncStore, SyncTransaction
@@ -31,10 +39,13 @@ __all__ = [
     "InMemoryStore",
     "InvalidInput",
     "NotFound",
+    "PersistentModel",
+    "PersistentObject",
     "PgActorsError",
     "Record",
     "SchemaMismatch",
     "ServerError",
+    "StateError",
     "Store",
     "StoreConfig",
     "StoreTimeout",
@@ -44,4 +55,7 @@ __all__ = [
     "Transaction",
     "VersionConflict",
     "__version__",
+    "delete_object",
+    "load_object",
+    "save_object",
 ]

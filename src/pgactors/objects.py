@@ -134,8 +134,7 @@ class _Persistent:
         data = self.to_data()
         if not isinstance(data, dict):
             raise InvalidInput(
-                f"{type(self).__qualname__}.to_data() must return a dict, got "
-                f"{type(data).__name__}"
+                f"{type(self).__qualname__}.to_data() must return a dict, got {type(data).__name__}"
             )
         if STATE_VERSION_KEY in data:
             raise InvalidInput(
@@ -268,6 +267,15 @@ def _to_json(value: Any, where: str) -> Any:
     )
 
 
+def _fits(hint: Any, value: Any) -> bool:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    origin = typing.get_origin(hint)
+    return (origin is dict and isinstance(value, dict)) or (
+        origin in (list, tuple) and isinstance(value, list)
+    )
+
+
 def _from_json(hint: Any, value: Any) -> Any:
     """Rebuild nested dataclasses and tuples that ``_to_json`` flattened, guided by ``hint``."""
     origin = typing.get_origin(hint)
@@ -282,13 +290,7 @@ def _from_json(hint: Any, value: Any) -> Any:
         return hint(**kwargs)
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(hint):
-            if (
-                isinstance(arg, type)
-                and dataclasses.is_dataclass(arg)
-                and isinstance(value, dict)
-                or typing.get_origin(arg) in (list, tuple, dict)
-                and isinstance(value, list | dict)
-            ):
+            if _fits(arg, value):
                 return _from_json(arg, value)
         return value
     if origin is list and isinstance(value, list):
@@ -312,15 +314,12 @@ def _from_json(hint: Any, value: Any) -> Any:
 
 try:
     import pydantic
+
+    _HAVE_PYDANTIC = True
 except ImportError:  # pragma: no cover - pydantic is optional
+    _HAVE_PYDANTIC = False
 
-    class PersistentModel:  # type: ignore[no-redef]
-        """Needs pydantic v2 (``pip install pydantic``)."""
-
-        def __init_subclass__(cls, **kwargs: Any) -> None:
-            raise ImportError("pgactors.PersistentModel needs pydantic v2: pip install pydantic")
-
-else:
+if _HAVE_PYDANTIC:
 
     class PersistentModel(_Persistent, pydantic.BaseModel):
         """Base for pydantic v2 models stored by ``(type_name, id)``; ``id`` is a field.
@@ -351,6 +350,14 @@ else:
 
         def _pgactors_attach(self, bookkeeping: _Bookkeeping) -> None:
             self._pgactors = bookkeeping
+
+else:  # pragma: no cover - pydantic is optional
+
+    class PersistentModel:  # type: ignore[no-redef]
+        """Needs pydantic v2 (``pip install pydantic``)."""
+
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            raise ImportError("pgactors.PersistentModel needs pydantic v2: pip install pydantic")
 
 
 # -- storing -------------------------------------------------------------------------------
@@ -398,7 +405,14 @@ async def load_object(store: Store, cls: type[P], id: str) -> P | None:
         )
     data = _upcast(cls, id, copy.deepcopy(record.data))
     known = cls.known_keys()
-    obj = cls.from_data(id, data)
+    try:
+        obj = cls.from_data(id, data)
+    except PgActorsError:
+        raise
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise StateError(
+            f"stored {cls.type_name}/{id!r} does not fit {cls.__qualname__}: {exc}"
+        ) from exc
     unknown = {k: v for k, v in data.items() if k not in known}
     obj._pgactors_attach(_Bookkeeping(record.version, unknown))
     return obj
@@ -411,9 +425,7 @@ async def delete_object(store: Store, obj: _Persistent) -> bool:
     as new, so saving it creates it again.
     """
     bookkeeping = obj._pgactors_bookkeeping()
-    deleted = await store.delete(
-        type(obj).type_name, obj.id, expected_version=bookkeeping.version
-    )
+    deleted = await store.delete(type(obj).type_name, obj.id, expected_version=bookkeeping.version)
     obj._pgactors_attach(_Bookkeeping(0, bookkeeping.unknown))
     return deleted
 
