@@ -317,8 +317,12 @@ class ChangeStream:
 
     async def start(self) -> Self:
         """Subscribe now (so that ``since=None`` means now, not at the first read)."""
-        if self._subscriber is None:
-            self._subscriber = await self._feed.subscribe(self._types, self._since)
+        if self._subscriber is None and not self._closed:
+            subscriber = await self._feed.subscribe(self._types, self._since)
+            if self._closed:
+                await self._feed.unsubscribe(subscriber)
+            else:
+                self._subscriber = subscriber
         return self
 
     @property
@@ -327,10 +331,11 @@ class ChangeStream:
         return self._subscriber.last if self._subscriber else None
 
     async def close(self) -> None:
-        """Unsubscribe."""
+        """Unsubscribe; a pending read ends (iteration stops)."""
         self._closed = True
         if self._subscriber is not None:
             subscriber, self._subscriber = self._subscriber, None
+            subscriber.fail(StopAsyncIteration())
             await self._feed.unsubscribe(subscriber)
 
     async def __aenter__(self) -> Self:
@@ -351,7 +356,8 @@ class ChangeStream:
         if self._closed:
             raise StopAsyncIteration
         await self.start()
-        assert self._subscriber is not None
+        if self._subscriber is None:  # closed while subscribing
+            raise StopAsyncIteration
         item = await self._subscriber.queue.get()
         if isinstance(item, BaseException):
             await self.close()

@@ -467,4 +467,22 @@ __all__ = [
     "delete_object",
     "load_object",
     "save_object",
+    "state_from_json",
+    "state_to_json",
 ]
+
+
+def state_to_json(state: Any, where: str = "state") -> Any:
+    """JSON for an actor state: a dataclass, a pydantic model, a dict or a JSON value."""
+    dump = getattr(state, "model_dump", None)
+    if callable(dump) and not isinstance(state, type):
+        return dump(mode="json")
+    return _to_json(state, where)
+
+
+def state_from_json(hint: Any, data: Any) -> Any:
+    """Rebuild a state of type ``hint`` from its JSON (the inverse of :func:`state_to_json`)."""
+    validate = getattr(hint, "model_validate", None)
+    if callable(validate):
+        return validate(data)
+    return _from_json(hint, data)
