@@ -143,6 +143,7 @@ class ChangeFeed:
         self._prune_interval = prune_interval
         self._subscribers: set[_Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.reconnects = 0
 
     async def subscribe(self, types: Sequence[str] | None, since: int | None) -> _Subscriber:
@@ -175,10 +176,14 @@ class ChangeFeed:
     async def close(self) -> None:
         """Stop the listener task; open streams end (their iteration stops)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None:
+            self._stopping = True
+            # A cancellation that lands as a wait completes can be swallowed (asyncio
+            # before 3.12), so the loop also checks the flag, and we cancel again.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            self._stopping = False
         for subscriber in self._subscribers:
             subscriber.fail(StopAsyncIteration())
         self._subscribers.clear()
@@ -189,12 +194,12 @@ class ChangeFeed:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         try:
-            while True:
+            while not self._stopping:
                 try:
                     await listener.connect()
                     backoff = 0.1
                     await self._catch_up()
-                    while True:
+                    while not self._stopping:
                         payloads = await listener.wait(self._poll_interval)
                         if payloads:
                             await self._dispatch([Change.from_payload(p) for p in payloads])

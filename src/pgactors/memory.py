@@ -92,7 +92,8 @@ class _MemoryListener:
 
     async def wait(self, seconds: float) -> list[str]:
         try:
-            payloads = [await asyncio.wait_for(self.queue.get(), seconds)]
+            async with asyncio.timeout(seconds):
+                payloads = [await self.queue.get()]
         except TimeoutError:
             return []
         while not self.queue.empty():
