@@ -142,6 +142,15 @@ async def test_closing_the_store_ends_open_streams(store: Store) -> None:
     assert remaining == []
 
 
+async def test_concurrent_first_reads_subscribe_once(store: Store) -> None:
+    stream = store.changes()
+    await asyncio.gather(*(stream.start() for _ in range(5)))
+    assert store._feed is not None and len(store._feed._subscribers) == 1
+    await store.save("U", "once", {})
+    assert [c.id for c in await take(stream, 1)] == ["once"]
+    await stream.close()
+
+
 async def test_bad_since_and_types_refused(store: Store) -> None:
     with pytest.raises(InvalidInput):
         await store.changes(since=-1).start()

@@ -318,16 +318,18 @@ class ChangeStream:
         self._types = types
         self._since = since
         self._subscriber: _Subscriber | None = None
+        self._starting = asyncio.Lock()
         self._closed = False
 
     async def start(self) -> Self:
         """Subscribe now (so that ``since=None`` means now, not at the first read)."""
-        if self._subscriber is None and not self._closed:
-            subscriber = await self._feed.subscribe(self._types, self._since)
-            if self._closed:
-                await self._feed.unsubscribe(subscriber)
-            else:
-                self._subscriber = subscriber
+        async with self._starting:  # concurrent first reads subscribe once
+            if self._subscriber is None and not self._closed:
+                subscriber = await self._feed.subscribe(self._types, self._since)
+                if self._closed:
+                    await self._feed.unsubscribe(subscriber)
+                else:
+                    self._subscriber = subscriber
         return self
 
     @property
