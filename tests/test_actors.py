@@ -155,9 +155,7 @@ async def test_manual_persistence_saves_only_when_asked(store: Store) -> None:
 
 async def test_hooks_and_idle_deactivation_flush_first(store: Store) -> None:
     Hooked.events.clear()
-    system = ActorSystem(
-        store, persistence="write_behind", flush_interval=0.05, idle_timeout=0.1
-    )
+    system = ActorSystem(store, persistence="write_behind", flush_interval=0.05, idle_timeout=0.1)
     await system.actor(Hooked, "h").add(4)
     assert Hooked.events == ["activate h n=0"]
     for _ in range(50):
@@ -210,6 +208,7 @@ async def test_watch_sees_changes_from_another_instance(pg_store: Store, pg_dsn:
         remote = theirs.actor(Counter, "w")
         for _ in range(3):
             await remote.add(1)
+            await asyncio.sleep(0.3)
         await asyncio.wait_for(watcher, 10)
     assert states == [1, 2, 3]
 

@@ -130,6 +130,7 @@ class ActorRef:
     async def watch(self) -> AsyncIterator[Any]:
         """The committed state after each change, whichever instance made it."""
         store = self._system.store
+        last = 0
         async with store.changes(self._cls.type_name) as stream:
             async for change in stream:
                 if change.id != self.id:
@@ -138,7 +139,10 @@ class ActorRef:
                     yield None
                     continue
                 record = await store.load(self._cls.type_name, self.id)
-                if record is not None and record.version >= change.version:
+                # A burst of changes may be read as its latest state: never yield an
+                # older state after a newer one, nor the same version twice.
+                if record is not None and record.version > last:
+                    last = record.version
                     yield state_from_json(self._cls.state_type, record.data)
 
     def __repr__(self) -> str:
