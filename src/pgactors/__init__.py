@@ -1,5 +1,6 @@
 """pgactors: durable, versioned state for Python actors and objects, in PostgreSQL."""
 
+from .actors import Actor, ActorRef, ActorSystem
 from .changes import Change, ChangeStream
 from .config import StoreConfig
 from .errors import (
@@ -31,6 +32,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "JSON",
+    "Actor",
+    "ActorRef",
+    "ActorSystem",
     "Change",
     "ChangeStream",
     "ChangesExpired",
