@@ -1,0 +1,116 @@
+"""Actor benchmarks: call throughput per persistence policy, against the store's own saves.
+
+    python -m benchmarks.actors [--dsn DSN] [--duration 5]
+
+1. Write-behind calls on one actor system (in-memory turn; the state is flushed every
+   second in the background): calls per second from 16 tasks over 16 actors.
+2. Write-through calls spread over 16 actors (each call saves with compare-and-set
+   before it returns), against ``store.save`` from 16 tasks on the same 16 keys.
+
+A script, never a timed test; quote the ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgactors import Actor, ActorSystem, Store
+from pgactors.embedded import EmbeddedServer
+
+
+@dataclass
+class CounterState:
+    n: int = 0
+
+
+class BenchCounter(Actor[CounterState]):
+    async def add(self, k: int) -> int:
+        self.state.n += k
+        return self.state.n
+
+
+async def _calls(system: ActorSystem, duration: float, actors: int = 16) -> float:
+    refs = [system.actor(BenchCounter, f"a{n}") for n in range(actors)]
+    for ref in refs:
+        await ref.add(0)
+    count = 0
+    stop = time.perf_counter() + duration
+
+    async def worker(ref: object) -> None:
+        nonlocal count
+        add = ref.add  # type: ignore[attr-defined]
+        while time.perf_counter() < stop:
+            await add(1)
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(r) for r in refs))
+    return count / (time.perf_counter() - started)
+
+
+async def _saves(store: Store, duration: float, keys: int = 16) -> float:
+    count = 0
+    stop = time.perf_counter() + duration
+
+    async def worker(n: int) -> None:
+        nonlocal count
+        while time.perf_counter() < stop:
+            await store.save("BenchSave", f"a{n}", {"n": count})
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(keys)))
+    return count / (time.perf_counter() - started)
+
+
+async def run(dsn: str, duration: float) -> dict[str, float]:
+    schema = f"actorbench_{uuid.uuid4().hex[:8]}"
+    async with await Store.connect(dsn, schema=schema, pool_max_size=16) as store:
+        await store.init_schema()
+        behind = ActorSystem(store, persistence="write_behind", follow_changes=False)
+        write_behind = await _calls(behind, duration)
+        await behind.shutdown()
+        through = ActorSystem(store, persistence="write_through", follow_changes=False)
+        write_through = await _calls(through, duration)
+        await through.shutdown()
+        saves = await _saves(store, duration)
+        await store.drop_schema()
+    return {
+        "write_behind_calls_per_s": write_behind,
+        "write_through_calls_per_s": write_through,
+        "store_saves_per_s": saves,
+        "write_through_vs_saves": write_through / saves,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.actors", description=__doc__)
+    parser.add_argument("--dsn", help="PostgreSQL to use (default: a fresh embedded server)")
+    parser.add_argument("--duration", type=float, default=5, help="seconds per part")
+    args = parser.parse_args()
+    server = None
+    dsn = args.dsn
+    if dsn is None:
+        server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="pgactors-actorbench-")) / "data")
+        server.start()
+        dsn = server.dsn
+    try:
+        result = asyncio.run(run(dsn, args.duration))
+    finally:
+        if server is not None:
+            server.stop()
+    print("| actors (16 tasks over 16 actors) | value |\n|---|---:|")
+    print(f"| write-behind calls/s (in-memory turn) | {result['write_behind_calls_per_s']:,.0f} |")
+    print(f"| write-through calls/s | {result['write_through_calls_per_s']:,.0f} |")
+    print(f"| store.save/s, same 16 keys | {result['store_saves_per_s']:,.0f} |")
+    print(f"| write-through / store.save | {result['write_through_vs_saves']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
