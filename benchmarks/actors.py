@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from pgactors import Actor, ActorSystem, Store
-from pgactors.embedded import EmbeddedServer
+
+from .server import server_dsn
 
 
 @dataclass
@@ -94,17 +93,8 @@ def main() -> None:
     parser.add_argument("--dsn", help="PostgreSQL to use (default: a fresh embedded server)")
     parser.add_argument("--duration", type=float, default=5, help="seconds per part")
     args = parser.parse_args()
-    server = None
-    dsn = args.dsn
-    if dsn is None:
-        server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="pgactors-actorbench-")) / "data")
-        server.start()
-        dsn = server.dsn
-    try:
+    with server_dsn(args.dsn, "pgactors-actorbench-") as dsn:
         result = asyncio.run(run(dsn, args.duration))
-    finally:
-        if server is not None:
-            server.stop()
     print("| actors (16 tasks over 16 actors) | value |\n|---|---:|")
     print(f"| write-behind calls/s (in-memory turn) | {result['write_behind_calls_per_s']:,.0f} |")
     print(f"| write-through calls/s | {result['write_through_calls_per_s']:,.0f} |")

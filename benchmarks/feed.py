@@ -19,16 +19,15 @@ import asyncio
 import json
 import random
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from pgactors import Store
-from pgactors.embedded import EmbeddedServer
 
 from .harness import make_payload
+from .server import server_dsn
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -142,34 +141,24 @@ async def save_throughput(
             await subscriber.wait()
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    server = None
-    dsn = args.dsn
-    if dsn is None:
-        server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="pgactors-feedbench-")) / "data")
-        server.start()
-        dsn = server.dsn
+async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     schema = f"feedbench_{uuid.uuid4().hex[:8]}"
-    try:
-        async with await Store.connect(dsn, schema=schema) as setup:
-            await setup.init_schema()
-            await setup.save_many("costbench", {f"k{n}": make_payload() for n in range(10_000)})
-        result: dict[str, Any] = {"latency": await latency(dsn, schema, args.rate, args.duration)}
-        off = await save_throughput(dsn, schema, changes=False, duration=args.duration)
-        on = await save_throughput(dsn, schema, changes=True, duration=args.duration)
-        off_again = await save_throughput(dsn, schema, changes=False, duration=args.duration)
-        result["cost"] = {
-            "save_ops_feed_off": round(off, 1),
-            "save_ops_feed_on": round(on, 1),
-            "save_ops_feed_off_again": round(off_again, 1),
-            "ratio_on_vs_off": round(on / ((off + off_again) / 2), 3),
-        }
-        async with await Store.connect(dsn, schema=schema) as cleanup:
-            await cleanup.drop_schema()
-        return result
-    finally:
-        if server is not None:
-            server.stop()
+    async with await Store.connect(dsn, schema=schema) as setup:
+        await setup.init_schema()
+        await setup.save_many("costbench", {f"k{n}": make_payload() for n in range(10_000)})
+    result: dict[str, Any] = {"latency": await latency(dsn, schema, args.rate, args.duration)}
+    off = await save_throughput(dsn, schema, changes=False, duration=args.duration)
+    on = await save_throughput(dsn, schema, changes=True, duration=args.duration)
+    off_again = await save_throughput(dsn, schema, changes=False, duration=args.duration)
+    result["cost"] = {
+        "save_ops_feed_off": round(off, 1),
+        "save_ops_feed_on": round(on, 1),
+        "save_ops_feed_off_again": round(off_again, 1),
+        "ratio_on_vs_off": round(on / ((off + off_again) / 2), 3),
+    }
+    async with await Store.connect(dsn, schema=schema) as cleanup:
+        await cleanup.drop_schema()
+    return result
 
 
 def main() -> None:
@@ -179,7 +168,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds per part (default 10)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    with server_dsn(args.dsn, "pgactors-feedbench-") as dsn:
+        result = asyncio.run(run(dsn, args))
     lat, cost = result["latency"], result["cost"]
     print("| change feed | value |\n|---|---:|")
     print(f"| write rate (target / achieved) | {lat['rate']} / {lat['achieved_rate']} per s |")
