@@ -72,6 +72,12 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """True if the record exists."""
         ...
 
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        """Write a binary state (bytes plus manifest); same version rules as ``save``."""
+        ...
+
     async def load_many(self, type: str, ids: list[str]) -> dict[str, Record]:
         """Read several records of one type; missing ids are absent from the result."""
         ...

@@ -24,26 +24,39 @@ from .record import Record
 
 @dataclass(frozen=True, slots=True)
 class _Row:
-    text: str
+    text: str | None
     version: int
     created_at: datetime
     updated_at: datetime
+    payload: bytes | None = None
+    manifest: str | None = None
 
 
 _Rows = dict[tuple[str, str], _Row]
 
 
 def _record(type: str, id: str, row: _Row) -> Record:
-    return Record(type, id, json.loads(row.text), row.version, row.created_at, row.updated_at)
+    data = None if row.text is None else json.loads(row.text)
+    return Record(
+        type, id, data, row.version, row.created_at, row.updated_at, row.payload, row.manifest
+    )
 
 
-def _write(rows: _Rows, type: str, id: str, text: str, expected: int | None) -> Record:
+def _write(
+    rows: _Rows,
+    type: str,
+    id: str,
+    text: str | None,
+    expected: int | None,
+    binary: tuple[bytes, str] | None = None,
+) -> Record:
     old = rows.get((type, id))
     actual = old.version if old else 0
     if expected is not None and expected != actual:
         raise VersionConflict(type, id, expected, actual)
     now = datetime.now(UTC)
-    row = _Row(text, actual + 1, old.created_at if old else now, now)
+    payload, manifest = binary or (None, None)
+    row = _Row(text, actual + 1, old.created_at if old else now, now, payload, manifest)
     rows[(type, id)] = row
     return _record(type, id, row)
 
@@ -151,6 +164,14 @@ class MemoryBackend:
     async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
         async with self._write_lock:
             record = _write(self._rows, type, id, text, expected)
+            self._publish([(type, id, record.version, "save")])
+            return record
+
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        async with self._write_lock:
+            record = _write(self._rows, type, id, None, expected, (payload, manifest))
             self._publish([(type, id, record.version, "save")])
             return record
 

@@ -158,8 +158,10 @@ class _Queries:
 
 
 def _record(type: str, id: str, row: tuple[Any, ...]) -> Record:
-    data, version, created_at, updated_at = row
-    return Record(type, id, data, version, created_at, updated_at)
+    data, version, created_at, updated_at, payload, manifest = row
+    if payload is None:
+        return Record(type, id, data, version, created_at, updated_at)
+    return Record(type, id, None, version, created_at, updated_at, bytes(payload), manifest)
 
 
 class _Ops:
@@ -447,6 +449,33 @@ class PostgresBackend:
             request = _SaveRequest(type, id, text, expected)
             return await self._coalesced.writer(expected).submit((type, id), request)
         return await self._save_one(_SaveRequest(type, id, text, expected))
+
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        params = {
+            "type": type,
+            "id": id,
+            "payload": payload,
+            "manifest": manifest,
+            "expected": expected,
+        }
+        if expected is None:
+            query = self._queries.save_binary_lww
+        elif expected == 0:
+            query = self._queries.save_binary_create
+        else:
+            query = self._queries.save_binary_cas
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            row = await cur.fetchone()
+            if row is None:
+                assert expected is not None
+                actual = await self._ops._version_on(conn, type, id)
+                raise VersionConflict(type, id, expected, actual)
+        self._changed()
+        version, created_at, updated_at = row
+        return Record(type, id, None, version, created_at, updated_at, payload, manifest)
 
     # -- coalesced single records: one statement for every caller waiting at once ---------
 

@@ -19,7 +19,11 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored state: its key, JSON data, version (1 on creation) and timestamps."""
+    """One stored state: its key, JSON data, version (1 on creation) and timestamps.
+
+    A binary state (``Store.save_binary``) has ``data`` None, and ``payload`` (bytes)
+    plus ``manifest`` (the name of what the bytes encode).
+    """
 
     type: str
     id: str
@@ -27,6 +31,8 @@ class Record:
     version: int
     created_at: datetime
     updated_at: datetime
+    payload: bytes | None = None
+    manifest: str | None = None
 
 
 def check_type(type: object) -> str:
@@ -55,6 +61,30 @@ def check_ids(ids: object) -> list[str]:
     if isinstance(ids, str | bytes) or not hasattr(ids, "__iter__"):
         raise InvalidInput(f"ids must be a collection of str, got {_kind(ids)}")
     return list(dict.fromkeys(check_id(i) for i in ids))
+
+
+MAX_MANIFEST_LENGTH = 255
+
+
+def check_binary(payload: object, manifest: object, max_bytes: int) -> tuple[bytes, str]:
+    """Validate a binary state: bytes within ``max_bytes`` and a printable manifest."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise InvalidInput(f"payload must be bytes, got {_kind(payload)}")
+    data = bytes(payload)
+    if len(data) > max_bytes:
+        raise InvalidInput(
+            f"payload is {len(data)} bytes, over the limit of {max_bytes} bytes (max_data_bytes)"
+        )
+    if (
+        not isinstance(manifest, str)
+        or not 1 <= len(manifest) <= MAX_MANIFEST_LENGTH
+        or not manifest.isprintable()
+    ):
+        raise InvalidInput(
+            f"invalid manifest {manifest!r}: a manifest is 1-{MAX_MANIFEST_LENGTH} printable "
+            "characters naming what the payload encodes (e.g. a protobuf message name)"
+        )
+    return data, manifest
 
 
 def check_version(name: str, version: object, *, allow_none: bool = True) -> int | None:

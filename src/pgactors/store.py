@@ -21,7 +21,16 @@ from .changes import ChangeFeed, ChangeStream
 from .config import StoreConfig
 from .errors import InvalidInput, NotFound, VersionConflict
 from .memory import MemoryBackend
-from .record import JSON, Record, check_id, check_ids, check_type, check_version, encode_data
+from .record import (
+    JSON,
+    Record,
+    check_binary,
+    check_id,
+    check_ids,
+    check_type,
+    check_version,
+    encode_data,
+)
 
 DEFAULT_MAX_RETRIES: Final = 100
 MAX_LIST_LIMIT: Final = 100_000
@@ -202,6 +211,25 @@ class Store:
         expected = check_version("expected_version", expected_version)
         text = encode_data(data, self._max_bytes)
         return await self._backend.save(type, id, text, expected)
+
+    async def save_binary(
+        self,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Record:
+        """Write a binary state: ``payload`` bytes and the ``manifest`` naming their format.
+
+        Same version rules as :meth:`save`. The record's ``data`` is None; see
+        ``pgactors.codecs`` for protobuf messages and raw bytes.
+        """
+        type, id = check_type(type), check_id(id)
+        expected = check_version("expected_version", expected_version)
+        data, name = check_binary(payload, manifest, self._max_bytes)
+        return await self._backend.save_binary(type, id, data, name, expected)
 
     async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete the record; False if there was nothing to delete.

@@ -141,6 +141,20 @@ class SyncStore:
         """Write ``data`` (see ``Store.save``)."""
         return self._run(self._store.save(type, id, data, expected_version=expected_version))
 
+    def save_binary(
+        self,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Record:
+        """Write bytes plus manifest (see ``Store.save_binary``)."""
+        return self._run(
+            self._store.save_binary(type, id, payload, manifest, expected_version=expected_version)
+        )
+
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete the record (see ``Store.delete``)."""
         return self._run(self._store.delete(type, id, expected_version=expected_version))

@@ -3,12 +3,12 @@
 -- always parameters.
 
 -- name: load
-SELECT data, version, created_at, updated_at
+SELECT data, version, created_at, updated_at, payload, manifest
 FROM {schema}.{state}
 WHERE type = %(type)s AND id = %(id)s
 
 -- name: load_for_update
-SELECT data, version, created_at, updated_at
+SELECT data, version, created_at, updated_at, payload, manifest
 FROM {schema}.{state}
 WHERE type = %(type)s AND id = %(id)s
 FOR UPDATE
@@ -40,6 +40,27 @@ SET version = version + 1, data = %(data)s::jsonb, payload = NULL, manifest = NU
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
 RETURNING version, created_at, updated_at
 
+-- name: save_binary_lww
+INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
+VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s)
+ON CONFLICT (type, id) DO UPDATE
+    SET version = s.version + 1, data = NULL, payload = EXCLUDED.payload,
+        manifest = EXCLUDED.manifest, updated_at = now()
+RETURNING version, created_at, updated_at
+
+-- name: save_binary_create
+INSERT INTO {schema}.{state} (type, id, version, data, payload, manifest)
+VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s)
+ON CONFLICT (type, id) DO NOTHING
+RETURNING version, created_at, updated_at
+
+-- name: save_binary_cas
+UPDATE {schema}.{state}
+SET version = version + 1, data = NULL, payload = %(payload)s, manifest = %(manifest)s,
+    updated_at = now()
+WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
+RETURNING version, created_at, updated_at
+
 -- name: delete
 DELETE FROM {schema}.{state}
 WHERE type = %(type)s AND id = %(id)s
@@ -57,7 +78,7 @@ RETURNING version
 -- to build than PostgreSQL array literals.
 
 -- name: load_batch
-SELECT i.ord, s.data, s.version, s.created_at, s.updated_at
+SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) WITH ORDINALITY AS i(type, id, ord)
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
@@ -121,7 +142,7 @@ FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
 
 -- name: load_many
-SELECT s.id, s.data, s.version, s.created_at, s.updated_at
+SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
 FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
 JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
 
