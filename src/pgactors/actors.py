@@ -37,9 +37,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from .changes import ChangeStream
+from .codecs import BinaryCodec, ProtobufCodec, UnknownManifest
 from .errors import InvalidInput, PgActorsError, VersionConflict
-from .objects import state_from_json, state_to_json
-from .record import JSON, check_id, check_type
+from .objects import (
+    STATE_VERSION_KEY,
+    StateError,
+    Upcaster,
+    check_versioning,
+    state_from_json,
+    state_keys,
+    state_to_json,
+    upcast,
+)
+from .record import JSON, Record, check_id, check_type
 from .store import Store
 
 logger = logging.getLogger("pgactors.actors")
@@ -51,19 +61,30 @@ DEFAULT_MAX_RETRIES = 50
 
 
 class Actor(Generic[S]):
-    """Base class of actors; ``S`` is the state type (a dataclass, pydantic model or dict).
+    """Base class of actors; ``S`` is the state type.
+
+    The state is stored as JSON (a dataclass, pydantic model, msgspec Struct or dict),
+    or, with a ``codec``, as bytes plus a manifest (a protobuf message, raw bytes).
 
     Class attributes: ``type_name`` (default: the class name), ``persistence`` (None:
-    the system's policy). Override ``initial_state``, ``on_activate``, ``on_deactivate``.
+    the system's policy), ``codec`` (None: JSON; a protobuf state type gets a
+    ``ProtobufCodec`` by default), and for JSON states ``state_version``
+    and ``upcasters`` as for persistent objects (stored as the ``"_v"`` key above 1;
+    keys the state type does not know are kept and written back). Override
+    ``initial_state``, ``on_activate``, ``on_deactivate``.
     """
 
     type_name: ClassVar[str]
     persistence: ClassVar[Persistence | None] = None
     state_type: ClassVar[Any] = dict
+    codec: ClassVar[BinaryCodec | None] = None
+    state_version: ClassVar[int] = 1
+    upcasters: ClassVar[typing.Mapping[int, Upcaster]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = check_type(cls.__dict__.get("type_name", cls.__name__))
+        check_versioning(cls)
         if cls.persistence is not None and cls.persistence not in POLICIES:
             raise InvalidInput(
                 f"{cls.__qualname__}.persistence must be one of {POLICIES} or None, "
@@ -72,6 +93,20 @@ class Actor(Generic[S]):
         for base in getattr(cls, "__orig_bases__", ()):
             if typing.get_origin(base) is Actor and typing.get_args(base):
                 cls.state_type = typing.get_args(base)[0]
+        if "codec" not in cls.__dict__ and _is_protobuf_class(cls.state_type):
+            cls.codec = ProtobufCodec([cls.state_type])
+        if cls.codec is not None and not all(
+            callable(getattr(cls.codec, name, None)) for name in ("encode", "decode")
+        ):
+            raise InvalidInput(
+                f"{cls.__qualname__}.codec must be a BinaryCodec (ProtobufCodec, "
+                f"RawBytesCodec) or None, got {cls.codec!r}"
+            )
+        if cls.codec is not None and cls.state_version != 1:
+            raise InvalidInput(
+                f"{cls.__qualname__}: state_version and upcasters apply to JSON states; "
+                "a binary state evolves through its own format (e.g. protobuf fields)"
+            )
 
     def __init__(self, id: str, state: S, activation: _Activation) -> None:
         self.id = id
@@ -102,7 +137,8 @@ class _Activation:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     actor: Actor[Any] | None = None
     version: int = 0
-    saved_text: str | None = None
+    saved: str | bytes | None = None
+    unknown: dict[str, Any] = field(default_factory=dict)
     dirty: bool = False
     stale: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -143,7 +179,7 @@ class ActorRef:
                 # older state after a newer one, nor the same version twice.
                 if record is not None and record.version > last:
                     last = record.version
-                    yield state_from_json(self._cls.state_type, record.data)
+                    yield decode_state(self._cls, record)[0]
 
     def __repr__(self) -> str:
         return f"<ActorRef {self._cls.type_name}/{self.id}>"
@@ -258,11 +294,11 @@ class ActorSystem:
         if record is None:
             shell = cls(activation.id, None, activation)
             state = shell.initial_state()
-            activation.version, activation.saved_text = 0, None
+            activation.version, activation.saved, activation.unknown = 0, None, {}
         else:
-            state = state_from_json(cls.state_type, record.data)
+            state, activation.unknown = decode_state(cls, record)
             activation.version = record.version
-            activation.saved_text = json.dumps(record.data, sort_keys=True)
+            activation.saved = _fingerprint(cls, state, activation.unknown)
         if activation.actor is None:
             activation.actor = cls(activation.id, state, activation)
         else:
@@ -279,15 +315,27 @@ class ActorSystem:
         actor = activation.actor
         if actor is None:
             return
-        data: JSON = state_to_json(actor.state, f"{activation.cls.type_name}.state")
+        cls = activation.cls
+        # Encoded before the first await: the saved state is this turn's, never torn.
+        if cls.codec is not None:
+            payload, manifest = cls.codec.encode(actor.state)
+            if payload == activation.saved:
+                activation.dirty = False
+                return
+            record = await self.store.save_binary(
+                cls.type_name, activation.id, payload, manifest, expected_version=activation.version
+            )
+            activation.version, activation.saved, activation.dirty = record.version, payload, False
+            return
+        data = encode_state(cls, actor.state, activation.unknown)
         text = json.dumps(data, sort_keys=True)
-        if text == activation.saved_text:
+        if text == activation.saved:
             activation.dirty = False
             return
         record = await self.store.save(
-            activation.cls.type_name, activation.id, data, expected_version=activation.version
+            cls.type_name, activation.id, data, expected_version=activation.version
         )
-        activation.version, activation.saved_text, activation.dirty = record.version, text, False
+        activation.version, activation.saved, activation.dirty = record.version, text, False
 
     # -- background: write-behind flushes, idle deactivation, change following -------------
 
@@ -372,4 +420,57 @@ class ActorSystem:
         await self.shutdown()
 
 
-__all__ = ["Actor", "ActorRef", "ActorSystem", "Persistence"]
+def decode_state(cls: type[Actor[Any]], record: Record) -> tuple[Any, dict[str, Any]]:
+    """The state stored in ``record`` and the top-level keys its type does not know."""
+    where = f"stored {cls.type_name}/{record.id!r}"
+    if cls.codec is not None:
+        if record.payload is None or record.manifest is None:
+            raise UnknownManifest(None, [], f"{where} (a JSON state, not a binary one)")
+        return cls.codec.decode(record.payload, record.manifest, where), {}
+    if record.payload is not None:
+        raise StateError(
+            f"{where} is a binary state ({record.manifest!r}): give {cls.__qualname__} "
+            "a codec to decode it"
+        )
+    data = record.data
+    if isinstance(data, dict):
+        data = upcast(cls, dict(data), where)
+        known = state_keys(cls.state_type)
+        if known is not None:
+            unknown = {k: v for k, v in data.items() if k not in known}
+            data = {k: v for k, v in data.items() if k in known}
+            return state_from_json(cls.state_type, data, where), unknown
+    elif cls.state_version > 1:
+        raise StateError(f"{where} is not a JSON object, so it has no state version")
+    return state_from_json(cls.state_type, data, where), {}
+
+
+def encode_state(cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]) -> JSON:
+    """The JSON stored for ``state``: its fields, kept unknown keys and the state version."""
+    data: JSON = state_to_json(state, f"{cls.type_name}.state")
+    if isinstance(data, dict):
+        if unknown:
+            data = {**unknown, **data}
+        if cls.state_version > 1:
+            data = {**data, STATE_VERSION_KEY: cls.state_version}
+    elif cls.state_version > 1:
+        raise InvalidInput(
+            f"{cls.__qualname__} has state_version {cls.state_version}, so its state must "
+            f"be stored as a JSON object, not a {type(data).__name__}"
+        )
+    return data
+
+
+def _is_protobuf_class(hint: Any) -> bool:
+    return isinstance(hint, type) and isinstance(
+        getattr(getattr(hint, "DESCRIPTOR", None), "full_name", None), str
+    )
+
+
+def _fingerprint(cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]) -> str | bytes:
+    if cls.codec is not None:
+        return cls.codec.encode(state)[0]
+    return json.dumps(encode_state(cls, state, unknown), sort_keys=True)
+
+
+__all__ = ["Actor", "ActorRef", "ActorSystem", "Persistence", "decode_state", "encode_state"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -81,6 +82,20 @@ class _Bookkeeping:
 _NO_BOOKKEEPING: Final = _Bookkeeping()
 
 
+def check_versioning(cls: type) -> None:
+    """Refuse a class whose ``state_version`` or ``upcasters`` are malformed."""
+    version = getattr(cls, "state_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput(f"{cls.__qualname__}.state_version must be an int >= 1, got {version!r}")
+    upcasters = getattr(cls, "upcasters", {})
+    if not isinstance(upcasters, Mapping) or not all(
+        isinstance(k, int) and callable(f) for k, f in upcasters.items()
+    ):
+        raise InvalidInput(
+            f"{cls.__qualname__}.upcasters must map int versions to functions, got {upcasters!r}"
+        )
+
+
 class _Persistent:
     """What ``save_object`` and ``load_object`` need; shared by both base classes."""
 
@@ -99,18 +114,7 @@ class _Persistent:
             raise InvalidInput(
                 f"{cls.__qualname__}.type_name: {exc} (set type_name = '...' on the class)"
             ) from None
-        version = cls.state_version
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise InvalidInput(
-                f"{cls.__qualname__}.state_version must be an int >= 1, got {version!r}"
-            )
-        if not isinstance(cls.upcasters, Mapping) or not all(
-            isinstance(k, int) and callable(f) for k, f in cls.upcasters.items()
-        ):
-            raise InvalidInput(
-                f"{cls.__qualname__}.upcasters must map int versions to functions, "
-                f"got {cls.upcasters!r}"
-            )
+        check_versioning(cls)
 
     def to_data(self) -> dict[str, Any]:
         """The state to store, as a JSON dict (overridable)."""
@@ -246,6 +250,8 @@ def _to_json(value: Any, where: str) -> Any:
             f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}")
             for f in dataclasses.fields(value)
         }
+    if _is_struct(value):
+        return _msgspec().to_builtins(value)
     if isinstance(value, list | tuple):
         return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
@@ -262,13 +268,14 @@ def _to_json(value: Any, where: str) -> Any:
     )
     raise InvalidInput(
         f"{where} is a {type(value).__name__}, which is not JSON{hint}: allowed are "
-        "str, int, float, bool, None, list, tuple, dict (str keys) and dataclasses; "
+        "str, int, float, bool, None, list, tuple, dict (str keys), dataclasses and "
+        "msgspec Structs; "
         "override to_data/from_data for other types"
     )
 
 
 def _fits(hint: Any, value: Any) -> bool:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if (isinstance(hint, type) and dataclasses.is_dataclass(hint)) or _is_struct_type(hint):
         return isinstance(value, dict)
     origin = typing.get_origin(hint)
     return (origin is dict and isinstance(value, dict)) or (
@@ -279,6 +286,8 @@ def _fits(hint: Any, value: Any) -> bool:
 def _from_json(hint: Any, value: Any) -> Any:
     """Rebuild nested dataclasses and tuples that ``_to_json`` flattened, guided by ``hint``."""
     origin = typing.get_origin(hint)
+    if _is_struct_type(hint):
+        return _msgspec().convert(value, type=hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
         hints = _type_hints(hint)
         fields = {f.name: f for f in dataclasses.fields(hint)}
@@ -431,9 +440,17 @@ async def delete_object(store: Store, obj: _Persistent) -> bool:
 
 
 def _upcast(cls: type[_Persistent], id: str, data: dict[str, Any]) -> dict[str, Any]:
+    return upcast(cls, data, f"stored {cls.type_name}/{id!r}")
+
+
+def upcast(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Pop ``"_v"`` from ``data`` and run ``cls.upcasters`` up to ``cls.state_version``.
+
+    Raises :class:`StateError` for a state newer than the class or a missing upcaster.
+    """
     stored = data.pop(STATE_VERSION_KEY, 1)
-    target = cls.state_version
-    where = f"stored {cls.type_name}/{id!r}"
+    target: int = getattr(cls, "state_version", 1)
+    upcasters: Mapping[int, Upcaster] = getattr(cls, "upcasters", {})
     if isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
         raise StateError(f"{where} has an invalid state version {STATE_VERSION_KEY}={stored!r}")
     if stored > target:
@@ -442,7 +459,7 @@ def _upcast(cls: type[_Persistent], id: str, data: dict[str, Any]) -> dict[str, 
             f"= {target}: state newer than the class: deploy the newer code"
         )
     for version in range(stored, target):
-        upcaster = cls.upcasters.get(version)
+        upcaster = upcasters.get(version)
         if upcaster is None:
             raise StateError(
                 f"{where} has state version {version} but {cls.__qualname__} has no upcaster "
@@ -464,25 +481,76 @@ __all__ = [
     "PersistentObject",
     "StateError",
     "Upcaster",
+    "check_versioning",
     "delete_object",
     "load_object",
     "save_object",
     "state_from_json",
+    "state_keys",
     "state_to_json",
+    "upcast",
 ]
 
 
 def state_to_json(state: Any, where: str = "state") -> Any:
-    """JSON for an actor state: a dataclass, a pydantic model, a dict or a JSON value."""
+    """JSON for a state: a dataclass, pydantic model, msgspec Struct, dict or JSON value."""
     dump = getattr(state, "model_dump", None)
     if callable(dump) and not isinstance(state, type):
         return dump(mode="json")
     return _to_json(state, where)
 
 
-def state_from_json(hint: Any, data: Any) -> Any:
-    """Rebuild a state of type ``hint`` from its JSON (the inverse of :func:`state_to_json`)."""
-    validate = getattr(hint, "model_validate", None)
-    if callable(validate):
-        return validate(data)
-    return _from_json(hint, data)
+def state_from_json(hint: Any, data: Any, where: str = "state") -> Any:
+    """Rebuild a state of type ``hint`` from its JSON (the inverse of :func:`state_to_json`).
+
+    Raises :class:`StateError` when the JSON does not fit the type.
+    """
+    try:
+        validate = getattr(hint, "model_validate", None)
+        if callable(validate):
+            return validate(data)
+        return _from_json(hint, data)
+    except PgActorsError:
+        raise
+    except (TypeError, ValueError) as exc:  # pydantic's and msgspec's errors are ValueErrors
+        raise StateError(f"{where} does not fit {_name(hint)}: {exc}") from exc
+
+
+def state_keys(hint: Any) -> frozenset[str] | None:
+    """The top-level keys a state type writes; None when it keeps any key (a dict)."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return frozenset(f.name for f in dataclasses.fields(hint))
+    if _is_struct_type(hint):
+        return frozenset(_struct_names(hint))
+    fields = getattr(hint, "model_fields", None)
+    if isinstance(fields, Mapping):
+        return frozenset(fields)
+    return None
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__qualname__", repr(hint))
+
+
+# -- msgspec (optional): Structs convert through msgspec itself ----------------------------
+
+
+def _msgspec() -> Any:
+    # Only a Struct can exist if msgspec was imported, so never import it ourselves.
+    return sys.modules.get("msgspec")
+
+
+def _is_struct(value: Any) -> bool:
+    msgspec = _msgspec()
+    return msgspec is not None and isinstance(value, msgspec.Struct)
+
+
+def _is_struct_type(hint: Any) -> bool:
+    msgspec = _msgspec()
+    return msgspec is not None and isinstance(hint, type) and issubclass(hint, msgspec.Struct)
+
+
+def _struct_names(hint: type) -> list[str]:
+    # The names as encoded (a Struct may rename fields).
+    info = _msgspec().structs.fields(hint)
+    return [f.encode_name for f in info]
