@@ -1,7 +1,7 @@
 """Persistent objects: create, update and load user profiles; see a stale copy refused.
 
-Run: ``python examples/user_profiles.py`` (uses the embedded server in
-``$PGACTORS_DATA_DIR``, else ``./.pgactors``; ``pgactors server stop`` stops it).
+Run: ``python examples/user_profiles.py`` (``PGACTORS_DSN`` if set, else the embedded
+server in ``$PGACTORS_DATA_DIR`` or ``./.pgactors``; ``pgactors server stop`` stops it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class UserProfile(pgactors.PersistentObject):
 
 
 async def main() -> None:
-    async with await Store.embedded() as store:
+    async with await Store.open() as store:
         await store.init_schema()
         await store.delete("UserProfile", "user-123")  # start fresh on every run
 

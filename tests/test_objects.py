@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -28,7 +24,6 @@ from pgactors import (
     load_object,
     save_object,
 )
-from pgactors.embedded import EmbeddedServer
 from pgactors.objects import Upcaster
 
 
@@ -397,25 +392,6 @@ async def test_reserved_key_and_field_names_refused(store: Store) -> None:
 
     with pytest.raises(InvalidInput, match="ClassVar"):
         await save_object(store, Forgot(id="f"))
-
-
-@pytest.mark.slow
-def test_example_runs(repo_root: Path, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    env = {**os.environ, "PGACTORS_DATA_DIR": str(data_dir)}
-    try:
-        result = subprocess.run(
-            [sys.executable, str(repo_root / "examples" / "user_profiles.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-    finally:
-        EmbeddedServer(data_dir).stop()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "VersionConflict" in result.stdout
-    assert 'stored JSON: {"badges": [], "score": 120, "username": "alice"}' in result.stdout
 
 
 async def test_stored_state_that_does_not_fit_a_pydantic_model_is_a_state_error(

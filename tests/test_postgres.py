@@ -276,3 +276,22 @@ def test_sync_store_from_many_threads(pg_store_sync: SyncStore) -> None:
         t.join(60)
     record = pg_store_sync.load("Counter", "threads")
     assert record is not None and record.data == {"n": 200}
+
+
+async def test_open_uses_the_environment_else_the_embedded_server(
+    embedded_server: object, pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgactors.embedded import EmbeddedServer
+
+    monkeypatch.setenv("PGACTORS_SCHEMA", schema_name)
+    monkeypatch.setenv("PGACTORS_DSN", pg_dsn)
+    async with await Store.open("/nonexistent/never-used") as store:
+        await store.init_schema()
+        await store.save("T", "a", {"via": "dsn"})
+    if not isinstance(embedded_server, EmbeddedServer):
+        pytest.skip("PGACTORS_TEST_DSN names another server: no embedded one to fall back to")
+    for name in ("PGACTORS_DSN", "DATABASE_URL", "PGACTORS_HOST", "PGHOST"):
+        monkeypatch.delenv(name, raising=False)
+    async with await Store.open(embedded_server.data_dir) as store:
+        record = await store.load("T", "a")
+    assert record is not None and record.data == {"via": "dsn"}

@@ -152,6 +152,24 @@ class Store:
         await asyncio.to_thread(server.start)
         return await cls.connect(StoreConfig(dsn=server.dsn), **overrides)
 
+    @classmethod
+    async def open(
+        cls, data_dir: str | os.PathLike[str] | None = None, /, **overrides: Any
+    ) -> Self:
+        """Connect as the environment says (``PGACTORS_DSN``, ...), else to the embedded server.
+
+        The same rule as the ``pgactors`` command: with no server configured, the
+        embedded one in ``data_dir`` (default ``$PGACTORS_DATA_DIR`` or ``./.pgactors``).
+        """
+        config = StoreConfig.resolve(None, **overrides)
+        if not config.has_target:
+            from .embedded import EmbeddedServer
+
+            server = EmbeddedServer(data_dir)
+            await asyncio.to_thread(server.start)
+            config = config.replace(dsn=server.dsn)
+        return await cls.connect(config)
+
     async def close(self) -> None:
         """Release every connection."""
         if self._feed is not None:
