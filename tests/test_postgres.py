@@ -295,3 +295,32 @@ async def test_open_uses_the_environment_else_the_embedded_server(
     async with await Store.open(embedded_server.data_dir) as store:
         record = await store.load("T", "a")
     assert record is not None and record.data == {"via": "dsn"}
+
+
+async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
+    pg_store: Store, pg_dsn: str
+) -> None:
+    from pgactors.postgres import PostgresBackend, _SaveRequest
+
+    await pg_store.save("T", "a", {"n": 0})
+    await pg_store.save("T", "b", {"n": 0})
+    backend = pg_store._backend
+    assert isinstance(backend, PostgresBackend)
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    with psycopg.connect(pg_dsn) as other:
+        # Another transaction changes "a" and holds the row while the batch starts.
+        other.execute(
+            sql.SQL("UPDATE {} SET version = version + 1 WHERE id = 'a'").format(table)
+        )
+        batch = asyncio.create_task(
+            backend._save_cas_batch(
+                [_SaveRequest("T", "a", '{"n": 1}', 1), _SaveRequest("T", "b", '{"n": 1}', 1)]
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not batch.done()  # waiting for the row lock
+        other.commit()
+        conflict, saved = await asyncio.wait_for(batch, 10)
+    assert isinstance(conflict, VersionConflict)
+    assert (conflict.expected, conflict.actual) == (1, 2)
+    assert not isinstance(saved, BaseException) and saved.version == 2

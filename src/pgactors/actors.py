@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -238,7 +237,7 @@ class ActorSystem:
     ) -> Any:
         if self._closed:
             raise PgActorsError("the actor system is shut down")
-        activation = await self._activate(cls, id)
+        activation = self._activations.get((cls.type_name, id)) or await self._activate(cls, id)
         async with activation.lock:
             activation.last_used = time.monotonic()
             if activation.stale:
@@ -298,7 +297,7 @@ class ActorSystem:
         else:
             state, activation.unknown = decode_state(cls, record)
             activation.version = record.version
-            activation.saved = _fingerprint(cls, state, activation.unknown)
+            activation.saved = self._fingerprint(cls, state, activation.unknown)
         if activation.actor is None:
             activation.actor = cls(activation.id, state, activation)
         else:
@@ -327,15 +326,22 @@ class ActorSystem:
             )
             activation.version, activation.saved, activation.dirty = record.version, payload, False
             return
-        data = encode_state(cls, actor.state, activation.unknown)
-        text = json.dumps(data, sort_keys=True)
+        text = self.store._encode(encode_state(cls, actor.state, activation.unknown))
         if text == activation.saved:
             activation.dirty = False
             return
-        record = await self.store.save(
-            cls.type_name, activation.id, data, expected_version=activation.version
+        record = await self.store._save_encoded(
+            cls.type_name, activation.id, text, activation.version
         )
         activation.version, activation.saved, activation.dirty = record.version, text, False
+
+    def _fingerprint(
+        self, cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]
+    ) -> str | bytes:
+        """What a flush would store: equal means nothing to save."""
+        if cls.codec is not None:
+            return cls.codec.encode(state)[0]
+        return self.store._encode(encode_state(cls, state, unknown))
 
     # -- background: write-behind flushes, idle deactivation, change following -------------
 
@@ -465,12 +471,6 @@ def _is_protobuf_class(hint: Any) -> bool:
     return isinstance(hint, type) and isinstance(
         getattr(getattr(hint, "DESCRIPTOR", None), "full_name", None), str
     )
-
-
-def _fingerprint(cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]) -> str | bytes:
-    if cls.codec is not None:
-        return cls.codec.encode(state)[0]
-    return json.dumps(encode_state(cls, state, unknown), sort_keys=True)
 
 
 __all__ = ["Actor", "ActorRef", "ActorSystem", "Persistence", "decode_state", "encode_state"]

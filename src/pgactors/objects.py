@@ -243,23 +243,62 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 def _to_json(value: Any, where: str) -> Any:
+    try:
+        return _plain(value)
+    except _NotJSON:
+        return _located(value, where)
+
+
+class _NotJSON(Exception):
+    pass
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _plain(value: Any) -> Any:
+    # The fast path: no error locations to build; on anything odd, _located redoes it.
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise _NotJSON
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if _is_struct(value):
+        return _msgspec().to_builtins(value)
+    raise _NotJSON
+
+
+def _located(value: Any, where: str) -> Any:
+    """``_plain`` that names where a non-JSON value sits."""
     if value is None or isinstance(value, str | int | float):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}")
-            for f in dataclasses.fields(value)
+            name: _located(getattr(value, name), f"{where}.{name}")
+            for name in _field_names(type(value))
         }
     if _is_struct(value):
         return _msgspec().to_builtins(value)
     if isinstance(value, list | tuple):
-        return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_located(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         result = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInput(f"{where} has a dict key {k!r}: JSON object keys must be str")
-            result[k] = _to_json(v, f"{where}[{k!r}]")
+            result[k] = _located(v, f"{where}[{k!r}]")
         return result
     hint = (
         " (store it as an ISO string, e.g. with isoformat())"
@@ -269,8 +308,7 @@ def _to_json(value: Any, where: str) -> Any:
     raise InvalidInput(
         f"{where} is a {type(value).__name__}, which is not JSON{hint}: allowed are "
         "str, int, float, bool, None, list, tuple, dict (str keys), dataclasses and "
-        "msgspec Structs; "
-        "override to_data/from_data for other types"
+        "msgspec Structs; override to_data/from_data for other types"
     )
 
 

@@ -500,29 +500,26 @@ class PostgresBackend:
 
     async def _save_create_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
         rows = await self._save_batch(self._queries.save_create_batch, batch)
-        lost = [r for r in batch if (r.type, r.id) not in rows]
+        return await self._outcomes(batch, rows)
+
+    async def _save_cas_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
+        rows = await self._save_batch(self._queries.save_cas_batch, batch)
+        return await self._outcomes(batch, rows)
+
+    async def _outcomes(
+        self, batch: list[_SaveRequest], rows: dict[tuple[str, str], tuple[Any, ...]]
+    ) -> list[Record | BaseException]:
+        """A record for each saved item; for the others, a ``VersionConflict`` naming the
+        current version, read after the write committed."""
         actual: dict[tuple[str, str], int] = {}
+        lost = [(r.type, r.id) for r in batch if (r.type, r.id) not in rows]
         if lost:
-            params = _key_params([(r.type, r.id) for r in lost])
-            for type, id, version in await self._read(self._queries.versions_batch, params):
+            for type, id, version in await self._read(
+                self._queries.versions_batch, _key_params(lost)
+            ):
                 actual[(type, id)] = version
         return [
             r.record(rows[(r.type, r.id)]) if (r.type, r.id) in rows else r.conflict(actual)
-            for r in batch
-        ]
-
-    async def _save_cas_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
-        outcome: dict[tuple[str, str], tuple[Any, ...]] = {}
-        current: dict[tuple[str, str], int] = {}
-        rows = await self._write(self._queries.save_cas_batch, _save_params(batch))
-        self._changed()
-        for ok, type, id, version, created_at, updated_at in rows:
-            if ok:
-                outcome[(type, id)] = (version, created_at, updated_at)
-            else:
-                current[(type, id)] = version
-        return [
-            r.record(outcome[(r.type, r.id)]) if (r.type, r.id) in outcome else r.conflict(current)
             for r in batch
         ]
 

@@ -230,6 +230,14 @@ class Store:
         text = encode_data(data, self._max_bytes)
         return await self._backend.save(type, id, text, expected)
 
+    def _encode(self, data: JSON) -> str:
+        """``data`` as the JSON text ``save`` would store (for the actor runtime)."""
+        return encode_data(data, self._max_bytes)
+
+    async def _save_encoded(self, type: str, id: str, text: str, expected_version: int) -> Record:
+        # For callers that already validated type and id and encoded with ``_encode``.
+        return await self._backend.save(type, id, text, expected_version)
+
     async def save_binary(
         self,
         type: str,

@@ -106,34 +106,21 @@ ON CONFLICT (type, id) DO NOTHING
 RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
 
 -- name: save_cas_batch
--- Returns every updated row (ok = true) and, for stale items whose record exists,
--- its current version (ok = false). Items absent from the result do not exist.
-WITH input AS (
-    SELECT i.type, i.id, i.data, i.expected::bigint AS expected
-    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
-                    jsonb_array_elements_text(%(ids)s::jsonb),
-                    jsonb_array_elements(%(datas)s::jsonb),
-                    jsonb_array_elements_text(%(expected)s::jsonb)) AS i(type, id, data, expected)
-),
-locked AS (
-    SELECT s.type, s.id, s.version
-    FROM {schema}.{state} s JOIN input i ON s.type = i.type AND s.id = i.id
-    ORDER BY s.type, s.id
-    FOR UPDATE OF s
-),
-updated AS (
-    UPDATE {schema}.{state} s
-    SET version = s.version + 1, data = i.data, payload = NULL, manifest = NULL,
-        updated_at = now()
-    FROM locked l JOIN input i ON i.type = l.type AND i.id = l.id
-    WHERE s.type = l.type AND s.id = l.id AND l.version = i.expected
-    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
-)
-SELECT true, u.type, u.id, u.version, u.created_at, u.updated_at FROM updated u
-UNION ALL
-SELECT false, l.type, l.id, l.version, NULL, NULL
-FROM locked l
-WHERE NOT EXISTS (SELECT FROM updated u WHERE u.type = l.type AND u.id = l.id)
+-- Returns the updated rows; the caller reads the versions of the others (stale or
+-- absent). Rows are updated in key order (the sorted input drives a nested loop), so
+-- two batches do not deadlock; if a plan ever did, the statement is retried whole.
+UPDATE {schema}.{state} s
+SET version = s.version + 1, data = i.data, payload = NULL, manifest = NULL,
+    updated_at = now()
+FROM (SELECT *
+      FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                      jsonb_array_elements_text(%(ids)s::jsonb),
+                      jsonb_array_elements(%(datas)s::jsonb),
+                      jsonb_array_elements_text(%(expected)s::jsonb))
+           AS i(type, id, data, expected)
+      ORDER BY i.type COLLATE "C", i.id COLLATE "C") i
+WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected::bigint
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
 
 -- name: versions_batch
 SELECT s.type, s.id, s.version
