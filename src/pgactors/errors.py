@@ -21,6 +21,10 @@ class InvalidInput(PgActorsError, ValueError):
     """A type, id or data value was refused before anything was written."""
 
 
+class InvalidQuery(InvalidInput):
+    """A query filter, ordering or cursor was refused before any SQL ran."""
+
+
 class NotFound(PgActorsError, LookupError):
     """The record does not exist (raised where absence is an error, e.g. ``update``)."""
 
