@@ -25,6 +25,7 @@ from .objects import (
     load_object,
     save_object,
 )
+from .query import Page
 from .record import JSON, Record
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncStore, SyncTransaction
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidInput",
     "InvalidQuery",
     "NotFound",
+    "Page",
     "PersistentModel",
     "PersistentObject",
     "PgActorsError",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .changes import FeedSource
+from .query import Aggregate, Node, Path, Query
 from .record import Record
 
 
@@ -96,6 +97,34 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def types(self) -> dict[str, int]:
         """Every type with its record count."""
+        ...
+
+    async def query(self, query: Query) -> list[tuple[Record, tuple[Any, ...]]]:
+        """Up to ``query.limit + 1`` matching records in order, each with its sort values."""
+        ...
+
+    async def count(self, type: str, where: Node) -> int:
+        """How many records of ``type`` match."""
+        ...
+
+    async def aggregate(self, spec: Aggregate) -> list[dict[str, Any]]:
+        """One row per group: the group_by values and the metrics."""
+        ...
+
+    async def explain(self, query: Query) -> str:
+        """How the backend would run ``query`` (PostgreSQL: its EXPLAIN)."""
+        ...
+
+    async def create_index(self, type: str, path: Path) -> str:
+        """Index ``path`` for records of ``type``; return the index name."""
+        ...
+
+    async def drop_index(self, type: str, path: str) -> bool:
+        """Drop the index on ``path`` for ``type``; False if there was none."""
+        ...
+
+    async def indexes(self) -> list[tuple[str, str, str]]:
+        """Every path index as ``(type, path, index name)``."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
+from . import query as queries
 from . import schema
 from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
 from .changes import Change, FeedListener
@@ -126,6 +127,7 @@ class MemoryBackend:
     def __init__(self, retention: float = 86400.0, *, changes: bool = True) -> None:
         self._rows: _Rows = {}
         self._write_lock = asyncio.Lock()
+        self._indexes: set[tuple[str, str]] = set()
         self._log: list[Change] = []
         self._position = 0
         self._pruned = 0
@@ -218,6 +220,41 @@ class MemoryBackend:
             id for (t, id) in self._rows if t == type and id > after and id.startswith(prefix)
         )
         return found[:limit]
+
+    def _of_type(self, type: str, where: queries.Node) -> list[Record]:
+        records = (_record(t, id, row) for (t, id), row in self._rows.items() if t == type)
+        return [r for r in records if queries.matches(where, r)]
+
+    async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
+        found = [(r, queries.sort_values(q.order, r)) for r in self._of_type(q.type, q.where)]
+        if q.after is not None:
+            cursor = q.after
+            found = [(r, v) for r, v in found if queries.after_cursor(q.order, v, cursor)]
+        ordered = queries.sort_records(q.order, [r for r, _ in found])
+        values = {id(r): v for r, v in found}
+        page = ordered[q.offset : q.offset + q.limit + 1]
+        return [(r, values[id(r)]) for r in page]
+
+    async def count(self, type: str, where: queries.Node) -> int:
+        return len(self._of_type(type, where))
+
+    async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
+        return queries.aggregate_records(spec, self._of_type(spec.type, spec.where))
+
+    async def explain(self, q: queries.Query) -> str:
+        return "in-memory scan of every record of the type"
+
+    async def create_index(self, type: str, path: queries.Path) -> str:
+        self._indexes.add((type, path.text))
+        return f"memory:{type}:{path.text}"
+
+    async def drop_index(self, type: str, path: str) -> bool:
+        found = (type, path) in self._indexes
+        self._indexes.discard((type, path))
+        return found
+
+    async def indexes(self) -> list[tuple[str, str, str]]:
+        return sorted((t, p, f"memory:{t}:{p}") for t, p in self._indexes)
 
     async def types(self) -> dict[str, int]:
         counts: dict[str, int] = {}

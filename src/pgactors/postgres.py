@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -15,6 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -24,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from . import query as queries
 from . import schema
 from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
 from .changes import Change, FeedListener, Sequencer
@@ -215,6 +218,12 @@ class _Ops:
         return int(row[0]) if row else 0
 
 
+def _metric_value(function: str, value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value) if function == "avg" else queries.number(value)
+    return value
+
+
 def _decode(text: str) -> Any:
     return json.loads(text)
 
@@ -390,7 +399,12 @@ class PostgresBackend:
         return await self._fetch(query, params, idempotent=False)
 
     async def _fetch(
-        self, query: bytes, params: Mapping[str, Any], *, idempotent: bool
+        self,
+        query: bytes,
+        params: Mapping[str, Any],
+        *,
+        idempotent: bool,
+        prepare: bool | None = None,
     ) -> list[tuple[Any, ...]]:
         """Run one statement on a pooled connection and return its rows.
 
@@ -404,7 +418,7 @@ class PostgresBackend:
             try:
                 async with self._pool.connection() as conn:
                     try:
-                        cur = await conn.execute(query, params)
+                        cur = await conn.execute(query, params, prepare=prepare)
                         return await cur.fetchall()
                     finally:
                         self._last_used[conn] = time.monotonic()
@@ -593,6 +607,60 @@ class PostgresBackend:
     async def types(self) -> dict[str, int]:
         return {row[0]: int(row[1]) for row in await self._read(self._queries.types, {})}
 
+    # -- queries: each statement is built for its filter, so none is prepared -----------
+
+    async def _query_rows(self, text: bytes, params: queries.SqlParams) -> list[tuple[Any, ...]]:
+        return await self._fetch(text, params.values, idempotent=True, prepare=False)
+
+    async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
+        text, params = self._query_text(q)
+        result = []
+        for row in await self._query_rows(text, params):
+            record = _record(q.type, row[0], row[1:7])
+            result.append((record, tuple(row[7:])))
+        return result
+
+    def _query_text(self, q: queries.Query) -> tuple[bytes, queries.SqlParams]:
+        params = queries.SqlParams()
+        params.values.update(type=q.type, limit=q.limit + 1, offset=q.offset)
+        where = queries.filter_sql(q.where, params)
+        if q.after is not None:
+            where += " AND " + queries.keyset_sql(q.order, q.after, params)
+        exprs, order = queries.order_sql(q.order, params)
+        text = b" ".join(
+            [
+                self._queries.query_columns,
+                "".join(", " + e for e in exprs).encode(),
+                self._queries.query_from,
+                f"AND {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s".encode(),
+            ]
+        )
+        return text, params
+
+    async def count(self, type: str, where: queries.Node) -> int:
+        params = queries.SqlParams()
+        params.values["type"] = type
+        text = b"SELECT count(*) " + self._queries.query_from
+        text += f" AND {queries.filter_sql(where, params)}".encode()
+        rows = await self._query_rows(text, params)
+        return int(rows[0][0])
+
+    async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
+        params = queries.SqlParams()
+        params.values["type"] = spec.type
+        select, group, order = queries.aggregate_sql(spec, params)
+        text = f"SELECT {select} ".encode() + self._queries.query_from
+        text += f" AND {queries.filter_sql(spec.where, params)}".encode()
+        if group:
+            text += f" GROUP BY {group} ORDER BY {order}".encode()
+        result = []
+        for row in await self._query_rows(text, params):
+            values = dict(zip([p.text for p in spec.group_by], row, strict=False))
+            for metric, value in zip(spec.metrics, row[len(spec.group_by) :], strict=True):
+                values[metric.name] = _metric_value(metric.function, value)
+            result.append(values)
+        return result
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._connection() as conn:
@@ -716,6 +784,67 @@ class PostgresBackend:
     async def drop_schema(self) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.drop_schema)
+
+    # -- query support: EXPLAIN and expression indexes on hot paths ----------------------
+
+    async def explain(self, q: queries.Query) -> str:
+        text, params = self._query_text(q)
+        rows = await self._fetch(b"EXPLAIN " + text, params.values, idempotent=True, prepare=False)
+        return "\n".join(row[0] for row in rows)
+
+    def _index_name(self, type: str, path: str) -> str:
+        digest = hashlib.sha256(f"{type}\x00{path}".encode()).hexdigest()[:12]
+        return f"{self.config.table_prefix}_q_{digest}"
+
+    async def create_index(self, type: str, path: queries.Path) -> str:
+        name = self._index_name(type, path.text)
+        expression: sql.Composable
+        if path.meta is not None:
+            expression = sql.Identifier(path.meta)
+        else:
+            expression = sql.SQL("(data #> {}::text[])").format(sql.Literal(list(path.keys)))
+        ddl = sql.SQL(
+            "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} ({expr}) "
+            "WHERE type = {type}"
+        )
+        parts = {
+            "name": sql.Identifier(name),
+            "table": sql.Identifier(self.config.schema, self._names["state"]),
+            "expr": expression,
+            "type": sql.Literal(type),
+        }
+        comment = sql.SQL("COMMENT ON INDEX {} IS {}").format(
+            sql.Identifier(self.config.schema, name),
+            sql.Literal(json.dumps({"pgactors_index": {"type": type, "path": path.text}})),
+        )
+        async with self._connection() as conn:
+            try:
+                await conn.execute(ddl.format(concurrently=sql.SQL("CONCURRENTLY"), **parts))
+            except psycopg.errors.FeatureNotSupported:  # a partitioned table
+                await conn.execute(ddl.format(concurrently=sql.SQL(""), **parts))
+            await conn.execute(comment)
+        return name
+
+    async def drop_index(self, type: str, path: str) -> bool:
+        name = self._index_name(type, path)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                self._queries.index_exists, {"schema": self.config.schema, "name": name}
+            )
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(
+                sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(self.config.schema, name))
+            )
+        return True
+
+    async def indexes(self) -> list[tuple[str, str, str]]:
+        params = {"schema": self.config.schema, "table": self._names["state"]}
+        result = []
+        for name, comment in await self._read(self._queries.list_indexes, params):
+            info = json.loads(comment)["pgactors_index"]
+            result.append((info["type"], info["path"], name))
+        return sorted(result)
 
 
 class _PostgresListener:

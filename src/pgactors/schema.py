@@ -67,6 +67,7 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
         "state_key_check": f"{prefix}_state_key_check",
         "state_type_updated_idx": f"{prefix}_state_type_updated_idx",
         "state_expires_idx": f"{prefix}_state_expires_idx",
+        "state_data_idx": f"{prefix}_state_data_idx",
         "conflict_fn": f"{prefix}_batch_conflict",
         "changes": f"{prefix}_changes",
         "changes_pkey": f"{prefix}_changes_pkey",
@@ -110,4 +111,5 @@ def expected_objects(config: StoreConfig) -> list[SchemaObject]:
         SchemaObject("trigger", names["log_insert_trigger"]),
         SchemaObject("trigger", names["log_update_trigger"]),
         SchemaObject("trigger", names["log_delete_trigger"]),
+        SchemaObject("index", names["state_data_idx"]),
     ]

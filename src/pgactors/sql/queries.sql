@@ -201,6 +201,28 @@ LIMIT %(limit)s
 -- name: types
 SELECT type, count(*) FROM {schema}.{state} GROUP BY type ORDER BY type
 
+-- Queries (store.query/count/aggregate): query.py compiles the filter, ordering and
+-- keyset to a fragment of fixed SQL and %(qN)s parameters, appended to these heads.
+
+-- name: query_columns
+SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
+
+-- name: index_exists
+SELECT 1 FROM pg_indexes WHERE schemaname = %(schema)s AND indexname = %(name)s
+
+-- name: list_indexes
+SELECT c.relname, obj_description(c.oid, 'pg_class')
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %(schema)s AND t.relname = %(table)s
+  AND obj_description(c.oid, 'pg_class') LIKE '{{"pgactors_index"%%'
+
+-- name: query_from
+FROM {schema}.{state} s
+WHERE s.type = %(type)s AND (s.expires_at IS NULL OR s.expires_at > now())
+
 -- Administration: schema installation, verification, status, reset.
 
 -- name: ping
