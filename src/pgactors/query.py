@@ -92,6 +92,8 @@ def parse_path(text: object, where: str = "path") -> Path:
     """A path string: ``a.b.c`` or ``@id``/``@version``/``@created_at``/``@updated_at``."""
     if not isinstance(text, str) or not text:
         raise InvalidQuery(f"{where}: a path is a non-empty string, got {text!r}")
+    if "\x00" in text:
+        raise InvalidQuery(f"{where}: path {text!r} contains a NUL character")
     if text.startswith("@"):
         if text[1:] not in META_FIELDS:
             raise InvalidQuery(
@@ -202,8 +204,8 @@ def _operand(path: Path, op: str, value: object, at: str) -> Any:
 
 def _meta_operand(path: Path, op: str, value: object, at: str) -> Any:
     if path.meta == "id":
-        if not isinstance(value, str):
-            raise InvalidQuery(f"{at}: @id compares with strings, got {value!r}")
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidQuery(f"{at}: @id compares with strings (without NUL), got {value!r}")
         return value
     if path.meta == "version":
         if isinstance(value, bool) or not isinstance(value, int):
