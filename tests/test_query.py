@@ -409,3 +409,62 @@ async def test_indexed_equality_and_range_use_the_index_on_100k_records(
     assert await pg_store.drop_index("U", "profile.level")
     assert not await pg_store.drop_index("U", "profile.level")
     assert name not in await pg_store.explain("U", {"profile.level": 42})
+
+
+def test_query_commands(pg_dsn: str, schema_name: str) -> None:
+    from test_cli import run
+
+    env = {"PGACTORS_DSN": pg_dsn, "PGACTORS_SCHEMA": schema_name}
+    assert run("init", env=env).returncode == 0
+    for i, (player, score) in enumerate([("ann", 10), ("ann", 30), ("bob", 20)]):
+        saved = run(
+            "put", "Session", f"s{i}", json.dumps({"player": player, "score": score}), env=env
+        )
+        assert saved.returncode == 0, saved.stderr
+
+    found = run("query", "Session", "--where", '{"score": {"$gte": 20}}', "--order-by", "-score",
+                "--json", env=env)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    page = json.loads(found.stdout)
+    assert [r["id"] for r in page["items"]] == ["s1", "s2"] and page["next"] is None
+
+    table = run("query", "Session", "--where", '{"player": "ann"}', "--limit", "1", env=env)
+    assert table.returncode == 0 and "s0" in table.stdout and "--after" in table.stderr
+
+    counted = run("count", "Session", "--where", '{"player": "ann"}', env=env)
+    assert counted.stdout.strip() == "2"
+
+    stats = run("stats", "Session", "--group-by", "player", "--metric", "n=count",
+                "--metric", "best=max:score", "--json", env=env)  # fmt: skip
+    assert json.loads(stats.stdout) == [
+        {"player": "ann", "n": 2, "best": 30},
+        {"player": "bob", "n": 1, "best": 20},
+    ]
+
+    created = run("index", "create", "Session", "score", env=env)
+    assert created.returncode == 0, created.stderr
+    listed = json.loads(run("index", "ls", "--json", env=env).stdout)
+    assert [(r["type"], r["path"]) for r in listed] == [("Session", "score")]
+    assert run("index", "drop", "Session", "score", env=env).returncode == 0
+    assert run("index", "drop", "Session", "score", env=env).returncode == 1
+
+    bad = run("query", "Session", "--where", '{"score": {"$regex": "x"}}', env=env)
+    assert bad.returncode == 2 and "unknown operator" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    not_json = run("count", "Session", "--where", "{nope", env=env)
+    assert not_json.returncode == 2 and "not valid JSON" in not_json.stderr
+
+
+def test_sync_store_queries() -> None:
+    from pgactors import SyncStore
+
+    with SyncStore.in_memory() as store:
+        store.save_many("T", {f"k{i}": {"n": i % 3} for i in range(10)})
+        assert [r.id for r in store.query("T", {"n": 1}).items] == ["k1", "k4", "k7"]
+        assert [r.id for r in store.query_all("T", {"n": 0}, page_size=2)] == [
+            "k0", "k3", "k6", "k9",
+        ]  # fmt: skip
+        assert store.count("T", {"n": {"$ne": 0}}) == 6
+        assert store.aggregate("T", group_by="n") == [
+            {"n": 0, "count": 4}, {"n": 1, "count": 3}, {"n": 2, "count": 3},
+        ]  # fmt: skip

@@ -26,10 +26,12 @@ from .embedded import EmbeddedServer
 from .errors import (
     ConfigError,
     InvalidInput,
+    InvalidQuery,
     NotFound,
     PgActorsError,
     VersionConflict,
 )
+from .record import Record
 from .store import Store
 
 T = TypeVar("T")
@@ -434,6 +436,196 @@ def types(
             out.print(types_table(counts))
         else:
             err.print("no records")
+
+    _run(ctx, action)
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+index_app = typer.Typer(help="Expression indexes on hot data paths.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+WhereOption = Annotated[
+    str | None,
+    typer.Option(
+        "--where", help='A JSON filter, e.g. \'{"score": {"$gt": 100}}\' (see the README).'
+    ),
+]
+
+
+def _where(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidQuery(f"--where is not valid JSON: {exc}") from None
+
+
+def _record_json(record: Record) -> dict[str, Any]:
+    return {
+        "type": record.type,
+        "id": record.id,
+        "version": record.version,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "data": record.data,
+    }
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    where: WhereOption = None,
+    order_by: Annotated[
+        list[str] | None,
+        typer.Option("--order-by", help="Path to sort by, '-' for descending; repeatable."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    after: Annotated[str | None, typer.Option(help="Continue after this cursor.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object: items and next cursor.")
+    ] = False,
+    as_table: Annotated[bool, typer.Option("--table", help="A table (the default).")] = False,
+) -> None:
+    """Records of a type matching a filter, in order, one page at a time."""
+    if as_json and as_table:
+        err.print("error: choose one of --json and --table", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            page = await store.query(
+                type, _where(where), order_by=order_by, limit=limit, after=after
+            )
+        if as_json:
+            items = [_record_json(r) for r in page.items]
+            print(json.dumps({"items": items, "next": page.next}, indent=2, ensure_ascii=False))
+            return
+        table = Table("id", "version", "updated", "data")
+        for record in page.items:
+            text = json.dumps(record.data, ensure_ascii=False)
+            table.add_row(
+                record.id,
+                str(record.version),
+                record.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                text if len(text) <= 80 else text[:77] + "...",
+            )
+        out.print(table)
+        if page.next:
+            err.print(f"more: --after {page.next}", markup=False)
+
+    _run(ctx, action)
+
+
+@app.command()
+def count(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    where: WhereOption = None,
+) -> None:
+    """How many records of a type match a filter."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            print(await store.count(type, _where(where)))
+
+    _run(ctx, action)
+
+
+def _metric(spec: str) -> tuple[str, str | tuple[str, str]]:
+    name, _, rest = spec.partition("=")
+    function, _, path = rest.partition(":")
+    if not name or not function:
+        raise InvalidQuery(f"--metric {spec!r}: expected NAME=count or NAME=FUNCTION:PATH")
+    return name, (function if not path else (function, path))
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    group_by: Annotated[
+        list[str] | None, typer.Option("--group-by", help="Path to group by; repeatable.")
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="NAME=count or NAME=FUNCTION:PATH (count/sum/avg/min/max)."),
+    ] = None,
+    where: WhereOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Counts and sum/avg/min/max per group (default metric: count)."""
+
+    async def action(options: Options) -> None:
+        metrics = dict(_metric(m) for m in metric) if metric else None
+        async with await _open(options) as store:
+            rows = await store.aggregate(type, _where(where), group_by=group_by, metrics=metrics)
+        if as_json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+            return
+        columns = list(rows[0]) if rows else [*(group_by or []), *(metrics or {"count": ""})]
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(json.dumps(row[c], ensure_ascii=False, default=str) for c in columns))
+        out.print(table)
+
+    _run(ctx, action)
+
+
+@index_app.command("create")
+def index_create(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    path: Annotated[str, typer.Argument(help="Data path, e.g. profile.level.")],
+) -> None:
+    """Index a path of one type, for equality, $in and number ranges."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            name = await store.create_index(type, path)
+        out.print(f"index {name} on {type} {path}", markup=False)
+
+    _run(ctx, action)
+
+
+@index_app.command("drop")
+def index_drop(
+    ctx: typer.Context,
+    type: Annotated[str, typer.Argument(help="Record type.")],
+    path: Annotated[str, typer.Argument(help="Data path.")],
+) -> None:
+    """Drop the index on a path (exit 1 if there was none)."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            dropped = await store.drop_index(type, path)
+        if not dropped:
+            raise Failed(f"no index on {type} {path}")
+        out.print(f"dropped the index on {type} {path}", markup=False)
+
+    _run(ctx, action)
+
+
+@index_app.command("ls")
+def index_ls(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every path index: type, path and index name."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            found = await store.indexes()
+        if as_json:
+            rows = [{"type": t, "path": p, "index": n} for t, p, n in found]
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table("type", "path", "index")
+        for row in found:
+            table.add_row(*row)
+        out.print(table)
 
     _run(ctx, action)
 

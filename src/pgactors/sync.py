@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
 from .config import StoreConfig
+from .query import Page
 from .record import JSON, Record
 from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
 
@@ -198,6 +199,55 @@ class SyncStore:
     def types(self) -> dict[str, int]:
         """Every type with its record count."""
         return self._run(self._store.types())
+
+    def query(
+        self,
+        type: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        order_by: Sequence[str] | str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        offset: int | None = None,
+    ) -> Page:
+        """One page of matching records (see ``Store.query``)."""
+        return self._run(
+            self._store.query(
+                type, where, order_by=order_by, limit=limit, after=after, offset=offset
+            )
+        )
+
+    def query_all(
+        self,
+        type: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        order_by: Sequence[str] | str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[Record]:
+        """Every matching record, a page at a time (see ``Store.query_all``)."""
+        after: str | None = None
+        while True:
+            page = self.query(type, where, order_by=order_by, limit=page_size, after=after)
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def count(self, type: str, where: Mapping[str, Any] | None = None) -> int:
+        """How many records match (see ``Store.count``)."""
+        return self._run(self._store.count(type, where))
+
+    def aggregate(
+        self,
+        type: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        group_by: Sequence[str] | str | None = None,
+        metrics: Mapping[str, str | tuple[str, str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Statistics per group (see ``Store.aggregate``)."""
+        return self._run(self._store.aggregate(type, where, group_by=group_by, metrics=metrics))
 
     @contextmanager
     def transaction(self) -> Iterator[SyncTransaction]:
