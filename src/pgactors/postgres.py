@@ -60,6 +60,7 @@ _SEQUENCE_MAX_ROWS = 10_000
 # Under a stream of writes, changes are numbered at most this often (seconds): fewer,
 # larger numbering transactions, for at most this much added delivery latency.
 _SEQUENCE_INTERVAL = 0.002
+_INDEX_CACHE_SECONDS = 30.0
 _PRUNE_CHUNK = 10_000
 _PROBE_SECONDS = 5.0
 
@@ -329,6 +330,7 @@ class PostgresBackend:
         )
         self._conninfo = ""
         self._names = schema.identifiers(config)
+        self._index_cache: tuple[float, dict[str, frozenset[str]]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -613,15 +615,27 @@ class PostgresBackend:
         return await self._fetch(text, params.values, idempotent=True, prepare=False)
 
     async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
-        text, params = self._query_text(q)
+        text, params = await self._query_text(q)
         result = []
         for row in await self._query_rows(text, params):
             record = _record(q.type, row[0], row[1:7])
             result.append((record, tuple(row[7:])))
         return result
 
-    def _query_text(self, q: queries.Query) -> tuple[bytes, queries.SqlParams]:
-        params = queries.SqlParams()
+    async def _indexed_paths(self, type: str) -> frozenset[str]:
+        """Paths of ``type`` with a b-tree index (cached; other processes' changes show
+        within ``_INDEX_CACHE_SECONDS``)."""
+        now = time.monotonic()
+        if self._index_cache is None or now - self._index_cache[0] > _INDEX_CACHE_SECONDS:
+            found: dict[str, set[str]] = {}
+            for index_type, path, _ in await self.indexes():
+                found.setdefault(index_type, set()).add(path)
+            cache = {t: frozenset(paths) for t, paths in found.items()}
+            self._index_cache = (now, cache)
+        return self._index_cache[1].get(type, frozenset())
+
+    async def _query_text(self, q: queries.Query) -> tuple[bytes, queries.SqlParams]:
+        params = queries.SqlParams(await self._indexed_paths(q.type))
         params.values.update(type=q.type, limit=q.limit + 1, offset=q.offset)
         where = queries.filter_sql(q.where, params)
         if q.after is not None:
@@ -638,7 +652,7 @@ class PostgresBackend:
         return text, params
 
     async def count(self, type: str, where: queries.Node) -> int:
-        params = queries.SqlParams()
+        params = queries.SqlParams(await self._indexed_paths(type))
         params.values["type"] = type
         text = b"SELECT count(*) " + self._queries.query_from
         text += f" AND {queries.filter_sql(where, params)}".encode()
@@ -646,7 +660,7 @@ class PostgresBackend:
         return int(rows[0][0])
 
     async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
-        params = queries.SqlParams()
+        params = queries.SqlParams(await self._indexed_paths(spec.type))
         params.values["type"] = spec.type
         select, group, order = queries.aggregate_sql(spec, params)
         text = f"SELECT {select} ".encode() + self._queries.query_from
@@ -788,7 +802,7 @@ class PostgresBackend:
     # -- query support: EXPLAIN and expression indexes on hot paths ----------------------
 
     async def explain(self, q: queries.Query) -> str:
-        text, params = self._query_text(q)
+        text, params = await self._query_text(q)
         rows = await self._fetch(b"EXPLAIN " + text, params.values, idempotent=True, prepare=False)
         return "\n".join(row[0] for row in rows)
 
@@ -803,8 +817,10 @@ class PostgresBackend:
             expression = sql.Identifier(path.meta)
         else:
             expression = sql.SQL("(data #> {}::text[])").format(sql.Literal(list(path.keys)))
+        # With id second, an equality on the path reads matches in id order (the default
+        # ordering), so a page stops after its last row instead of sorting every match.
         ddl = sql.SQL(
-            "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} ({expr}) "
+            "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} ({expr}, id) "
             "WHERE type = {type}"
         )
         parts = {
@@ -823,6 +839,7 @@ class PostgresBackend:
             except psycopg.errors.FeatureNotSupported:  # a partitioned table
                 await conn.execute(ddl.format(concurrently=sql.SQL(""), **parts))
             await conn.execute(comment)
+        self._index_cache = None
         return name
 
     async def drop_index(self, type: str, path: str) -> bool:
@@ -836,6 +853,7 @@ class PostgresBackend:
             await conn.execute(
                 sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(self.config.schema, name))
             )
+        self._index_cache = None
         return True
 
     async def indexes(self) -> list[tuple[str, str, str]]:

@@ -741,10 +741,15 @@ _COMPONENT_CAST: Final = {"missing": "boolean", "rank": "integer", "num": "numer
 
 
 class SqlParams:
-    """Collects parameter values and hands out their placeholders."""
+    """Collects parameter values and hands out their placeholders.
 
-    def __init__(self) -> None:
+    ``indexed``: the paths of the queried type that have a b-tree index; equality on
+    them is compiled for that index rather than for the GIN containment index.
+    """
+
+    def __init__(self, indexed: frozenset[str] = frozenset()) -> None:
         self.values: dict[str, Any] = {}
+        self.indexed = indexed
         self._paths: dict[tuple[str, ...], str] = {}
 
     def add(self, value: Any, cast: str) -> str:
@@ -777,20 +782,13 @@ def filter_sql(node: Node, params: SqlParams) -> str:
     if node.op == "exists":
         return f"({x} IS NOT NULL)"
     if node.op == "eq":
-        equal = f"({x} = {params.add(_dumps(node.value), 'jsonb')})"
-        if any(_SEGMENT_INT.fullmatch(k) for k in node.path.keys):
-            return equal
-        # The same test as containment first, so the GIN index on data can serve it.
-        nested: Any = node.value
-        for key in reversed(node.path.keys):
-            nested = {key: nested}
-        return f"(s.data @> {params.add(_dumps(nested), 'jsonb')} AND {equal})"
+        return _eq_sql(node, x, params)
     if node.op == "in":
         if not node.value:
             return "FALSE"
         return f"({x} = ANY({params.add([_dumps(v) for v in node.value], 'jsonb[]')}))"
     if node.op == "contains":
-        return f"({x} @> {params.add(_dumps(node.value), 'jsonb')})"
+        return _contains_sql(node, x, params)
     operator = _COMPARISONS["$" + node.op]
     if isinstance(node.value, str):
         text = f'({x} #>> ARRAY[]::text[]) COLLATE "C"'
@@ -800,6 +798,42 @@ def filter_sql(node: Node, params: SqlParams) -> str:
     # jsonb orders numbers by value, so an expression index on the path serves this.
     operand = params.add(_dumps(node.value), "jsonb")
     return f"({x} {operator} {operand} AND jsonb_typeof({x}) = 'number')"
+
+
+def _by_keys(node: Cmp) -> bool:
+    """True when every segment is an object key, so containment can stand for the path."""
+    return not any(_SEGMENT_INT.fullmatch(k) for k in node.path.keys)
+
+
+def _nested(keys: tuple[str, ...], value: Any) -> Any:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _eq_sql(node: Cmp, x: str, params: SqlParams) -> str:
+    equal = f"({x} = {params.add(_dumps(node.value), 'jsonb')})"
+    if node.path.text in params.indexed or not _by_keys(node):
+        return equal  # the path's own b-tree index serves it (in id order)
+    # Containment, which the GIN index on data serves: for a scalar it is the same test;
+    # for an array or object it is looser, so the exact equality follows.
+    contained = f"(s.data @> {params.add(_dumps(_nested(node.path.keys, node.value)), 'jsonb')})"
+    if isinstance(node.value, dict | list):
+        return f"({contained} AND {equal})"
+    return contained
+
+
+def _contains_sql(node: Cmp, x: str, params: SqlParams) -> str:
+    contains = f"({x} @> {params.add(_dumps(node.value), 'jsonb')})"
+    if not _by_keys(node):
+        return contains
+    # Below the top, containment does not let an array contain a bare scalar, so a
+    # scalar operand is: equal to the value, or an element of an array there.
+    candidates = [node.value] if isinstance(node.value, dict | list) else [node.value, [node.value]]
+    tests = [
+        f"s.data @> {params.add(_dumps(_nested(node.path.keys, c)), 'jsonb')}" for c in candidates
+    ]
+    return "(" + " OR ".join(tests) + ")"
 
 
 def _meta_sql(node: Cmp, params: SqlParams) -> str:
