@@ -1,10 +1,11 @@
-"""Game sessions as actors, found by player (the seeds' session store, without its SQL).
+"""Game sessions as actors, queried by player (the seeds' session store, without its SQL).
 
 Each session is an actor (``GameSession/<id>``) holding the player, difficulty, score and
-completion time. Each player is an actor too (``Player/<id>``), holding the ids of the
-player's sessions: the index by player is kept by the runtime, with the same versioned,
-multi-instance guarantees as the sessions, and one ``load_many`` fetches them all.
-Statistics per player are computed from those sessions.
+completion time. The stored JSON is exactly those fields, so the store's query API finds
+a player's sessions, the active ones and the hard ones, and ``aggregate`` gives the
+statistics per player (the seeds' ``get_session_stats``). Each player is an actor too
+(``Player/<id>``) keeping the ids of its sessions: an index kept by the runtime, read
+with one ``load_many``, for when a query per lookup is too much.
 
 Run: ``python examples/game_sessions.py`` (``PGACTORS_DSN`` if set, else the embedded
 server in ``$PGACTORS_DATA_DIR`` or ``./.pgactors``; ``pgactors server stop`` stops it).
@@ -103,8 +104,23 @@ async def main() -> None:
                     f"{len(hard)} hard, best score {best}, "
                     f"total {sum(s.score for s in sessions)}"
                 )
-            active = [s for s in await sessions_of(system, "ann") if s.completed_at is None]
-            print(f"ann's active sessions: {len(active)}")
+
+        by_score = await store.query("GameSession", {"player_id": "ann"}, order_by="-score")
+        print("ann's sessions by score:", [r.id for r in by_score.items])
+        active = await store.query("GameSession", {"completed_at": None})
+        print("active sessions:", [(r.id, r.data["player_id"]) for r in active.items])
+        hard = await store.count("GameSession", {"difficulty": "hard", "score": {"$gte": 10}})
+        print(f"hard sessions scoring 10 or more: {hard}")
+        stats = await store.aggregate(
+            "GameSession",
+            group_by="player_id",
+            metrics={"sessions": "count", "best": ("max", "score"), "avg": ("avg", "score")},
+        )
+        for row in stats:
+            print(
+                f"stats {row['player_id']}: {row['sessions']} sessions, best {row['best']}, "
+                f"average {row['avg']:.1f}"
+            )
 
 
 if __name__ == "__main__":

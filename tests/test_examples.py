@@ -45,7 +45,11 @@ def test_game_sessions(repo_root: Path, pg_dsn: str, schema_name: str) -> None:
     out = _run(repo_root, "game_sessions.py", pg_dsn, schema_name)
     assert "ann: 3 sessions, 2 completed, 2 hard, best score 50, total 85" in out
     assert "bob: 1 sessions, 1 completed, 0 hard, best score 6, total 6" in out
-    assert "ann's active sessions: 1" in out
+    assert "ann's sessions by score: ['s2', 's1', 's3']" in out
+    assert "active sessions: [('s3', 'ann')]" in out
+    assert "hard sessions scoring 10 or more: 1" in out
+    assert "stats ann: 3 sessions, best 50, average 28.3" in out
+    assert "stats bob: 1 sessions, best 6, average 6.0" in out
 
 
 @pytest.mark.parametrize("name", ["user_profiles.py", "chat_rooms.py", "game_sessions.py"])
