@@ -53,10 +53,21 @@ class SyncTransaction:
         return self._run(self._tx.load(type, id))
 
     def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
-        """Write a record (same version rules as ``Store.save``)."""
-        return self._run(self._tx.save(type, id, data, expected_version=expected_version))
+        """Write a record (same version and expiry rules as ``Store.save``)."""
+        return self._run(
+            self._tx.save(
+                type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
+            )
+        )
 
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete a record; False if it did not exist."""
@@ -136,10 +147,21 @@ class SyncStore:
         return self._run(self._store.exists(type, id))
 
     def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write ``data`` (see ``Store.save``)."""
-        return self._run(self._store.save(type, id, data, expected_version=expected_version))
+        return self._run(
+            self._store.save(
+                type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
+            )
+        )
 
     def save_binary(
         self,
@@ -149,10 +171,20 @@ class SyncStore:
         manifest: str,
         *,
         expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write bytes plus manifest (see ``Store.save_binary``)."""
         return self._run(
-            self._store.save_binary(type, id, payload, manifest, expected_version=expected_version)
+            self._store.save_binary(
+                type,
+                id,
+                payload,
+                manifest,
+                expected_version=expected_version,
+                ttl=ttl,
+                sliding=sliding,
+            )
         )
 
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
@@ -181,9 +213,15 @@ class SyncStore:
         items: Mapping[str, JSON],
         *,
         expected_versions: Mapping[str, int | None] | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> dict[str, Record]:
         """Atomic batch write (see ``Store.save_many``)."""
-        return self._run(self._store.save_many(type, items, expected_versions=expected_versions))
+        return self._run(
+            self._store.save_many(
+                type, items, expected_versions=expected_versions, ttl=ttl, sliding=sliding
+            )
+        )
 
     def delete_many(self, type: str, ids: Iterable[str]) -> int:
         """Atomic batch delete (see ``Store.delete_many``)."""
@@ -198,6 +236,10 @@ class SyncStore:
     def types(self) -> dict[str, int]:
         """Every type with its record count."""
         return self._run(self._store.types())
+
+    def purge_expired(self, *, type: str | None = None, limit: int = 10_000) -> int:
+        """Delete expired records now (see ``Store.purge_expired``)."""
+        return self._run(self._store.purge_expired(type=type, limit=limit))
 
     @contextmanager
     def transaction(self) -> Iterator[SyncTransaction]:
