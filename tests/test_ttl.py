@@ -486,3 +486,38 @@ def test_purge_interval_config() -> None:
             StoreConfig(purge_interval=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="purge_interval"):
         StoreConfig.from_env({"PGACTORS_PURGE_INTERVAL": "soon"})
+
+
+async def test_update_with_ttl(store: Store) -> None:
+    first = await store.update("C", "c", lambda d: {"n": d["n"] + 1}, default={"n": 0}, ttl=30)
+    assert first.expires_at - first.updated_at == timedelta(seconds=30)
+    plain = await store.update("C", "c", lambda d: {"n": d["n"] + 1})
+    assert plain.data == {"n": 2} and plain.expires_at is None
+    slide = await store.update("C", "c", lambda d: d, ttl=40, sliding=True)
+    async with store.transaction() as tx:
+        moved = await tx.update("C", "c", lambda d: {"n": 9})
+        fixed = await tx.update("D", "d", lambda d: d, default={}, ttl=5)
+    assert slide.expires_at is not None and moved.expires_at is not None
+    assert moved.expires_at - moved.updated_at == timedelta(seconds=40)
+    assert fixed.expires_at - fixed.updated_at == timedelta(seconds=5)
+    with pytest.raises(InvalidInput, match="ttl"):
+        await store.update("C", "c", lambda d: {"bad": True}, ttl=-1)
+    async with store.transaction() as tx:
+        with pytest.raises(InvalidInput, match="ttl"):
+            await tx.update("C", "c", lambda d: {"bad": True}, ttl=0)
+    loaded = await store.load("C", "c")
+    assert loaded is not None and loaded.data == {"n": 9}
+
+
+def test_sync_store_takes_ttl() -> None:
+    from pgactors import SyncStore
+
+    with SyncStore.in_memory() as store:
+        saved = store.save("S", "a", {}, ttl=10, sliding=True)
+        assert saved.expires_at is not None
+        again = store.update("S", "a", lambda d: {"n": 1})
+        assert again.expires_at - again.updated_at == timedelta(seconds=10)
+        assert store.save_many("S", {"b": 1}, ttl=5)["b"].expires_at is not None
+        with store.transaction() as tx:
+            assert tx.save("S", "c", 1, ttl=3).expires_at is not None
+        assert store.purge_expired() == 0

@@ -103,12 +103,22 @@ class Transaction:
         expected = check_version("expected_version", expected_version)
         return await self._backend.delete(check_type(type), check_id(id), expected)
 
-    async def update(self, type: str, id: str, fn: UpdateFn, *, default: Any = MISSING) -> Record:
+    async def update(
+        self,
+        type: str,
+        id: str,
+        fn: UpdateFn,
+        *,
+        default: Any = MISSING,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
         """Read (locking the record), apply ``fn`` and write, within this transaction."""
         type, id = check_type(type), check_id(id)
+        seconds = check_ttl(ttl, sliding)
         record = await self._backend.load(type, id, for_update=True)
         text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
-        return await self._backend.save(type, id, text, expected)
+        return await self._backend.save(type, id, text, expected, seconds, sliding)
 
 
 class _TransactionContext:
@@ -302,14 +312,18 @@ class Store:
         *,
         default: Any = MISSING,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Atomically replace the data with ``fn(data)``, retrying on concurrent changes.
 
         ``fn`` gets a private copy; it returns the new data, or None after changing
         its argument in place. It may be re-run, so it should have no side effects.
-        A missing record starts from ``default``, or raises ``NotFound``.
+        A missing (or expired) record starts from ``default``, or raises ``NotFound``.
+        The write is a save: ``ttl`` and ``sliding`` work as in :meth:`save`.
         """
         type, id = check_type(type), check_id(id)
+        seconds = check_ttl(ttl, sliding)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
         if default is not MISSING:
@@ -318,7 +332,7 @@ class Store:
             record = await self._backend.load(type, id)
             text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
             try:
-                return await self._backend.save(type, id, text, expected)
+                return await self._backend.save(type, id, text, expected, seconds, sliding)
             except VersionConflict as conflict:
                 if attempt == max_retries:
                     raise VersionConflict(

@@ -74,10 +74,17 @@ class SyncTransaction:
         return self._run(self._tx.delete(type, id, expected_version=expected_version))
 
     def update(
-        self, type: str, id: str, fn: Callable[[Any], Any], *, default: Any = MISSING
+        self,
+        type: str,
+        id: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = MISSING,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Read (locking), apply ``fn`` and write within this transaction."""
-        return self._run(self._tx.update(type, id, fn, default=default))
+        return self._run(self._tx.update(type, id, fn, default=default, ttl=ttl, sliding=sliding))
 
 
 class SyncStore:
@@ -199,9 +206,21 @@ class SyncStore:
         *,
         default: Any = MISSING,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Atomic read-modify-write (see ``Store.update``)."""
-        return self._run(self._store.update(type, id, fn, default=default, max_retries=max_retries))
+        return self._run(
+            self._store.update(
+                type,
+                id,
+                fn,
+                default=default,
+                max_retries=max_retries,
+                ttl=ttl,
+                sliding=sliding,
+            )
+        )
 
     def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
         """Several records of one type (see ``Store.load_many``)."""
