@@ -49,7 +49,8 @@ VALUES (%(type)s, %(id)s, 1, %(data)s::jsonb,
         now() + %(ttl)s::float8 * interval '1 second',
         CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
 ON CONFLICT (type, id) DO UPDATE
-    SET version = 1, created_at = now(), updated_at = now(), data = EXCLUDED.data, payload = NULL, manifest = NULL,
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = EXCLUDED.data, payload = NULL, manifest = NULL,
         expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
     WHERE s.expires_at <= now()
 RETURNING version, created_at, updated_at, expires_at
@@ -59,7 +60,7 @@ UPDATE {schema}.{state}
 SET version = version + 1, data = %(data)s::jsonb, payload = NULL, manifest = NULL,
     updated_at = now(),
     expires_at = coalesce(now() + %(ttl)s::float8 * interval '1 second',
-                      now() + ttl_seconds * interval '1 second'),
+                          now() + ttl_seconds * interval '1 second'),
     ttl_seconds = CASE WHEN %(ttl)s::float8 IS NULL THEN ttl_seconds
                        WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
@@ -75,7 +76,8 @@ VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s,
 ON CONFLICT (type, id) DO UPDATE
     SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
         created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
-        data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest, updated_at = now(),
+        data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+        updated_at = now(),
         expires_at = coalesce(EXCLUDED.expires_at, CASE WHEN s.expires_at > now()
                               THEN now() + s.ttl_seconds * interval '1 second' END),
         ttl_seconds = CASE WHEN EXCLUDED.expires_at IS NULL AND s.expires_at > now()
@@ -89,7 +91,8 @@ VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s,
         now() + %(ttl)s::float8 * interval '1 second',
         CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
 ON CONFLICT (type, id) DO UPDATE
-    SET version = 1, created_at = now(), updated_at = now(), data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
         expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
     WHERE s.expires_at <= now()
 RETURNING version, created_at, updated_at, expires_at
@@ -99,7 +102,7 @@ UPDATE {schema}.{state}
 SET version = version + 1, data = NULL, payload = %(payload)s, manifest = %(manifest)s,
     updated_at = now(),
     expires_at = coalesce(now() + %(ttl)s::float8 * interval '1 second',
-                      now() + ttl_seconds * interval '1 second'),
+                          now() + ttl_seconds * interval '1 second'),
     ttl_seconds = CASE WHEN %(ttl)s::float8 IS NULL THEN ttl_seconds
                        WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
@@ -164,7 +167,8 @@ FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(slidings)s::jsonb)) AS i(type, id, data, ttl, sliding)
 ORDER BY i.type COLLATE "C", i.id COLLATE "C"
 ON CONFLICT (type, id) DO UPDATE
-    SET version = 1, created_at = now(), updated_at = now(), data = EXCLUDED.data, payload = NULL, manifest = NULL,
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = EXCLUDED.data, payload = NULL, manifest = NULL,
         expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
     WHERE s.expires_at <= now()
 RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
