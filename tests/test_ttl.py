@@ -347,6 +347,16 @@ async def test_purge_is_a_delete_in_the_change_feed(store: Store) -> None:
     assert (change.op, change.type, change.id, change.version) == ("delete", "T", "a", 1)
 
 
+async def test_a_save_over_an_expired_record_is_a_save_of_version_1(store: Store) -> None:
+    await store.save("T", "a", {}, ttl=3600)
+    await store.save("T", "a", {}, ttl=3600)
+    await expire(store, "T", "a")
+    async with store.changes() as stream:
+        await store.save("T", "a", {"new": True})
+        change = await asyncio.wait_for(stream.__anext__(), TIMEOUT)
+    assert (change.op, change.type, change.id, change.version) == ("save", "T", "a", 1)
+
+
 @pytest.mark.parametrize("ttl", [0, -1, 0.0, math.nan, math.inf, "10", True, [5], 10**12], ids=repr)
 async def test_bad_ttl_is_refused_and_nothing_written(store: Store, ttl: Any) -> None:
     calls = [
