@@ -420,14 +420,14 @@ async def test_concurrent_purges_delete_each_row_once(pg_store: Store) -> None:
 
 
 async def _wait_for_rows(store: Store, n: int) -> None:
-    async def poll() -> None:
-        # Polling the database: nothing in this process signals the purger's progress.
-        while True:
-            if await stored_rows(store) == n:
-                return
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), TIMEOUT)
+    # Polling the database: nothing in this process signals the purger's progress.
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while True:
+        rows = await stored_rows(store)
+        if rows == n:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{rows} rows, not {n}"
+        await asyncio.sleep(0.05)
 
 
 async def test_background_purger_starts_on_first_ttl_save(pg_dsn: str, schema_name: str) -> None:
