@@ -412,8 +412,9 @@ class PostgresBackend:
         self._closed = True
         if self._purger is not None:
             self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+            # gather: the purger's cancellation is its result, while a cancellation
+            # of close() itself still propagates.
+            await asyncio.gather(self._purger, return_exceptions=True)
         await self._sequencer.drain()
         await self._pool.close()
 
