@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from pgactors.schema import latest_version
 
@@ -186,3 +188,35 @@ def test_embedded_server_commands_and_demo(tmp_path: Path) -> None:
         assert json.loads(auto.stdout) == {"ChatRoom": 1, "UserProfile": 3}
     finally:
         run("server", "stop", env=env)
+
+
+def test_purge_expired_records(db_env: dict[str, str], pg_dsn: str, schema_name: str) -> None:
+    assert run("init", env=db_env).returncode == 0
+    for type, id, ttl in [("A", "a1", "3600"), ("A", "a2", "3600"), ("B", "b1", "3600")]:
+        put = run("put", type, id, "{}", "--ttl", ttl, env=db_env)
+        assert put.returncode == 0, put.stderr
+    assert run("put", "A", "keep", "{}", env=db_env).returncode == 0
+    bad = run("put", "A", "x", "{}", "--ttl", "-5", env=db_env)
+    assert bad.returncode == 2 and "ttl" in bad.stderr
+    assert "expires_at" in json.loads(run("get", "A", "a1", "--meta", env=db_env).stdout)
+
+    nothing = run("purge", env=db_env)
+    assert nothing.returncode == 0, nothing.stderr
+    assert "purged 0 expired records" in nothing.stdout
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET expires_at = now() WHERE expires_at IS NOT NULL").format(
+                sql.Identifier(schema_name, "pgactors_state")
+            )
+        )
+    assert run("get", "A", "a1", env=db_env).returncode == 1
+    only_b = run("purge", "--type", "B", env=db_env)
+    assert only_b.returncode == 0 and "purged 1 expired record" in only_b.stdout
+    rest = run("purge", env=db_env)
+    assert rest.returncode == 0 and "purged 2 expired records" in rest.stdout
+    with psycopg.connect(pg_dsn) as conn:
+        table = sql.Identifier(schema_name, "pgactors_state")
+        left = conn.execute(sql.SQL("SELECT type, id FROM {}").format(table)).fetchall()
+    assert left == [("A", "keep")]
+    bad_type = run("purge", "--type", "no way", env=db_env)
+    assert bad_type.returncode == 2 and "invalid type" in bad_type.stderr

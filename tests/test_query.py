@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
@@ -468,3 +469,12 @@ def test_sync_store_queries() -> None:
         assert store.aggregate("T", group_by="n") == [
             {"n": 0, "count": 4}, {"n": 1, "count": 3}, {"n": 2, "count": 3},
         ]  # fmt: skip
+
+
+async def test_expired_records_are_not_found(store: Store) -> None:
+    await store.save("E", "gone", {"n": 1}, ttl=0.05)
+    await store.save("E", "kept", {"n": 1})
+    await asyncio.sleep(0.3)
+    assert [r.id for r in (await store.query("E", {"n": 1})).items] == ["kept"]
+    assert await store.count("E") == 1
+    assert await store.aggregate("E", metrics={"n": "count"}) == [{"n": 1}]

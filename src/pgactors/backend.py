@@ -51,14 +51,28 @@ class SaveItem:
 
 
 class TransactionBackend(Protocol):
-    """Operations bound to one open transaction."""
+    """Operations bound to one open transaction.
+
+    An expired record (``expires_at`` passed) is absent to every operation.
+    """
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         """Read a record; ``for_update`` locks it until the transaction ends."""
         ...
 
-    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
-        """Write a record; raise ``VersionConflict`` if ``expected`` does not match."""
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        """Write a record; raise ``VersionConflict`` if ``expected`` does not match.
+
+        ``ttl`` (seconds) sets an expiry; ``sliding`` keeps it for later saves.
+        """
         ...
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
@@ -74,7 +88,14 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         ...
 
     async def save_binary(
-        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+        self,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write a binary state (bytes plus manifest); same version rules as ``save``."""
         ...
@@ -83,7 +104,13 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Read several records of one type; missing ids are absent from the result."""
         ...
 
-    async def save_many(self, type: str, items: list[SaveItem]) -> dict[str, Record]:
+    async def save_many(
+        self,
+        type: str,
+        items: list[SaveItem],
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> dict[str, Record]:
         """Write several records atomically; any stale version fails the whole batch."""
         ...
 
@@ -125,6 +152,10 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def indexes(self) -> list[tuple[str, str, str]]:
         """Every path index as ``(type, path, index name)``."""
+        ...
+
+    async def purge_expired(self, type: str | None, limit: int) -> int:
+        """Delete expired records (of ``type``), ``limit`` at a time; return how many."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:

@@ -346,6 +346,7 @@ def get(
                 "version": record.version,
                 "created_at": record.created_at.isoformat(),
                 "updated_at": record.updated_at.isoformat(),
+                "expires_at": record.expires_at and record.expires_at.isoformat(),
                 "data": record.data,
             }
         print(json.dumps(shown, indent=2, ensure_ascii=False))
@@ -363,6 +364,9 @@ def put(
         int | None,
         typer.Option(help="Compare-and-set: 0 creates only, N replaces only version N."),
     ] = None,
+    ttl: Annotated[
+        float | None, typer.Option(help="Expire the record this many seconds from now.")
+    ] = None,
 ) -> None:
     """Save a record from JSON text (argument or stdin)."""
     text = sys.stdin.read() if data == "-" else data
@@ -374,7 +378,7 @@ def put(
 
     async def action(options: Options) -> None:
         async with await _open(options) as store:
-            record = await store.save(type, id, value, expected_version=expected_version)
+            record = await store.save(type, id, value, expected_version=expected_version, ttl=ttl)
         out.print(f"saved {record.type}/{record.id} version {record.version}", markup=False)
 
     _run(ctx, action)
@@ -626,6 +630,22 @@ def index_ls(
         for row in found:
             table.add_row(*row)
         out.print(table)
+
+    _run(ctx, action)
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    type: Annotated[str | None, typer.Option("--type", help="Only records of this type.")] = None,
+) -> None:
+    """Delete the expired records (saved with a ttl) now, and print how many."""
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            purged = await store.purge_expired(type=type)
+        noun = "record" if purged == 1 else "records"
+        out.print(f"purged {purged} expired {noun}", markup=False)
 
     _run(ctx, action)
 

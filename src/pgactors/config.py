@@ -199,6 +199,9 @@ _FIELD_CHECKS: dict[str, Callable[[object], object]] = {
     "changes_retention": lambda v: _check_seconds(
         "changes_retention", v, "a number of seconds >= 1", 1.0, 10.0 * 365 * 86400
     ),
+    "purge_interval": lambda v: _check_seconds(
+        "purge_interval", v, "a finite number of seconds > 0", 0.0, 10.0 * 365 * 86400
+    ),
 }
 
 
@@ -232,6 +235,7 @@ class StoreConfig:
     coalesce: bool = True
     channel: str = "pgactors_changes"
     changes_retention: float = 86400.0
+    purge_interval: float = 60.0
 
     def __post_init__(self) -> None:
         for name, check in _FIELD_CHECKS.items():
@@ -469,7 +473,9 @@ class StoreConfig:
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(StoreConfig))
 _INT_FIELDS = frozenset({"port", "pool_min_size", "pool_max_size", "max_data_bytes"})
-_FLOAT_FIELDS = frozenset({"connect_timeout", "statement_timeout", "changes_retention"})
+_FLOAT_FIELDS = frozenset(
+    {"connect_timeout", "statement_timeout", "changes_retention", "purge_interval"}
+)
 _BOOL_FIELDS = frozenset({"changes", "coalesce"})
 _INT_TEXT_RE = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -502,6 +508,7 @@ _PGACTORS_ENV: tuple[tuple[str, str], ...] = (
     ("PGACTORS_CHANGES", "changes"),
     ("PGACTORS_CHANNEL", "channel"),
     ("PGACTORS_CHANGES_RETENTION", "changes_retention"),
+    ("PGACTORS_PURGE_INTERVAL", "purge_interval"),
 )
 
 

@@ -31,15 +31,34 @@ class _Row:
     updated_at: datetime
     payload: bytes | None = None
     manifest: str | None = None
+    expires_at: datetime | None = None
+    sliding_ttl: float | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
 
 
 _Rows = dict[tuple[str, str], _Row]
 
 
+def _get(rows: _Rows, type: str, id: str) -> _Row | None:
+    """The row, unless it is missing or expired (an expired row is absent)."""
+    row = rows.get((type, id))
+    return row if row is not None and row.live(datetime.now(UTC)) else None
+
+
 def _record(type: str, id: str, row: _Row) -> Record:
     data = None if row.text is None else json.loads(row.text)
     return Record(
-        type, id, data, row.version, row.created_at, row.updated_at, row.payload, row.manifest
+        type,
+        id,
+        data,
+        row.version,
+        row.created_at,
+        row.updated_at,
+        row.payload,
+        row.manifest,
+        row.expires_at,
     )
 
 
@@ -50,25 +69,40 @@ def _write(
     text: str | None,
     expected: int | None,
     binary: tuple[bytes, str] | None = None,
+    ttl: float | None = None,
+    sliding: bool = False,
 ) -> Record:
-    old = rows.get((type, id))
+    old = _get(rows, type, id)
     actual = old.version if old else 0
     if expected is not None and expected != actual:
         raise VersionConflict(type, id, expected, actual)
     now = datetime.now(UTC)
     payload, manifest = binary or (None, None)
-    row = _Row(text, actual + 1, old.created_at if old else now, now, payload, manifest)
+    if ttl is None and old is not None and old.sliding_ttl is not None:
+        ttl, sliding = old.sliding_ttl, True
+    expires_at = None if ttl is None else now + timedelta(seconds=ttl)
+    row = _Row(
+        text,
+        actual + 1,
+        old.created_at if old else now,
+        now,
+        payload,
+        manifest,
+        expires_at,
+        ttl if sliding else None,
+    )
     rows[(type, id)] = row
     return _record(type, id, row)
 
 
 def _remove(rows: _Rows, type: str, id: str, expected: int | None) -> int:
     """Delete; return the deleted version, 0 if nothing was there."""
-    old = rows.get((type, id))
+    old = _get(rows, type, id)
     actual = old.version if old else 0
     if expected is not None and expected != actual:
         raise VersionConflict(type, id, expected, actual)
-    rows.pop((type, id), None)
+    if old is not None:
+        del rows[(type, id)]
     return actual
 
 
@@ -81,11 +115,19 @@ class _MemoryTransaction:
         self.events: list[_Event] = []
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
-        row = self.rows.get((type, id))
+        row = _get(self.rows, type, id)
         return _record(type, id, row) if row else None
 
-    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
-        record = _write(self.rows, type, id, text, expected)
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        record = _write(self.rows, type, id, text, expected, None, ttl, sliding)
         self.events.append((type, id, record.version, "save"))
         return record
 
@@ -157,23 +199,38 @@ class MemoryBackend:
                 listener.queue.put_nowait(payload)
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
-        row = self._rows.get((type, id))
+        row = _get(self._rows, type, id)
         return _record(type, id, row) if row else None
 
     async def exists(self, type: str, id: str) -> bool:
-        return (type, id) in self._rows
+        return _get(self._rows, type, id) is not None
 
-    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
         async with self._write_lock:
-            record = _write(self._rows, type, id, text, expected)
+            record = _write(self._rows, type, id, text, expected, None, ttl, sliding)
             self._publish([(type, id, record.version, "save")])
             return record
 
     async def save_binary(
-        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+        self,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         async with self._write_lock:
-            record = _write(self._rows, type, id, None, expected, (payload, manifest))
+            record = _write(self._rows, type, id, None, expected, (payload, manifest), ttl, sliding)
             self._publish([(type, id, record.version, "save")])
             return record
 
@@ -185,13 +242,19 @@ class MemoryBackend:
             return bool(version)
 
     async def load_many(self, type: str, ids: list[str]) -> dict[str, Record]:
-        return {i: _record(type, i, r) for i in ids if (r := self._rows.get((type, i)))}
+        return {i: _record(type, i, r) for i in ids if (r := _get(self._rows, type, i))}
 
-    async def save_many(self, type: str, items: list[SaveItem]) -> dict[str, Record]:
+    async def save_many(
+        self,
+        type: str,
+        items: list[SaveItem],
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> dict[str, Record]:
         async with self._write_lock:
             conflicts = {}
             for item in items:
-                old = self._rows.get((type, item.id))
+                old = _get(self._rows, type, item.id)
                 actual = old.version if old else 0
                 if item.expected is not None and item.expected != actual:
                     conflicts[item.id] = (item.expected, actual)
@@ -199,7 +262,7 @@ class MemoryBackend:
                 first = min(conflicts)
                 raise VersionConflict(type, first, *conflicts[first], conflicts=conflicts)
             saved = {
-                item.id: _write(self._rows, type, item.id, item.text, None)
+                item.id: _write(self._rows, type, item.id, item.text, None, None, ttl, sliding)
                 for item in sorted(items, key=lambda i: i.id)
             }
             self._publish([(type, r.id, r.version, "save") for r in saved.values()])
@@ -216,13 +279,21 @@ class MemoryBackend:
             return len(events)
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
+        now = datetime.now(UTC)
         found = sorted(
-            id for (t, id) in self._rows if t == type and id > after and id.startswith(prefix)
+            id
+            for (t, id), row in self._rows.items()
+            if t == type and id > after and id.startswith(prefix) and row.live(now)
         )
         return found[:limit]
 
     def _of_type(self, type: str, where: queries.Node) -> list[Record]:
-        records = (_record(t, id, row) for (t, id), row in self._rows.items() if t == type)
+        now = datetime.now(UTC)
+        records = (
+            _record(t, id, row)
+            for (t, id), row in self._rows.items()
+            if t == type and row.live(now)
+        )
         return [r for r in records if queries.matches(where, r)]
 
     async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
@@ -258,9 +329,25 @@ class MemoryBackend:
 
     async def types(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for type, _ in self._rows:
-            counts[type] = counts.get(type, 0) + 1
+        now = datetime.now(UTC)
+        for (type, _), row in self._rows.items():
+            if row.live(now):
+                counts[type] = counts.get(type, 0) + 1
         return dict(sorted(counts.items()))
+
+    async def purge_expired(self, type: str | None, limit: int) -> int:
+        async with self._write_lock:
+            now = datetime.now(UTC)
+            doomed = sorted(
+                key
+                for key, row in self._rows.items()
+                if not row.live(now) and (type is None or key[0] == type)
+            )
+            events: list[_Event] = []
+            for key in doomed:
+                events.append((*key, self._rows.pop(key).version, "delete"))
+            self._publish(events)
+            return len(events)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,6 +46,7 @@ from .errors import (
 from .record import Record
 
 _Conn = psycopg.AsyncConnection[Any]
+logger = logging.getLogger("pgactors.postgres")
 _BATCH_RACE_SQLSTATE = "PA409"
 # A connection idle for longer than this is pinged before use, so a restarted
 # server does not hand out dead connections; busy connections skip the ping.
@@ -62,6 +64,7 @@ _SEQUENCE_MAX_ROWS = 10_000
 _SEQUENCE_INTERVAL = 0.002
 _INDEX_CACHE_SECONDS = 30.0
 _PRUNE_CHUNK = 10_000
+_PURGE_BATCH = 10_000
 _PROBE_SECONDS = 5.0
 
 
@@ -162,10 +165,12 @@ class _Queries:
 
 
 def _record(type: str, id: str, row: tuple[Any, ...]) -> Record:
-    data, version, created_at, updated_at, payload, manifest = row
+    data, version, created_at, updated_at, payload, manifest, expires_at = row
     if payload is None:
-        return Record(type, id, data, version, created_at, updated_at)
-    return Record(type, id, None, version, created_at, updated_at, bytes(payload), manifest)
+        return Record(type, id, data, version, created_at, updated_at, None, None, expires_at)
+    return Record(
+        type, id, None, version, created_at, updated_at, bytes(payload), manifest, expires_at
+    )
 
 
 class _Ops:
@@ -183,9 +188,23 @@ class _Ops:
         return _record(type, id, row) if row else None
 
     async def save_on(
-        self, conn: _Conn, type: str, id: str, text: str, expected: int | None
+        self,
+        conn: _Conn,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
-        params = {"type": type, "id": id, "data": text, "expected": expected}
+        params = {
+            "type": type,
+            "id": id,
+            "data": text,
+            "expected": expected,
+            "ttl": ttl,
+            "sliding": sliding,
+        }
         if expected is None:
             query = self.q.save_lww
         elif expected == 0:
@@ -197,8 +216,10 @@ class _Ops:
         if row is None:
             assert expected is not None
             raise VersionConflict(type, id, expected, await self._version_on(conn, type, id))
-        version, created_at, updated_at = row
-        return Record(type, id, _decode(text), version, created_at, updated_at)
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, _decode(text), version, created_at, updated_at, None, None, expires_at
+        )
 
     async def delete_on(self, conn: _Conn, type: str, id: str, expected: int | None) -> bool:
         params = {"type": type, "id": id, "expected": expected}
@@ -230,18 +251,31 @@ def _decode(text: str) -> Any:
 
 
 class _PostgresTransaction:
-    def __init__(self, conn: _Conn, ops: _Ops, config: StoreConfig) -> None:
+    def __init__(
+        self, conn: _Conn, ops: _Ops, config: StoreConfig, expiring: Callable[[], None]
+    ) -> None:
         self._conn = conn
         self._ops = ops
         self._config = config
+        self._expiring = expiring
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         with _translated(self._config):
             return await self._ops.load_on(self._conn, type, id, for_update=for_update)
 
-    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        if ttl is not None:
+            self._expiring()
         with _translated(self._config):
-            return await self._ops.save_on(self._conn, type, id, text, expected)
+            return await self._ops.save_on(self._conn, type, id, text, expected, ttl, sliding)
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         with _translated(self._config):
@@ -254,10 +288,15 @@ class _SaveRequest:
     id: str
     text: str
     expected: int | None
+    ttl: float | None = None
+    sliding: bool = False
 
     def record(self, row: tuple[Any, ...]) -> Record:
-        version, created_at, updated_at = row
-        return Record(self.type, self.id, _decode(self.text), version, created_at, updated_at)
+        version, created_at, updated_at, expires_at = row
+        data = _decode(self.text)
+        return Record(
+            self.type, self.id, data, version, created_at, updated_at, None, None, expires_at
+        )
 
     def conflict(self, actual: Mapping[tuple[str, str], int]) -> VersionConflict:
         assert self.expected is not None
@@ -282,6 +321,8 @@ def _save_params(batch: list[_SaveRequest]) -> dict[str, str]:
         **_key_params([(r.type, r.id) for r in batch]),
         "datas": "[" + ",".join(r.text for r in batch) + "]",
         "expected": json.dumps([r.expected for r in batch]),
+        "ttls": json.dumps([r.ttl for r in batch]),
+        "slidings": json.dumps([r.sliding for r in batch]),
     }
 
 
@@ -331,6 +372,8 @@ class PostgresBackend:
         self._conninfo = ""
         self._names = schema.identifiers(config)
         self._index_cache: tuple[float, dict[str, frozenset[str]]] | None = None
+        self._purger: asyncio.Task[None] | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -377,8 +420,31 @@ class PostgresBackend:
         return backend
 
     async def close(self) -> None:
+        self._closed = True
+        if self._purger is not None:
+            self._purger.cancel()
+            # gather: the purger's cancellation is its result, while a cancellation
+            # of close() itself still propagates.
+            await asyncio.gather(self._purger, return_exceptions=True)
         await self._sequencer.drain()
         await self._pool.close()
+
+    def _expiring(self) -> None:
+        """A record is being saved with a ttl: make sure the background purger runs."""
+        if self._purger is None and not self._closed:
+            self._purger = asyncio.get_running_loop().create_task(
+                self._purge_forever(), name="pgactors-purger"
+            )
+
+    async def _purge_forever(self) -> None:
+        interval = self.config.purge_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.purge_expired(None, _PURGE_BATCH)
+            except Exception as exc:
+                # Expired records stay invisible meanwhile; only the disk space waits.
+                logger.warning("purging expired records failed, retrying in %gs: %s", interval, exc)
 
     def _changed(self) -> None:
         """A write committed: have its change numbered and notified soon."""
@@ -451,7 +517,13 @@ class PostgresBackend:
     async def _save_one(self, request: _SaveRequest) -> Record:
         async with self._connection() as conn:
             record = await self._ops.save_on(
-                conn, request.type, request.id, request.text, request.expected
+                conn,
+                request.type,
+                request.id,
+                request.text,
+                request.expected,
+                request.ttl,
+                request.sliding,
             )
         self._changed()
         return record
@@ -460,21 +532,42 @@ class PostgresBackend:
         rows = await self._read(self._queries.exists, {"type": type, "id": id})
         return bool(rows[0][0])
 
-    async def save(self, type: str, id: str, text: str, expected: int | None) -> Record:
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        if ttl is not None:
+            self._expiring()
+        request = _SaveRequest(type, id, text, expected, ttl, sliding)
         if self._coalesced is not None:
-            request = _SaveRequest(type, id, text, expected)
             return await self._coalesced.writer(expected).submit((type, id), request)
-        return await self._save_one(_SaveRequest(type, id, text, expected))
+        return await self._save_one(request)
 
     async def save_binary(
-        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+        self,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
+        if ttl is not None:
+            self._expiring()
         params = {
             "type": type,
             "id": id,
             "payload": payload,
             "manifest": manifest,
             "expected": expected,
+            "ttl": ttl,
+            "sliding": sliding,
         }
         if expected is None:
             query = self._queries.save_binary_lww
@@ -490,8 +583,10 @@ class PostgresBackend:
                 actual = await self._ops._version_on(conn, type, id)
                 raise VersionConflict(type, id, expected, actual)
         self._changed()
-        version, created_at, updated_at = row
-        return Record(type, id, None, version, created_at, updated_at, payload, manifest)
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, None, version, created_at, updated_at, payload, manifest, expires_at
+        )
 
     # -- coalesced single records: one statement for every caller waiting at once ---------
 
@@ -553,12 +648,22 @@ class PostgresBackend:
         rows = await self._read(self._queries.load_many, params)
         return {row[0]: _record(type, row[0], row[1:]) for row in rows}
 
-    async def save_many(self, type: str, items: list[SaveItem]) -> dict[str, Record]:
+    async def save_many(
+        self,
+        type: str,
+        items: list[SaveItem],
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> dict[str, Record]:
+        if ttl is not None:
+            self._expiring()
         params = {
             "type": type,
             "ids": _json_list([i.id for i in items]),
             "datas": "[" + ",".join(i.text for i in items) + "]",
             "expected": json.dumps([i.expected for i in items]),
+            "ttl": ttl,
+            "sliding": sliding,
         }
         async with self._connection() as conn:
             try:
@@ -577,8 +682,10 @@ class PostgresBackend:
         self._changed()
         texts = {i.id: i.text for i in items}
         return {
-            id: Record(type, id, _decode(texts[id]), version, created_at, updated_at)
-            for _, id, version, _, created_at, updated_at, _ in rows
+            id: Record(
+                type, id, _decode(texts[id]), version, created_at, updated_at, None, None, expires
+            )
+            for _, id, version, _, created_at, updated_at, _, expires in rows
         }
 
     async def _versions_on(
@@ -618,8 +725,8 @@ class PostgresBackend:
         text, params = await self._query_text(q)
         result = []
         for row in await self._query_rows(text, params):
-            record = _record(q.type, row[0], row[1:7])
-            result.append((record, tuple(row[7:])))
+            record = _record(q.type, row[0], row[1:8])
+            result.append((record, tuple(row[8:])))
         return result
 
     async def _indexed_paths(self, type: str) -> frozenset[str]:
@@ -675,12 +782,25 @@ class PostgresBackend:
             result.append(values)
         return result
 
+    async def purge_expired(self, type: str | None, limit: int) -> int:
+        """Delete expired rows, ``limit`` per statement, until a batch comes back short."""
+        purged = 0
+        params = {"type": type, "limit": limit}
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._queries.purge_expired, params)
+            purged += cur.rowcount
+            if cur.rowcount:
+                self._changed()
+            if cur.rowcount < limit:
+                return purged
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._connection() as conn:
             with _translated(self.config):
                 async with conn.transaction():
-                    yield _PostgresTransaction(conn, self._ops, self.config)
+                    yield _PostgresTransaction(conn, self._ops, self.config, self._expiring)
         self._changed()
 
     # -- change feed ---------------------------------------------------------------------------

@@ -22,7 +22,8 @@ class Record:
     """One stored state: its key, JSON data, version (1 on creation) and timestamps.
 
     A binary state (``Store.save_binary``) has ``data`` None, and ``payload`` (bytes)
-    plus ``manifest`` (the name of what the bytes encode).
+    plus ``manifest`` (the name of what the bytes encode). ``expires_at`` is set for a
+    record saved with a ``ttl``: from then on it is gone, as if deleted.
     """
 
     type: str
@@ -33,6 +34,7 @@ class Record:
     updated_at: datetime
     payload: bytes | None = None
     manifest: str | None = None
+    expires_at: datetime | None = None
 
 
 def check_type(type: object) -> str:
@@ -95,6 +97,29 @@ def check_version(name: str, version: object, *, allow_none: bool = True) -> int
         allowed = "None or an int >= 0" if allow_none else "an int >= 0"
         raise InvalidInput(f"{name} must be {allowed}, got {version!r}")
     return version
+
+
+# About a century: far beyond any session, well within what timestamps can hold.
+MAX_TTL_SECONDS = 100 * 366 * 86400
+
+
+def check_ttl(ttl: object, sliding: object) -> float | None:
+    """Validate a time to live: None or a number of seconds > 0; ``sliding`` needs one."""
+    if not isinstance(sliding, bool):
+        raise InvalidInput(f"sliding must be a bool, got {_kind(sliding)}")
+    if ttl is None:
+        if sliding:
+            raise InvalidInput("sliding=True needs a ttl (the seconds each save extends it by)")
+        return None
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not 0 < ttl <= MAX_TTL_SECONDS  # also refuses NaN
+    ):
+        raise InvalidInput(
+            f"ttl must be None or a number of seconds > 0 and <= {MAX_TTL_SECONDS}, got {ttl!r}"
+        )
+    return float(ttl)
 
 
 def encode_data(data: object, max_bytes: int) -> str:

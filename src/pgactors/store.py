@@ -35,6 +35,7 @@ from .record import (
     check_binary,
     check_id,
     check_ids,
+    check_ttl,
     check_type,
     check_version,
     encode_data,
@@ -42,6 +43,7 @@ from .record import (
 
 DEFAULT_MAX_RETRIES: Final = 100
 MAX_LIST_LIMIT: Final = 100_000
+MAX_PURGE_LIMIT: Final = 1_000_000
 
 
 class _Missing:
@@ -87,24 +89,44 @@ class Transaction:
         return await self._backend.load(check_type(type), check_id(id))
 
     async def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
-        """Write a record (same version rules as ``Store.save``)."""
+        """Write a record (same version and expiry rules as ``Store.save``)."""
         expected = check_version("expected_version", expected_version)
+        seconds = check_ttl(ttl, sliding)
         text = encode_data(data, self._max_bytes)
-        return await self._backend.save(check_type(type), check_id(id), text, expected)
+        return await self._backend.save(
+            check_type(type), check_id(id), text, expected, seconds, sliding
+        )
 
     async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete a record; False if it did not exist."""
         expected = check_version("expected_version", expected_version)
         return await self._backend.delete(check_type(type), check_id(id), expected)
 
-    async def update(self, type: str, id: str, fn: UpdateFn, *, default: Any = MISSING) -> Record:
+    async def update(
+        self,
+        type: str,
+        id: str,
+        fn: UpdateFn,
+        *,
+        default: Any = MISSING,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
         """Read (locking the record), apply ``fn`` and write, within this transaction."""
         type, id = check_type(type), check_id(id)
+        seconds = check_ttl(ttl, sliding)
         record = await self._backend.load(type, id, for_update=True)
         text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
-        return await self._backend.save(type, id, text, expected)
+        return await self._backend.save(type, id, text, expected, seconds, sliding)
 
 
 class _TransactionContext:
@@ -226,17 +248,30 @@ class Store:
         return await self._backend.exists(check_type(type), check_id(id))
 
     async def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write ``data``; return the stored record with its new version.
 
         ``expected_version``: None writes whatever is stored (last write wins), 0 only
         creates, N only replaces version N. A mismatch raises ``VersionConflict``.
+
+        ``ttl`` (seconds > 0): the record expires that long after this save (server
+        time) and is then absent everywhere, as if deleted. A save without ``ttl``
+        clears the expiry, unless the record was saved with ``sliding=True``: then
+        every save extends it by that ttl again.
         """
         type, id = check_type(type), check_id(id)
         expected = check_version("expected_version", expected_version)
+        seconds = check_ttl(ttl, sliding)
         text = encode_data(data, self._max_bytes)
-        return await self._backend.save(type, id, text, expected)
+        return await self._backend.save(type, id, text, expected, seconds, sliding)
 
     def _encode(self, data: JSON) -> str:
         """``data`` as the JSON text ``save`` would store (for the actor runtime)."""
@@ -254,16 +289,19 @@ class Store:
         manifest: str,
         *,
         expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write a binary state: ``payload`` bytes and the ``manifest`` naming their format.
 
-        Same version rules as :meth:`save`. The record's ``data`` is None; see
-        ``pgactors.codecs`` for protobuf messages and raw bytes.
+        Same version and expiry rules as :meth:`save`. The record's ``data`` is None;
+        see ``pgactors.codecs`` for protobuf messages and raw bytes.
         """
         type, id = check_type(type), check_id(id)
         expected = check_version("expected_version", expected_version)
+        seconds = check_ttl(ttl, sliding)
         data, name = check_binary(payload, manifest, self._max_bytes)
-        return await self._backend.save_binary(type, id, data, name, expected)
+        return await self._backend.save_binary(type, id, data, name, expected, seconds, sliding)
 
     async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete the record; False if there was nothing to delete.
@@ -282,14 +320,18 @@ class Store:
         *,
         default: Any = MISSING,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Atomically replace the data with ``fn(data)``, retrying on concurrent changes.
 
         ``fn`` gets a private copy; it returns the new data, or None after changing
         its argument in place. It may be re-run, so it should have no side effects.
-        A missing record starts from ``default``, or raises ``NotFound``.
+        A missing (or expired) record starts from ``default``, or raises ``NotFound``.
+        The write is a save: ``ttl`` and ``sliding`` work as in :meth:`save`.
         """
         type, id = check_type(type), check_id(id)
+        seconds = check_ttl(ttl, sliding)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
         if default is not MISSING:
@@ -298,7 +340,7 @@ class Store:
             record = await self._backend.load(type, id)
             text, expected = await _next_state(record, type, id, fn, default, self._max_bytes)
             try:
-                return await self._backend.save(type, id, text, expected)
+                return await self._backend.save(type, id, text, expected, seconds, sliding)
             except VersionConflict as conflict:
                 if attempt == max_retries:
                     raise VersionConflict(
@@ -323,14 +365,18 @@ class Store:
         items: Mapping[str, JSON],
         *,
         expected_versions: Mapping[str, int | None] | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> dict[str, Record]:
         """Write several records in one atomic round trip.
 
         ``expected_versions`` maps ids to expected versions (same rules as ``save``);
         one mismatch fails the whole batch with ``VersionConflict`` naming every
-        conflicting id, and nothing is written.
+        conflicting id, and nothing is written. ``ttl`` and ``sliding`` apply to every
+        record, as in ``save``.
         """
         type = check_type(type)
+        seconds = check_ttl(ttl, sliding)
         if not isinstance(items, Mapping):
             raise InvalidInput(
                 f"items must be a mapping of id to data, got {items.__class__.__name__}"
@@ -350,7 +396,7 @@ class Store:
         if not batch:
             return {}
         batch.sort(key=lambda item: item.id)
-        return await self._backend.save_many(type, batch)
+        return await self._backend.save_many(type, batch, seconds, sliding)
 
     async def delete_many(self, type: str, ids: Iterable[str]) -> int:
         """Delete several records atomically; return how many existed."""
@@ -479,6 +525,27 @@ class Store:
         """
         spec = build_aggregate(type, where, group_by, metrics)
         return await self._backend.aggregate(spec)
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    async def purge_expired(self, *, type: str | None = None, limit: int = 10_000) -> int:
+        """Delete the expired records (of ``type``) now; return how many.
+
+        Expired records are already invisible; this frees their space. It deletes
+        ``limit`` rows per statement, each committed on its own, until none is left
+        (rows a writer holds at that moment wait for the next purge). Each purged
+        record appears in the change feed as a 'delete'. A store that saved a record
+        with a ttl also purges every ``purge_interval`` seconds in the background.
+        """
+        if type is not None:
+            type = check_type(type)
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_PURGE_LIMIT
+        ):
+            raise InvalidInput(f"limit must be an int from 1 to {MAX_PURGE_LIMIT}, got {limit!r}")
+        return await self._backend.purge_expired(type, limit)
 
     # -- change feed ----------------------------------------------------------------------------
 

@@ -54,20 +54,38 @@ class SyncTransaction:
         return self._run(self._tx.load(type, id))
 
     def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
-        """Write a record (same version rules as ``Store.save``)."""
-        return self._run(self._tx.save(type, id, data, expected_version=expected_version))
+        """Write a record (same version and expiry rules as ``Store.save``)."""
+        return self._run(
+            self._tx.save(
+                type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
+            )
+        )
 
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete a record; False if it did not exist."""
         return self._run(self._tx.delete(type, id, expected_version=expected_version))
 
     def update(
-        self, type: str, id: str, fn: Callable[[Any], Any], *, default: Any = MISSING
+        self,
+        type: str,
+        id: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = MISSING,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Read (locking), apply ``fn`` and write within this transaction."""
-        return self._run(self._tx.update(type, id, fn, default=default))
+        return self._run(self._tx.update(type, id, fn, default=default, ttl=ttl, sliding=sliding))
 
 
 class SyncStore:
@@ -137,10 +155,21 @@ class SyncStore:
         return self._run(self._store.exists(type, id))
 
     def save(
-        self, type: str, id: str, data: JSON, *, expected_version: int | None = None
+        self,
+        type: str,
+        id: str,
+        data: JSON,
+        *,
+        expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write ``data`` (see ``Store.save``)."""
-        return self._run(self._store.save(type, id, data, expected_version=expected_version))
+        return self._run(
+            self._store.save(
+                type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
+            )
+        )
 
     def save_binary(
         self,
@@ -150,10 +179,20 @@ class SyncStore:
         manifest: str,
         *,
         expected_version: int | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Write bytes plus manifest (see ``Store.save_binary``)."""
         return self._run(
-            self._store.save_binary(type, id, payload, manifest, expected_version=expected_version)
+            self._store.save_binary(
+                type,
+                id,
+                payload,
+                manifest,
+                expected_version=expected_version,
+                ttl=ttl,
+                sliding=sliding,
+            )
         )
 
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
@@ -168,9 +207,21 @@ class SyncStore:
         *,
         default: Any = MISSING,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> Record:
         """Atomic read-modify-write (see ``Store.update``)."""
-        return self._run(self._store.update(type, id, fn, default=default, max_retries=max_retries))
+        return self._run(
+            self._store.update(
+                type,
+                id,
+                fn,
+                default=default,
+                max_retries=max_retries,
+                ttl=ttl,
+                sliding=sliding,
+            )
+        )
 
     def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
         """Several records of one type (see ``Store.load_many``)."""
@@ -182,9 +233,15 @@ class SyncStore:
         items: Mapping[str, JSON],
         *,
         expected_versions: Mapping[str, int | None] | None = None,
+        ttl: float | None = None,
+        sliding: bool = False,
     ) -> dict[str, Record]:
         """Atomic batch write (see ``Store.save_many``)."""
-        return self._run(self._store.save_many(type, items, expected_versions=expected_versions))
+        return self._run(
+            self._store.save_many(
+                type, items, expected_versions=expected_versions, ttl=ttl, sliding=sliding
+            )
+        )
 
     def delete_many(self, type: str, ids: Iterable[str]) -> int:
         """Atomic batch delete (see ``Store.delete_many``)."""
@@ -248,6 +305,10 @@ class SyncStore:
     ) -> list[dict[str, Any]]:
         """Statistics per group (see ``Store.aggregate``)."""
         return self._run(self._store.aggregate(type, where, group_by=group_by, metrics=metrics))
+
+    def purge_expired(self, *, type: str | None = None, limit: int = 10_000) -> int:
+        """Delete expired records now (see ``Store.purge_expired``)."""
+        return self._run(self._store.purge_expired(type=type, limit=limit))
 
     @contextmanager
     def transaction(self) -> Iterator[SyncTransaction]:

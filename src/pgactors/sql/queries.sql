@@ -2,73 +2,124 @@
 -- {schema}, {state}, {conflict_fn} are composed with psycopg.sql.Identifier; values are
 -- always parameters.
 
+-- An expired record (expires_at <= now()) is absent to every query until it is purged.
+
 -- name: load
-SELECT data, version, created_at, updated_at, payload, manifest
+SELECT data, version, created_at, updated_at, payload, manifest, expires_at
 FROM {schema}.{state}
-WHERE type = %(type)s AND id = %(id)s
+WHERE type = %(type)s AND id = %(id)s AND (expires_at IS NULL OR expires_at > now())
 
 -- name: load_for_update
-SELECT data, version, created_at, updated_at, payload, manifest
+SELECT data, version, created_at, updated_at, payload, manifest, expires_at
 FROM {schema}.{state}
-WHERE type = %(type)s AND id = %(id)s
+WHERE type = %(type)s AND id = %(id)s AND (expires_at IS NULL OR expires_at > now())
 FOR UPDATE
 
 -- name: exists
-SELECT EXISTS (SELECT FROM {schema}.{state} WHERE type = %(type)s AND id = %(id)s)
+SELECT EXISTS (SELECT FROM {schema}.{state}
+               WHERE type = %(type)s AND id = %(id)s
+                 AND (expires_at IS NULL OR expires_at > now()))
 
 -- name: current_version
-SELECT version FROM {schema}.{state} WHERE type = %(type)s AND id = %(id)s
+SELECT version FROM {schema}.{state}
+WHERE type = %(type)s AND id = %(id)s AND (expires_at IS NULL OR expires_at > now())
+
+-- Saves take %(ttl)s (seconds or NULL) and %(sliding)s. A save without a ttl clears
+-- the expiry, unless the record slides (ttl_seconds set): then it gets that long again.
+-- A save over an expired row makes a new record: version 1, new created_at.
 
 -- name: save_lww
-INSERT INTO {schema}.{state} AS s (type, id, version, data)
-VALUES (%(type)s, %(id)s, 1, %(data)s::jsonb)
+INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
+VALUES (%(type)s, %(id)s, 1, %(data)s::jsonb,
+        now() + %(ttl)s::float8 * interval '1 second',
+        CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
 ON CONFLICT (type, id) DO UPDATE
-    SET version = s.version + 1, data = EXCLUDED.data, payload = NULL, manifest = NULL,
-        updated_at = now()
-RETURNING version, created_at, updated_at
+    SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
+        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+        data = EXCLUDED.data, payload = NULL, manifest = NULL, updated_at = now(),
+        expires_at = coalesce(EXCLUDED.expires_at, CASE WHEN s.expires_at > now()
+                              THEN now() + s.ttl_seconds * interval '1 second' END),
+        ttl_seconds = CASE WHEN EXCLUDED.expires_at IS NULL AND s.expires_at > now()
+                           THEN s.ttl_seconds ELSE EXCLUDED.ttl_seconds END
+RETURNING version, created_at, updated_at, expires_at
 
 -- name: save_create
-INSERT INTO {schema}.{state} (type, id, version, data)
-VALUES (%(type)s, %(id)s, 1, %(data)s::jsonb)
-ON CONFLICT (type, id) DO NOTHING
-RETURNING version, created_at, updated_at
+INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
+VALUES (%(type)s, %(id)s, 1, %(data)s::jsonb,
+        now() + %(ttl)s::float8 * interval '1 second',
+        CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
+ON CONFLICT (type, id) DO UPDATE
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = EXCLUDED.data, payload = NULL, manifest = NULL,
+        expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
+    WHERE s.expires_at <= now()
+RETURNING version, created_at, updated_at, expires_at
 
 -- name: save_cas
 UPDATE {schema}.{state}
 SET version = version + 1, data = %(data)s::jsonb, payload = NULL, manifest = NULL,
-    updated_at = now()
+    updated_at = now(),
+    expires_at = coalesce(now() + %(ttl)s::float8 * interval '1 second',
+                          now() + ttl_seconds * interval '1 second'),
+    ttl_seconds = CASE WHEN %(ttl)s::float8 IS NULL THEN ttl_seconds
+                       WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
-RETURNING version, created_at, updated_at
+  AND (expires_at IS NULL OR expires_at > now())
+RETURNING version, created_at, updated_at, expires_at
 
 -- name: save_binary_lww
-INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
-VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s)
+INSERT INTO {schema}.{state} AS s
+    (type, id, version, data, payload, manifest, expires_at, ttl_seconds)
+VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s,
+        now() + %(ttl)s::float8 * interval '1 second',
+        CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
 ON CONFLICT (type, id) DO UPDATE
-    SET version = s.version + 1, data = NULL, payload = EXCLUDED.payload,
-        manifest = EXCLUDED.manifest, updated_at = now()
-RETURNING version, created_at, updated_at
+    SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
+        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+        data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+        updated_at = now(),
+        expires_at = coalesce(EXCLUDED.expires_at, CASE WHEN s.expires_at > now()
+                              THEN now() + s.ttl_seconds * interval '1 second' END),
+        ttl_seconds = CASE WHEN EXCLUDED.expires_at IS NULL AND s.expires_at > now()
+                           THEN s.ttl_seconds ELSE EXCLUDED.ttl_seconds END
+RETURNING version, created_at, updated_at, expires_at
 
 -- name: save_binary_create
-INSERT INTO {schema}.{state} (type, id, version, data, payload, manifest)
-VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s)
-ON CONFLICT (type, id) DO NOTHING
-RETURNING version, created_at, updated_at
+INSERT INTO {schema}.{state} AS s
+    (type, id, version, data, payload, manifest, expires_at, ttl_seconds)
+VALUES (%(type)s, %(id)s, 1, NULL, %(payload)s, %(manifest)s,
+        now() + %(ttl)s::float8 * interval '1 second',
+        CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END)
+ON CONFLICT (type, id) DO UPDATE
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = NULL, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+        expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
+    WHERE s.expires_at <= now()
+RETURNING version, created_at, updated_at, expires_at
 
 -- name: save_binary_cas
 UPDATE {schema}.{state}
 SET version = version + 1, data = NULL, payload = %(payload)s, manifest = %(manifest)s,
-    updated_at = now()
+    updated_at = now(),
+    expires_at = coalesce(now() + %(ttl)s::float8 * interval '1 second',
+                          now() + ttl_seconds * interval '1 second'),
+    ttl_seconds = CASE WHEN %(ttl)s::float8 IS NULL THEN ttl_seconds
+                       WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
-RETURNING version, created_at, updated_at
+  AND (expires_at IS NULL OR expires_at > now())
+RETURNING version, created_at, updated_at, expires_at
+
+-- An expired row is left to the purge: deleting it reports False.
 
 -- name: delete
 DELETE FROM {schema}.{state}
-WHERE type = %(type)s AND id = %(id)s
+WHERE type = %(type)s AND id = %(id)s AND (expires_at IS NULL OR expires_at > now())
 RETURNING version
 
 -- name: delete_cas
 DELETE FROM {schema}.{state}
 WHERE type = %(type)s AND id = %(id)s AND version = %(expected)s
+  AND (expires_at IS NULL OR expires_at > now())
 RETURNING version
 
 -- Coalesced single-record operations: concurrent calls share one statement. Each
@@ -78,32 +129,49 @@ RETURNING version
 -- to build than PostgreSQL array literals.
 
 -- name: load_batch
-SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
+SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
+       s.expires_at
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) WITH ORDINALITY AS i(type, id, ord)
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+WHERE s.expires_at IS NULL OR s.expires_at > now()
 
 -- name: save_lww_batch
-INSERT INTO {schema}.{state} AS s (type, id, version, data)
-SELECT i.type, i.id, 1, i.data
+INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
+SELECT i.type, i.id, 1, i.data, now() + i.ttl::float8 * interval '1 second',
+       CASE WHEN i.sliding::boolean THEN i.ttl::float8 END
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb),
-                jsonb_array_elements(%(datas)s::jsonb)) AS i(type, id, data)
+                jsonb_array_elements(%(datas)s::jsonb),
+                jsonb_array_elements_text(%(ttls)s::jsonb),
+                jsonb_array_elements_text(%(slidings)s::jsonb)) AS i(type, id, data, ttl, sliding)
 ORDER BY i.type COLLATE "C", i.id COLLATE "C"
 ON CONFLICT (type, id) DO UPDATE
-    SET version = s.version + 1, data = EXCLUDED.data, payload = NULL, manifest = NULL,
-        updated_at = now()
-RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+    SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
+        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+        data = EXCLUDED.data, payload = NULL, manifest = NULL, updated_at = now(),
+        expires_at = coalesce(EXCLUDED.expires_at, CASE WHEN s.expires_at > now()
+                              THEN now() + s.ttl_seconds * interval '1 second' END),
+        ttl_seconds = CASE WHEN EXCLUDED.expires_at IS NULL AND s.expires_at > now()
+                           THEN s.ttl_seconds ELSE EXCLUDED.ttl_seconds END
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
 -- name: save_create_batch
-INSERT INTO {schema}.{state} AS s (type, id, version, data)
-SELECT i.type, i.id, 1, i.data
+INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
+SELECT i.type, i.id, 1, i.data, now() + i.ttl::float8 * interval '1 second',
+       CASE WHEN i.sliding::boolean THEN i.ttl::float8 END
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb),
-                jsonb_array_elements(%(datas)s::jsonb)) AS i(type, id, data)
+                jsonb_array_elements(%(datas)s::jsonb),
+                jsonb_array_elements_text(%(ttls)s::jsonb),
+                jsonb_array_elements_text(%(slidings)s::jsonb)) AS i(type, id, data, ttl, sliding)
 ORDER BY i.type COLLATE "C", i.id COLLATE "C"
-ON CONFLICT (type, id) DO NOTHING
-RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+ON CONFLICT (type, id) DO UPDATE
+    SET version = 1, created_at = now(), updated_at = now(),
+        data = EXCLUDED.data, payload = NULL, manifest = NULL,
+        expires_at = EXCLUDED.expires_at, ttl_seconds = EXCLUDED.ttl_seconds
+    WHERE s.expires_at <= now()
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
 -- name: save_cas_batch
 -- Returns the updated rows; the caller reads the versions of the others (stale or
@@ -111,38 +179,50 @@ RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
 -- two batches do not deadlock; if a plan ever did, the statement is retried whole.
 UPDATE {schema}.{state} s
 SET version = s.version + 1, data = i.data, payload = NULL, manifest = NULL,
-    updated_at = now()
+    updated_at = now(),
+    expires_at = coalesce(now() + i.ttl::float8 * interval '1 second',
+                          now() + s.ttl_seconds * interval '1 second'),
+    ttl_seconds = CASE WHEN i.ttl IS NULL THEN s.ttl_seconds
+                       WHEN i.sliding::boolean THEN i.ttl::float8 END
 FROM (SELECT *
       FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                       jsonb_array_elements_text(%(ids)s::jsonb),
                       jsonb_array_elements(%(datas)s::jsonb),
-                      jsonb_array_elements_text(%(expected)s::jsonb))
-           AS i(type, id, data, expected)
+                      jsonb_array_elements_text(%(expected)s::jsonb),
+                      jsonb_array_elements_text(%(ttls)s::jsonb),
+                      jsonb_array_elements_text(%(slidings)s::jsonb))
+           AS i(type, id, data, expected, ttl, sliding)
       ORDER BY i.type COLLATE "C", i.id COLLATE "C") i
 WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected::bigint
-RETURNING s.type, s.id, s.version, s.created_at, s.updated_at
+  AND (s.expires_at IS NULL OR s.expires_at > now())
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
 -- name: versions_batch
 SELECT s.type, s.id, s.version
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) AS i(type, id)
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+WHERE s.expires_at IS NULL OR s.expires_at > now()
 
 -- name: load_many
-SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
+SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
+       s.expires_at
 FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
 JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
+WHERE s.expires_at IS NULL OR s.expires_at > now()
 
 -- name: current_versions
 SELECT s.id, s.version
 FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
 JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
+WHERE s.expires_at IS NULL OR s.expires_at > now()
 
 -- name: save_many
 -- One statement, so it is atomic in autocommit. Existing rows are locked in id order
 -- before any write, and rows are written in id order, so concurrent batches cannot
 -- deadlock. A stale expected version writes nothing and returns the conflicts; a
--- concurrent writer slipping in between check and write aborts the statement.
+-- concurrent writer slipping in between check and write aborts the statement. Expired
+-- rows count as version 0 (locked all the same, then overwritten as new records).
 WITH input AS (
     SELECT i.id, i.data, i.expected::bigint AS expected
     FROM ROWS FROM (jsonb_array_elements_text(%(ids)s::jsonb),
@@ -150,7 +230,7 @@ WITH input AS (
                     jsonb_array_elements_text(%(expected)s::jsonb)) AS i(id, data, expected)
 ),
 current AS (
-    SELECT s.id, s.version
+    SELECT s.id, CASE WHEN s.expires_at <= now() THEN 0 ELSE s.version END AS version
     FROM {schema}.{state} s JOIN input i ON s.type = %(type)s AND s.id = i.id
     ORDER BY s.id
     FOR UPDATE OF s
@@ -161,22 +241,29 @@ conflicts AS (
     WHERE i.expected IS NOT NULL AND i.expected <> coalesce(c.version, 0)
 ),
 written AS (
-    INSERT INTO {schema}.{state} AS s (type, id, version, data)
-    SELECT %(type)s, i.id, 1, i.data
+    INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
+    SELECT %(type)s, i.id, 1, i.data, now() + %(ttl)s::float8 * interval '1 second',
+           CASE WHEN %(sliding)s::boolean THEN %(ttl)s::float8 END
     FROM input i
     WHERE NOT EXISTS (SELECT FROM conflicts)
     ORDER BY i.id
     ON CONFLICT (type, id) DO UPDATE
-        SET version = s.version + 1, data = EXCLUDED.data, payload = NULL, manifest = NULL,
-            updated_at = now()
-    RETURNING s.id, s.version, s.created_at, s.updated_at
+        SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
+            created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+            data = EXCLUDED.data, payload = NULL, manifest = NULL, updated_at = now(),
+            expires_at = coalesce(EXCLUDED.expires_at, CASE WHEN s.expires_at > now()
+                                  THEN now() + s.ttl_seconds * interval '1 second' END),
+            ttl_seconds = CASE WHEN EXCLUDED.expires_at IS NULL AND s.expires_at > now()
+                               THEN s.ttl_seconds ELSE EXCLUDED.ttl_seconds END
+    RETURNING s.id, s.version, s.created_at, s.updated_at, s.expires_at
 )
 SELECT true AS ok, w.id, w.version, NULL::bigint AS expected, w.created_at, w.updated_at,
        CASE WHEN i.expected IS NOT NULL AND w.version <> i.expected + 1
-            THEN {schema}.{conflict_fn}(%(type)s, w.id) END AS raced
+            THEN {schema}.{conflict_fn}(%(type)s, w.id) END AS raced,
+       w.expires_at
 FROM written w JOIN input i ON i.id = w.id
 UNION ALL
-SELECT false, c.id, c.actual, c.expected, NULL, NULL, NULL
+SELECT false, c.id, c.actual, c.expected, NULL, NULL, NULL, NULL
 FROM conflicts c
 
 -- name: delete_many
@@ -184,6 +271,7 @@ WITH doomed AS (
     SELECT s.id
     FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
     JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
+    WHERE s.expires_at IS NULL OR s.expires_at > now()
     ORDER BY s.id
     FOR UPDATE OF s
 )
@@ -195,17 +283,38 @@ WHERE s.type = %(type)s AND s.id = d.id
 SELECT id
 FROM {schema}.{state}
 WHERE type = %(type)s AND id > %(after)s AND id >= %(prefix)s AND starts_with(id, %(prefix)s)
+  AND (expires_at IS NULL OR expires_at > now())
 ORDER BY id
 LIMIT %(limit)s
 
 -- name: types
-SELECT type, count(*) FROM {schema}.{state} GROUP BY type ORDER BY type
+SELECT type, count(*) FROM {schema}.{state}
+WHERE expires_at IS NULL OR expires_at > now()
+GROUP BY type ORDER BY type
+
+-- name: purge_expired
+-- One bounded batch of expired rows, oldest expiry first (the partial index on
+-- expires_at). SKIP LOCKED: rows a writer holds (perhaps saving them anew) and rows
+-- another purger took are left for the next batch, so purgers never wait or deadlock.
+-- The delete goes through the state triggers: each purged record is a 'delete' change.
+WITH doomed AS (
+    SELECT s.type, s.id
+    FROM {schema}.{state} s
+    WHERE s.expires_at <= now() AND (%(type)s::text IS NULL OR s.type = %(type)s::text)
+    ORDER BY s.expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.{state} s
+USING doomed d
+WHERE s.type = d.type AND s.id = d.id AND s.expires_at <= now()
 
 -- Queries (store.query/count/aggregate): query.py compiles the filter, ordering and
 -- keyset to a fragment of fixed SQL and %(qN)s parameters, appended to these heads.
 
 -- name: query_columns
-SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest
+SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
+       s.expires_at
 
 -- name: index_exists
 SELECT 1 FROM pg_indexes WHERE schemaname = %(schema)s AND indexname = %(name)s
