@@ -285,15 +285,25 @@ from pgactors import Store, StoreUnavailable
 
 async def main(dsn, schema, n):
     store = None
+    unsure = False
     for i in range(n):
         while True:
             try:
                 if store is None:
                     store = await Store.connect(dsn, schema=schema, connect_timeout=2)
+                if unsure:
+                    # The connection died mid-save: it may have committed. Saving again
+                    # would be a second write, so look first.
+                    record = await store.load("K", f"k{i % 7}")
+                    unsure = False
+                    if record is not None and record.data == {"i": i}:
+                        print(i, flush=True)
+                        break
                 await store.save("K", f"k{i % 7}", {"i": i})
                 print(i, flush=True)
                 break
             except StoreUnavailable:
+                unsure = True
                 await asyncio.sleep(0.2)
         await asyncio.sleep(0.005)
     await store.close()
