@@ -13,7 +13,7 @@ import functools
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from time import perf_counter_ns
 from typing import (
     TYPE_CHECKING,
@@ -182,7 +182,7 @@ class MetricsSnapshot:
     operations: dict[str, OperationStats]
     retries: dict[str, int]
     pool: PoolStats | None = None
-    server: ServerStats | None = field(default=None)
+    server: ServerStats | None = None
 
     @property
     def conflicts(self) -> int:
