@@ -116,3 +116,16 @@ async def test_later_migrations_apply_to_a_partitioned_table(pg_dsn: str, schema
     async with await Store.connect(pg_dsn, schema=schema_name) as store:
         record = await store.update("T", "a", lambda d: {"k": d["k"] + 1})
         assert record.data == {"k": 2}
+
+
+async def test_partitions_for_a_missing_but_recorded_table_are_refused(
+    pg_dsn: str, schema_name: str
+) -> None:
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        await store.init_schema()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP TABLE {}.pgactors_state").format(sql.Identifier(schema_name))
+            )
+        with pytest.raises(SchemaMismatch, match="missing although its migration is recorded"):
+            await store.init_schema(partitions=2)

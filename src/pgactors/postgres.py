@@ -695,7 +695,7 @@ class PostgresBackend:
             newest = max(applied, default=0)
             if newest > schema.latest_version():
                 raise _too_new(newest, self.config)
-            create_partitions = await self._check_partitioning(conn, partitions)
+            create_partitions = await self._check_partitioning(conn, partitions, 1 in applied)
             partition_by = _PARTITION_BY if create_partitions else _NOT_PARTITIONED
             for migration in schema.migrations():
                 if migration.version in applied:
@@ -709,16 +709,23 @@ class PostgresBackend:
                 applied_now += 1
         return applied_now
 
-    async def _check_partitioning(self, conn: _Conn, partitions: int | None) -> int:
+    async def _check_partitioning(
+        self, conn: _Conn, partitions: int | None, installed: bool
+    ) -> int:
         """How many partitions to create (0: none); refuse a table partitioned otherwise."""
         if not partitions:
             return 0
         params = {"schema": self.config.schema, "table": self._names["state"]}
         cur = await conn.execute(self._queries.state_partitioning, params)
         row = await cur.fetchone()
+        table = f"{self.config.schema}.{self._names['state']}"
+        if row is None and installed:
+            raise SchemaMismatch(
+                f"{table} is missing although its migration is recorded: restore it, or "
+                "drop the schema (`pgactors reset`) and initialise again"
+            )
         if row is None:
             return partitions
-        table = f"{self.config.schema}.{self._names['state']}"
         if row[0] is None:
             raise SchemaMismatch(
                 f"cannot partition {table}: it exists and is not partitioned; a table "
