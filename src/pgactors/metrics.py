@@ -376,8 +376,10 @@ async def serve_metrics(
 ) -> MetricsServer:
     """Serve ``store``'s metrics at ``http://host:port/metrics`` (port 0: any free port).
 
-    ``server_stats=True`` adds the server-side figures (``store.server_stats()``), at
-    the cost of a few catalog queries per scrape.
+    ``server_stats=True`` adds the server-side figures (``store.server_stats()``) to
+    every scrape: a few catalog queries plus a count of records per type, which scans
+    the state table, so prefer a long scrape interval (or ``pgactors metrics`` from
+    cron) on big tables.
     """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
