@@ -55,10 +55,16 @@ def schema_name(pg_dsn: str) -> Iterator[str]:
     _drop_schema(pg_dsn, name)
 
 
+# Partitions of the "postgres-partitioned" store: enough to spread a test's keys.
+TEST_PARTITIONS = 4
+
+
 @asynccontextmanager
-async def _initialised_store(dsn: str, schema: str) -> AsyncIterator[Store]:
+async def _initialised_store(
+    dsn: str, schema: str, partitions: int | None = None
+) -> AsyncIterator[Store]:
     store = await Store.connect(dsn, schema=schema)
-    await store.init_schema()
+    await store.init_schema(partitions=partitions)
     try:
         yield store
     finally:
@@ -82,12 +88,17 @@ def pg_store_sync(pg_dsn: str, schema_name: str) -> Iterator[SyncStore]:
 
 @pytest.fixture(params=["memory", "postgres"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """Every conformance test runs against both backends."""
+    """Every conformance test runs against both backends.
+
+    Parametrize ``store`` indirectly with "postgres-partitioned" for a state table
+    hash-partitioned into ``TEST_PARTITIONS`` (tests/test_conformance.py does).
+    """
     if request.param == "memory":
         yield InMemoryStore()
         return
+    partitions = TEST_PARTITIONS if request.param == "postgres-partitioned" else None
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name")
-    async with _initialised_store(dsn, schema) as store:
+    async with _initialised_store(dsn, schema, partitions) as store:
         yield store
 
 

@@ -129,6 +129,45 @@ def test_verify_status_and_reset(db_env: dict[str, str], pg_dsn: str, schema_nam
     assert drift.returncode == 1 and "pgactors_state_type_updated_idx" in drift.stdout
 
 
+def test_partitioned_init_status_and_metrics(db_env: dict[str, str]) -> None:
+    init = run("init", "--partitions", "3", env=db_env)
+    assert init.returncode == 0, init.stderr
+    assert "3 partitions" in init.stdout
+    assert run("put", "T", "a", '{"k": 1}', env=db_env).returncode == 0
+    assert run("put", "T", "b", '{"k": 2}', env=db_env).returncode == 0
+    assert run("verify", env=db_env).returncode == 0
+
+    refused = run("init", "--partitions", "4", env=db_env)
+    assert refused.returncode == 2
+    assert "already has 3 hash partitions" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    report = json.loads(run("status", "--json", env=db_env).stdout)
+    stats = report["stats"]
+    assert stats["partitions"] == 3
+    assert stats["heap_bytes"] > 0 and stats["index_bytes"] > 0 and stats["toast_bytes"] >= 0
+    assert report["table_bytes"] > 0  # summed over the partitions
+    # Both writes were numbered as the put commands exited, normally seconds ago (the
+    # window itself is tested in test_metrics.py, without depending on the clock).
+    assert stats["writes_last_minute"] in (0, 1, 2)
+    assert stats["writes_per_second"] == round(stats["writes_last_minute"] / 60, 3)
+    assert stats["changes_rows"] == 2
+    assert stats["connections"] >= 1 and stats["listeners"] == 0
+    assert 0 <= stats["notification_queue_usage"] <= 1
+    for key in ("dead_rows", "live_rows", "last_autovacuum", "changes_rows", "changes_bytes"):
+        assert key in stats
+    shown = run("status", env=db_env).stdout
+    assert "3 hash partitions" in shown and "NOTIFY queue" in shown
+
+    metrics = run("metrics", env=db_env)
+    assert metrics.returncode == 0, metrics.stderr
+    assert 'pgactors_records{type="T"} 2' in metrics.stdout
+    assert "pgactors_state_partitions 3" in metrics.stdout
+    assert "# TYPE pgactors_pool_size gauge" in metrics.stdout
+    as_json = json.loads(run("metrics", "--json", env=db_env).stdout)
+    assert as_json["server"]["types"] == {"T": 2} and as_json["pool"]["max_size"] >= 1
+
+
 def test_connection_error_is_one_line_exit_2() -> None:
     result = run("status", env={"PGACTORS_DSN": "postgresql://u:pw-secret@127.0.0.1:1/db"})
     assert result.returncode == 2

@@ -11,6 +11,11 @@ import pytest
 
 from pgactors import InvalidInput, NotFound, Store, VersionConflict
 
+# Every backend, and PostgreSQL with a hash-partitioned state table (`init --partitions`).
+pytestmark = pytest.mark.parametrize(
+    "store", ["memory", "postgres", "postgres-partitioned"], indirect=True
+)
+
 JSON_VALUES: list[Any] = [
     {"username": "alice", "score": 100, "tags": ["a", "b"], "nested": {"x": [1, 2.5, None]}},
     [1, "two", 3.25, True, False, None, {"k": []}],

@@ -9,10 +9,12 @@ in-memory twin for fast tests). One conformance suite runs against both.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from .changes import FeedSource
+from .metrics import PoolStats
 from .query import Aggregate, Node, Path, Query
 from .record import Record
 
@@ -28,6 +30,48 @@ class ServerInfo:
     table_bytes: int
     index_bytes: int
     database_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """Health of the state table and the server, for ``status`` and metrics.
+
+    Sizes and vacuum figures are summed over every partition; row counts are the
+    statistics collector's estimates. ``writes_last_minute`` counts the change log's
+    entries numbered in the last minute (None when this store logs no changes).
+    """
+
+    types: dict[str, int]
+    partitions: int
+    heap_bytes: int
+    toast_bytes: int
+    index_bytes: int
+    live_rows: int
+    dead_rows: int
+    last_autovacuum: datetime | None
+    last_autoanalyze: datetime | None
+    writes_total: int
+    writes_last_minute: int | None
+    changes_rows: int | None
+    changes_bytes: int | None
+    connections: int
+    active_connections: int
+    listeners: int
+    notification_queue_usage: float
+
+    @property
+    def writes_per_second(self) -> float | None:
+        """Average record writes per second over the last minute."""
+        return None if self.writes_last_minute is None else self.writes_last_minute / 60
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible values (timestamps in ISO 8601)."""
+        data = asdict(self)
+        for key in ("last_autovacuum", "last_autoanalyze"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        data["writes_per_second"] = self.writes_per_second
+        return data
 
 
 @dataclass(frozen=True)
@@ -162,8 +206,12 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Open a transaction: commit on normal exit, roll back on an exception."""
         ...
 
-    async def init_schema(self) -> int:
-        """Create or migrate the schema; return the number of migrations applied."""
+    async def init_schema(self, partitions: int | None = None) -> int:
+        """Create or migrate the schema; return the number of migrations applied.
+
+        ``partitions``: create a new state table hash-partitioned by id in this many
+        partitions; refuse an existing table partitioned otherwise.
+        """
         ...
 
     async def schema_version(self) -> int | None:
@@ -176,6 +224,18 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def server_info(self) -> ServerInfo:
         """Server version, latency, schema version, counts and sizes."""
+        ...
+
+    async def server_stats(self) -> ServerStats:
+        """Sizes, vacuum state, write rate, connections, listeners, NOTIFY queue."""
+        ...
+
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool's usage now (None: no pool)."""
+        ...
+
+    def retry_counts(self) -> dict[str, int]:
+        """Statements retried so far, by reason."""
         ...
 
     async def drop_schema(self) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .backend import ServerStats
 from .config import StoreConfig
 from .embedded import EmbeddedServer
 from .errors import (
@@ -162,15 +163,25 @@ def main_options(
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
+def init(
+    ctx: typer.Context,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="Create the state table hash-partitioned by id into N tables "
+            "(new tables only; 0: not partitioned)."
+        ),
+    ] = None,
+) -> None:
     """Create the schema (or migrate it to the current version)."""
 
     async def action(options: Options) -> None:
         async with await _open(options) as store:
-            applied = await store.init_schema()
+            applied = await store.init_schema(partitions=partitions)
             version = await store.schema_version()
         state = f"applied {applied} migration(s)" if applied else "already up to date"
-        out.print(f"schema {store.config.schema!r} at version {version}: {state}")
+        layout = f", {partitions} partitions" if partitions else ""
+        out.print(f"schema {store.config.schema!r} at version {version}{layout}: {state}")
 
     _run(ctx, action)
 
@@ -178,7 +189,7 @@ def init(ctx: typer.Context) -> None:
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (same as init; safe to run anytime)."""
-    init(ctx)
+    init(ctx, partitions=None)
 
 
 @app.command()
@@ -216,12 +227,13 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Connection latency, server and schema version, records per type, sizes."""
+    """Latency, versions, records per type, sizes, vacuum, write rate, connections."""
 
     async def action(options: Options) -> None:
         async with await _open(options) as store:
             info = await store.info()
             feed = await store.feed_stats() if info.schema_version else None
+            stats = await store.server_stats() if info.schema_version else None
         report = {
             "target": store.config.target(),
             "schema": store.config.schema,
@@ -244,6 +256,7 @@ def status(
                 "bytes": feed.bytes,
                 "retention_seconds": store.config.changes_retention,
             },
+            "stats": None if stats is None else _stats_report(stats),
         }
         if as_json:
             print(json.dumps(report, indent=2))
@@ -251,6 +264,15 @@ def status(
         print_status(report)
 
     _run(ctx, action)
+
+
+def _stats_report(stats: ServerStats) -> dict[str, Any]:
+    report = stats.as_dict()
+    del report["types"]  # already in the report
+    for key in ("writes_per_second", "notification_queue_usage"):
+        if report[key] is not None:
+            report[key] = round(report[key], 3)
+    return report
 
 
 def print_status(report: dict[str, Any]) -> None:
@@ -275,8 +297,42 @@ def print_status(report: dict[str, Any]) -> None:
             f"(retention {feed['retention_seconds']:g} s)",
         )
     out.print(table)
+    if report.get("stats"):
+        out.print(stats_table(report["stats"]))
     if report["types"]:
         out.print(types_table(report["types"]))
+
+
+def stats_table(stats: dict[str, Any]) -> Table:
+    """Health figures of a status report: storage, vacuum, writes, connections."""
+    table = Table(title="health", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    partitions = stats["partitions"]
+    table.add_row("layout", f"{partitions} hash partitions" if partitions else "not partitioned")
+    table.add_row(
+        "storage",
+        f"heap {_bytes(stats['heap_bytes'])}, TOAST {_bytes(stats['toast_bytes'])}, "
+        f"indexes {_bytes(stats['index_bytes'])}",
+    )
+    table.add_row("rows (estimate)", f"{stats['live_rows']} live, {stats['dead_rows']} dead")
+    table.add_row("last autovacuum", stats["last_autovacuum"] or "never")
+    table.add_row("last autoanalyze", stats["last_autoanalyze"] or "never")
+    if stats["writes_last_minute"] is None:
+        writes = "unknown (the change feed is off for this store)"
+    else:
+        writes = (
+            f"{stats['writes_per_second']:.2f}/s over the last minute "
+            f"({stats['writes_last_minute']} writes)"
+        )
+    table.add_row("writes", writes)
+    table.add_row(
+        "connections",
+        f"{stats['connections']} to this database, {stats['active_connections']} active",
+    )
+    table.add_row("listeners", str(stats["listeners"]))
+    table.add_row("NOTIFY queue", f"{stats['notification_queue_usage'] * 100:.1f}% used")
+    return table
 
 
 def types_table(types: dict[str, int]) -> Table:
@@ -296,6 +352,30 @@ def _bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+@app.command()
+def metrics(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print metrics in the Prometheus text format: the server-side figures, one shot.
+
+    A fresh process has served no traffic: operation counts and latency histograms
+    come from the application (``store.metrics()``, ``serve_metrics``).
+    """
+    from .metrics import prometheus_text
+
+    async def action(options: Options) -> None:
+        async with await _open(options) as store:
+            stats = await store.server_stats()
+            snapshot = replace(store.metrics(), server=stats)
+        if as_json:
+            print(json.dumps(snapshot.as_dict(), indent=2))
+        else:
+            print(prometheus_text(snapshot), end="")
+
+    _run(ctx, action)
 
 
 @app.command()

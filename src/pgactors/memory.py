@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from typing import Any, Literal
 
 from . import query as queries
 from . import schema
-from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .backend import FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
 from .changes import Change, FeedListener
 from .errors import VersionConflict
 from .record import Record
@@ -393,7 +394,7 @@ class MemoryBackend:
     def feed_listener(self) -> FeedListener:
         return _MemoryListener(self._listeners)
 
-    async def init_schema(self) -> int:
+    async def init_schema(self, partitions: int | None = None) -> int:
         return 0
 
     async def schema_version(self) -> int | None:
@@ -404,6 +405,39 @@ class MemoryBackend:
 
     async def server_info(self) -> ServerInfo:
         return ServerInfo("in-memory", 0.0, schema.latest_version(), await self.types(), 0, 0, 0)
+
+    async def server_stats(self) -> ServerStats:
+        # A reduced report: no storage, vacuum or connections to speak of.
+        recent = None
+        if self._changes:
+            cutoff = datetime.now(UTC) - timedelta(minutes=1)
+            newest_first = reversed(self._log)
+            recent = sum(1 for _ in takewhile(lambda change: change.at >= cutoff, newest_first))
+        return ServerStats(
+            types=await self.types(),
+            partitions=0,
+            heap_bytes=0,
+            toast_bytes=0,
+            index_bytes=0,
+            live_rows=len(self._rows),
+            dead_rows=0,
+            last_autovacuum=None,
+            last_autoanalyze=None,
+            writes_total=self._position,
+            writes_last_minute=recent,
+            changes_rows=len(self._log),
+            changes_bytes=0,
+            connections=0,
+            active_connections=0,
+            listeners=len(self._listeners),
+            notification_queue_usage=0.0,
+        )
+
+    def pool_stats(self) -> None:
+        return None
+
+    def retry_counts(self) -> dict[str, int]:
+        return {}
 
     async def drop_schema(self) -> None:
         self._rows = {}

@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import query as queries
 from . import schema
-from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .backend import FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
 from .changes import Change, FeedListener, Sequencer
 from .coalesce import Coalescer
 from .config import StoreConfig, redact
@@ -43,6 +43,7 @@ from .errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from .metrics import PoolStats
 from .record import Record
 
 _Conn = psycopg.AsyncConnection[Any]
@@ -146,16 +147,26 @@ def _translated(config: StoreConfig) -> Iterator[None]:
         raise translate(exc, config) from None
 
 
+# Queries with placeholders beyond the configured identifiers, composed on use.
+_TEMPLATES = frozenset({"create_state_partition"})
+_NOT_PARTITIONED = sql.SQL("")
+_PARTITION_BY = sql.SQL(" PARTITION BY HASH (id)")
+
+
 class _Queries:
     """The named queries, composed once with the configured identifiers."""
 
     def __init__(self, config: StoreConfig) -> None:
         self._idents = {k: sql.Identifier(v) for k, v in schema.identifiers(config).items()}
-        self.by_name = {name: self.compose(text) for name, text in schema.queries().items()}
+        self.by_name = {
+            name: self.compose(text)
+            for name, text in schema.queries().items()
+            if name not in _TEMPLATES
+        }
 
-    def compose(self, text: str) -> bytes:
-        """SQL text with its ``{name}`` identifiers filled in, quoted by psycopg."""
-        return sql.SQL(text).format(**self._idents).as_string().encode()
+    def compose(self, text: str, **extra: sql.Composable) -> bytes:
+        """SQL text with its ``{name}`` identifiers (and ``extra``) filled in, quoted by psycopg."""
+        return sql.SQL(text).format(**self._idents, **extra).as_string().encode()
 
     def __getattr__(self, name: str) -> bytes:
         try:
@@ -374,6 +385,7 @@ class PostgresBackend:
         self._index_cache: tuple[float, dict[str, frozenset[str]]] | None = None
         self._purger: asyncio.Task[None] | None = None
         self._closed = False
+        self._retries = {"read": 0, "deadlock": 0}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -495,9 +507,11 @@ class PostgresBackend:
             except DeadlockDetected as exc:
                 if attempt == _RETRIES:
                     raise translate(exc, self.config) from None
+                self._retries["deadlock"] += 1
             except psycopg.OperationalError as exc:
                 if not idempotent or attempt > 0 or conn is None or not conn.broken:
                     raise translate(exc, self.config) from None
+                self._retries["read"] += 1
             except psycopg.Error as exc:
                 raise translate(exc, self.config) from None
         raise AssertionError("unreachable")
@@ -848,9 +862,28 @@ class PostgresBackend:
     def feed_listener(self) -> FeedListener:
         return _PostgresListener(self._conninfo, self.config)
 
+    # -- metrics -----------------------------------------------------------------------------
+
+    def pool_stats(self) -> PoolStats:
+        stats = self._pool.get_stats()
+        return PoolStats(
+            min_size=stats.get("pool_min", self.config.pool_min_size),
+            max_size=stats.get("pool_max", self.config.pool_max_size),
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            requests=stats.get("requests_num", 0),
+            requests_queued=stats.get("requests_queued", 0),
+            requests_wait_seconds=stats.get("requests_wait_ms", 0) / 1000,
+            connections_lost=stats.get("connections_lost", 0),
+        )
+
+    def retry_counts(self) -> dict[str, int]:
+        return dict(self._retries)
+
     # -- schema and administration -----------------------------------------------------------
 
-    async def init_schema(self) -> int:
+    async def init_schema(self, partitions: int | None = None) -> int:
         """Apply missing migrations under an advisory lock; safe from many processes."""
         q = self._queries
         lock_key = f"pgactors:{self.config.schema}.{self.config.table_prefix}"
@@ -864,15 +897,61 @@ class PostgresBackend:
             newest = max(applied, default=0)
             if newest > schema.latest_version():
                 raise _too_new(newest, self.config)
+            create_partitions = await self._check_partitioning(conn, partitions, 1 in applied)
+            partition_by = _PARTITION_BY if create_partitions else _NOT_PARTITIONED
             for migration in schema.migrations():
                 if migration.version in applied:
                     continue
-                await conn.execute(self._queries.compose(migration.text))
+                await conn.execute(q.compose(migration.text, partition_by=partition_by))
+                if create_partitions and migration.version == 1:
+                    await self._create_partitions(conn, create_partitions)
                 await conn.execute(
                     q.record_migration, {"version": migration.version, "name": migration.name}
                 )
                 applied_now += 1
         return applied_now
+
+    async def _check_partitioning(
+        self, conn: _Conn, partitions: int | None, installed: bool
+    ) -> int:
+        """How many partitions to create (0: none); refuse a table partitioned otherwise."""
+        if not partitions:
+            return 0
+        params = {"schema": self.config.schema, "table": self._names["state"]}
+        cur = await conn.execute(self._queries.state_partitioning, params)
+        row = await cur.fetchone()
+        table = f"{self.config.schema}.{self._names['state']}"
+        if row is None and installed:
+            raise SchemaMismatch(
+                f"{table} is missing although its migration is recorded: restore it, or "
+                "drop the schema (`pgactors reset`) and initialise again"
+            )
+        if row is None:
+            return partitions
+        if row[0] is None:
+            raise SchemaMismatch(
+                f"cannot partition {table}: it exists and is not partitioned; a table "
+                "cannot be partitioned in place (create a new schema with partitions and "
+                "copy the records into it)"
+            )
+        if row[0] != partitions:
+            raise SchemaMismatch(
+                f"{table} already has {row[0]} hash partitions, not {partitions}; the "
+                "partition count cannot be changed in place"
+            )
+        return 0
+
+    async def _create_partitions(self, conn: _Conn, count: int) -> None:
+        template = schema.queries()["create_state_partition"]
+        for remainder in range(count):
+            await conn.execute(
+                self._queries.compose(
+                    template,
+                    partition=sql.Identifier(schema.partition_name(self.config, remainder)),
+                    modulus=sql.Literal(count),
+                    remainder=sql.Literal(remainder),
+                )
+            )
 
     async def schema_version(self) -> int | None:
         async with self._connection() as conn:
@@ -913,6 +992,45 @@ class PostgresBackend:
             int(table_bytes),
             int(index_bytes),
             int(database_bytes),
+        )
+
+    async def server_stats(self) -> ServerStats:
+        q = self._queries
+        table = {"schema": self.config.schema, "table": self._names["state"]}
+        listener = {"listener": _listener_name(self.config)}
+        async with self._connection() as conn:
+            cur = await conn.execute(q.types)
+            types = {name: int(count) for name, count in await cur.fetchall()}
+            cur = await conn.execute(q.state_stats, table)
+            row = await cur.fetchone()
+            assert row is not None
+            partitions, table_bytes, toast, index, live, dead, vacuum, analyze, writes = row
+            cur = await conn.execute(q.activity_stats, listener)
+            connections, active, listeners, queue = await cur.fetchone() or (0, 0, 0, 0.0)
+            recent = None
+            if self.config.changes:
+                cur = await conn.execute(q.writes_last_minute)
+                recent_row = await cur.fetchone()
+                recent = int(recent_row[0]) if recent_row else 0
+        feed = await self.feed_stats()
+        return ServerStats(
+            types=types,
+            partitions=int(partitions),
+            heap_bytes=int(table_bytes) - int(toast),
+            toast_bytes=int(toast),
+            index_bytes=int(index),
+            live_rows=int(live),
+            dead_rows=int(dead),
+            last_autovacuum=vacuum,
+            last_autoanalyze=analyze,
+            writes_total=int(writes),
+            writes_last_minute=recent,
+            changes_rows=feed.rows,
+            changes_bytes=feed.bytes,
+            connections=int(connections),
+            active_connections=int(active),
+            listeners=int(listeners),
+            notification_queue_usage=float(queue),
         )
 
     async def drop_schema(self) -> None:
@@ -995,7 +1113,9 @@ class _PostgresListener:
 
     async def connect(self) -> None:
         await self.close()
-        conn = await _connect(self._conninfo, self._config)
+        # Named so that `status` can count the listeners of a channel.
+        conninfo = make_conninfo(self._conninfo, application_name=_listener_name(self._config))
+        conn = await _connect(conninfo, self._config)
         self._conn = conn
         channel = sql.Identifier(self._config.channel)
         probe = sql.Identifier(f"{self._config.channel}_probe")
@@ -1035,6 +1155,11 @@ class _PostgresListener:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def _listener_name(config: StoreConfig) -> str:
+    # application_name keeps 63 bytes; a longer channel name is cut, like the server does.
+    return f"pgactors listen {config.channel}"[:63]
 
 
 async def _connect(conninfo: str, config: StoreConfig) -> _Conn:

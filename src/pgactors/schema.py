@@ -83,6 +83,11 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
     }
 
 
+def partition_name(config: StoreConfig, remainder: int) -> str:
+    """The name of the state table's hash partition holding ``remainder``."""
+    return f"{config.table_prefix}_state_p{remainder}"
+
+
 @dataclass(frozen=True)
 class SchemaObject:
     """A database object that ``verify`` expects to find."""

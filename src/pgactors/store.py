@@ -16,11 +16,12 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
 from . import schema
-from .backend import Backend, FeedStats, SaveItem, ServerInfo, TransactionBackend
+from .backend import Backend, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
 from .changes import ChangeFeed, ChangeStream
 from .config import StoreConfig
 from .errors import InvalidInput, NotFound, VersionConflict
 from .memory import MemoryBackend
+from .metrics import Metrics, MetricsSnapshot, timed
 from .query import (
     Page,
     build_aggregate,
@@ -44,6 +45,7 @@ from .record import (
 DEFAULT_MAX_RETRIES: Final = 100
 MAX_LIST_LIMIT: Final = 100_000
 MAX_PURGE_LIMIT: Final = 1_000_000
+MAX_PARTITIONS: Final = 1024
 
 
 class _Missing:
@@ -158,6 +160,7 @@ class Store:
         self.config = config
         self._max_bytes = config.max_data_bytes
         self._feed: ChangeFeed | None = None
+        self._metrics = Metrics()
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -217,9 +220,22 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
 
-    async def init_schema(self) -> int:
-        """Create or migrate the schema (idempotent); return how many migrations ran."""
-        return await self._backend.init_schema()
+    async def init_schema(self, *, partitions: int | None = None) -> int:
+        """Create or migrate the schema (idempotent); return how many migrations ran.
+
+        ``partitions=N`` creates the state table hash-partitioned by id into N tables
+        (for very large deployments); it must match an existing table. 0 or None:
+        not partitioned.
+        """
+        if partitions is not None and (
+            isinstance(partitions, bool)
+            or not isinstance(partitions, int)
+            or not 0 <= partitions <= MAX_PARTITIONS
+        ):
+            raise InvalidInput(
+                f"partitions must be an int from 0 to {MAX_PARTITIONS}, got {partitions!r}"
+            )
+        return await self._backend.init_schema(partitions or None)
 
     async def schema_version(self) -> int | None:
         """The installed schema version, or None when not installed."""
@@ -233,20 +249,32 @@ class Store:
         """Server version, round-trip latency, schema version, records per type, sizes."""
         return await self._backend.server_info()
 
+    async def server_stats(self) -> ServerStats:
+        """Sizes, dead rows, last autovacuum, writes in the last minute, connections."""
+        return await self._backend.server_stats()
+
+    def metrics(self) -> MetricsSnapshot:
+        """This store's operation counts, latencies, conflicts, retries and pool usage."""
+        backend = self._backend
+        return self._metrics.snapshot(backend.pool_stats(), backend.retry_counts())
+
     async def drop_schema(self) -> None:
         """Drop every pgactors table and function of this schema and prefix: ALL STATE."""
         await self._backend.drop_schema()
 
     # -- single records -------------------------------------------------------------------
 
+    @timed("load")
     async def load(self, type: str, id: str) -> Record | None:
         """The record, or None if it does not exist."""
         return await self._backend.load(check_type(type), check_id(id))
 
+    @timed("exists")
     async def exists(self, type: str, id: str) -> bool:
         """True if the record exists."""
         return await self._backend.exists(check_type(type), check_id(id))
 
+    @timed("save")
     async def save(
         self,
         type: str,
@@ -277,10 +305,12 @@ class Store:
         """``data`` as the JSON text ``save`` would store (for the actor runtime)."""
         return encode_data(data, self._max_bytes)
 
+    @timed("save")
     async def _save_encoded(self, type: str, id: str, text: str, expected_version: int) -> Record:
         # For callers that already validated type and id and encoded with ``_encode``.
         return await self._backend.save(type, id, text, expected_version)
 
+    @timed("save_binary")
     async def save_binary(
         self,
         type: str,
@@ -303,6 +333,7 @@ class Store:
         data, name = check_binary(payload, manifest, self._max_bytes)
         return await self._backend.save_binary(type, id, data, name, expected, seconds, sliding)
 
+    @timed("delete")
     async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete the record; False if there was nothing to delete.
 
@@ -312,6 +343,7 @@ class Store:
         expected = check_version("expected_version", expected_version)
         return await self._backend.delete(type, id, expected)
 
+    @timed("update")
     async def update(
         self,
         type: str,
@@ -346,12 +378,14 @@ class Store:
                     raise VersionConflict(
                         type, id, conflict.expected, conflict.actual
                     ) from conflict
+                self._metrics.retried("update")
             # Jittered backoff spreads contending writers so each round has a winner.
             await asyncio.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.05)))  # noqa: S311
         raise AssertionError("unreachable")
 
     # -- batches ----------------------------------------------------------------------------
 
+    @timed("load_many")
     async def load_many(self, type: str, ids: Iterable[str]) -> dict[str, Record]:
         """The existing records among ``ids``, keyed by id (missing ids are absent)."""
         type, id_list = check_type(type), check_ids(ids)
@@ -359,6 +393,7 @@ class Store:
             return {}
         return await self._backend.load_many(type, id_list)
 
+    @timed("save_many")
     async def save_many(
         self,
         type: str,
@@ -398,6 +433,7 @@ class Store:
         batch.sort(key=lambda item: item.id)
         return await self._backend.save_many(type, batch, seconds, sliding)
 
+    @timed("delete_many")
     async def delete_many(self, type: str, ids: Iterable[str]) -> int:
         """Delete several records atomically; return how many existed."""
         type, id_list = check_type(type), check_ids(ids)
@@ -407,6 +443,7 @@ class Store:
 
     # -- listing ------------------------------------------------------------------------------
 
+    @timed("list_ids")
     async def list_ids(
         self,
         type: str,
@@ -430,12 +467,14 @@ class Store:
             type, prefix=prefix or "", after=after or "", limit=limit
         )
 
+    @timed("types")
     async def types(self) -> dict[str, int]:
         """Every type that has records, with its record count."""
         return await self._backend.types()
 
     # -- queries ------------------------------------------------------------------------------
 
+    @timed("query")
     async def query(
         self,
         type: str,
@@ -504,10 +543,12 @@ class Store:
         """Every index made by ``create_index``, as ``(type, path, index name)``."""
         return await self._backend.indexes()
 
+    @timed("count")
     async def count(self, type: str, where: Mapping[str, Any] | None = None) -> int:
         """How many records of ``type`` match ``where``."""
         return await self._backend.count(check_type(type), parse_filter(where))
 
+    @timed("aggregate")
     async def aggregate(
         self,
         type: str,

@@ -142,9 +142,9 @@ class SyncStore:
         """The async store underneath."""
         return self._store
 
-    def init_schema(self) -> int:
-        """Create or migrate the schema (idempotent)."""
-        return self._run(self._store.init_schema())
+    def init_schema(self, *, partitions: int | None = None) -> int:
+        """Create or migrate the schema (idempotent; see ``Store.init_schema``)."""
+        return self._run(self._store.init_schema(partitions=partitions))
 
     def load(self, type: str, id: str) -> Record | None:
         """The record, or None."""

@@ -385,9 +385,87 @@ WHERE n.nspname = %(schema)s AND NOT t.tgisinternal
 SELECT current_setting('server_version'), pg_database_size(current_database())
 
 -- name: state_sizes
-SELECT pg_table_size(c.oid), pg_indexes_size(c.oid)
+-- Summed over the partitions: a partitioned table itself has no storage.
+WITH target AS (
+    SELECT to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)) AS rel
+),
+tree AS (
+    SELECT t.relid, t.isleaf, t.level FROM target, pg_partition_tree(target.rel) t
+    UNION ALL
+    -- An unpartitioned table has no partition tree: it is its own only leaf.
+    SELECT target.rel, true, 0 FROM target
+    WHERE target.rel IS NOT NULL AND NOT EXISTS (SELECT FROM pg_partition_tree(target.rel))
+)
+SELECT coalesce(sum(pg_table_size(t.relid)), 0), coalesce(sum(pg_indexes_size(t.relid)), 0)
+FROM tree t
+WHERE t.isleaf
+
+-- name: state_stats
+-- Sizes and vacuum statistics of the state table, over every partition. The row
+-- figures are the statistics collector's estimates, as autovacuum sees them.
+SELECT count(*) FILTER (WHERE t.level = 1),
+       coalesce(sum(pg_table_size(t.relid)) FILTER (WHERE t.isleaf), 0),
+       coalesce(sum(pg_total_relation_size(nullif(c.reltoastrelid, 0))) FILTER (WHERE t.isleaf), 0),
+       coalesce(sum(pg_indexes_size(t.relid)) FILTER (WHERE t.isleaf), 0),
+       coalesce(sum(s.n_live_tup), 0),
+       coalesce(sum(s.n_dead_tup), 0),
+       max(s.last_autovacuum),
+       max(s.last_autoanalyze),
+       coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)
+FROM (WITH target AS (
+          SELECT to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)) AS rel
+      )
+      SELECT t.relid, t.isleaf, t.level FROM target, pg_partition_tree(target.rel) t
+      UNION ALL
+      SELECT target.rel, true, 0 FROM target
+      WHERE target.rel IS NOT NULL
+        AND NOT EXISTS (SELECT FROM pg_partition_tree(target.rel))) t
+JOIN pg_class c ON c.oid = t.relid
+LEFT JOIN pg_stat_user_tables s ON s.relid = t.relid AND t.isleaf
+
+-- name: activity_stats
+-- Listeners are the change feed's connections, which name themselves after the channel.
+SELECT count(*) FILTER (WHERE a.backend_type = 'client backend'),
+       count(*) FILTER (WHERE a.backend_type = 'client backend' AND a.state = 'active'),
+       count(*) FILTER (WHERE a.application_name = %(listener)s),
+       pg_notification_queue_usage()
+FROM pg_stat_activity a
+WHERE a.datname = current_database()
+
+-- name: writes_last_minute
+-- Changes numbered in the last minute. Positions are contiguous and numbered with a
+-- rising clock, so the recent ones are a suffix: binary-search its start with a few
+-- index probes instead of scanning a log that may hold a day of changes.
+WITH RECURSIVE feed AS (
+    SELECT f.last_position, f.pruned_through, now() - interval '1 minute' AS cutoff
+    FROM {schema}.{feed} f
+),
+search (lo, hi) AS (
+    SELECT feed.pruned_through, feed.last_position + 1 FROM feed
+    UNION ALL
+    SELECT CASE WHEN probe.recent THEN s.lo ELSE (s.lo + s.hi) / 2 END,
+           CASE WHEN probe.recent THEN (s.lo + s.hi) / 2 ELSE s.hi END
+    FROM search s
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT c.at >= feed.cutoff
+                         FROM {schema}.{changes} c, feed
+                         WHERE c.position = (s.lo + s.hi) / 2), false) AS recent
+    ) probe
+    WHERE s.hi - s.lo > 1
+)
+SELECT feed.last_position + 1 - min(search.hi) FROM search, feed GROUP BY feed.last_position
+
+-- name: state_partitioning
+-- Whether the state table exists, and its hash partition count (NULL: not partitioned).
+SELECT CASE WHEN c.relkind = 'p'
+            THEN (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
+
+-- name: create_state_partition
+-- A template: {partition}, {modulus} and {remainder} are filled in per partition.
+CREATE TABLE {schema}.{partition} PARTITION OF {schema}.{state}
+    FOR VALUES WITH (MODULUS {modulus}, REMAINDER {remainder})
 
 -- name: drop_schema
 DROP TABLE IF EXISTS {schema}.{state};

@@ -1,6 +1,7 @@
 -- The state table, its indexes and the batch-conflict helper.
 -- Identifiers in braces are composed with psycopg.sql.Identifier by schema.py.
 -- payload/manifest (binary codecs) and expires_at (TTL) are reserved for later layers.
+-- {partition_by} is empty, or PARTITION BY HASH (id) for `init --partitions N`.
 
 CREATE TABLE IF NOT EXISTS {schema}.{state} (
     type        text COLLATE "C" NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {schema}.{state} (
     CONSTRAINT {state_version_check} CHECK (version > 0),
     CONSTRAINT {state_key_check} CHECK (char_length(type) BETWEEN 1 AND 255
                                         AND char_length(id) BETWEEN 1 AND 255)
-);
+){partition_by};
 
 CREATE INDEX IF NOT EXISTS {state_type_updated_idx}
     ON {schema}.{state} (type, updated_at);
