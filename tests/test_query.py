@@ -13,6 +13,11 @@ from hypothesis import strategies as st
 
 from pgactors import InMemoryStore, InvalidQuery, Store
 
+# Every backend, and PostgreSQL with a hash-partitioned state table (`init --partitions`).
+ALL_STORES = pytest.mark.parametrize(
+    "store", ["memory", "postgres", "postgres-partitioned"], indirect=True
+)
+
 MISSING = object()
 
 # -- the reference: written from the documented rules, sharing no code with pgactors -----
@@ -172,6 +177,7 @@ async def _fill(store: Store, records: dict[str, dict[str, Any]]) -> None:
     await store.save_many("R", records)
 
 
+@ALL_STORES
 async def test_random_filters_match_the_reference(store: Store) -> None:
     rng = random.Random(20261121)
     records = make_records(rng, 80)
@@ -185,6 +191,7 @@ async def test_random_filters_match_the_reference(store: Store) -> None:
         assert await store.count("R", flt) == len(expected), flt
 
 
+@ALL_STORES
 async def test_ordering_and_keyset_pages_match_the_reference(store: Store) -> None:
     rng = random.Random(7)
     records = make_records(rng, 60)
@@ -245,6 +252,7 @@ async def test_metadata_fields(store: Store) -> None:
     assert [r.id for r in ordered.items] == ["b", "a"]
 
 
+@ALL_STORES
 async def test_pages_see_every_match_once_while_records_are_inserted(store: Store) -> None:
     await store.save_many("I", {f"k{i:03d}": {"n": i} for i in range(0, 200, 2)})
     seen: list[str] = []
@@ -271,6 +279,7 @@ async def test_offset_and_query_all(store: Store) -> None:
     assert everything == [f"k{i:02d}" for i in range(20)]
 
 
+@ALL_STORES
 async def test_aggregate_per_group(store: Store) -> None:
     sessions = {
         "s1": {"player": "ann", "difficulty": "hard", "score": 10, "done": True},
@@ -478,3 +487,14 @@ async def test_expired_records_are_not_found(store: Store) -> None:
     assert [r.id for r in (await store.query("E", {"n": 1})).items] == ["kept"]
     assert await store.count("E") == 1
     assert await store.aggregate("E", metrics={"n": "count"}) == [{"n": 1}]
+
+
+async def test_path_index_on_a_partitioned_store(pg_dsn: str, schema_name: str) -> None:
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        await store.init_schema(partitions=4)
+        await store.save_many("U", {f"u{i}": {"level": i % 10} for i in range(200)})
+        name = await store.create_index("U", "level")
+        assert await store.indexes() == [("U", "level", name)]
+        page = await store.query("U", {"level": 3}, limit=5)
+        assert [r.id for r in page.items] == ["u103", "u113", "u123", "u13", "u133"]
+        assert await store.count("U", {"level": {"$gte": 8}}) == 40
