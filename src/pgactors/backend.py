@@ -8,12 +8,14 @@ in-memory twin for fast tests). One conformance suite runs against both.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from .changes import FeedSource
 from .record import Record
+from .transfer import Importer, OnConflict
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,19 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def types(self) -> dict[str, int]:
         """Every type with its record count."""
+        ...
+
+    def export_records(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[Record]]:
+        """Every record (of ``types``) in (type, id) order, ``chunk`` at a time, from one
+        snapshot; memory stays bounded whatever the table size."""
+        ...
+
+    def export_lines(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[str]]:
+        """The same records as JSONL lines (see ``transfer``), ``chunk`` at a time."""
+        ...
+
+    def importer(self, on_conflict: OnConflict) -> AbstractAsyncContextManager[Importer]:
+        """Open an import: one transaction, committed at a normal exit, else rolled back."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:

@@ -32,6 +32,7 @@ from .config import StoreConfig, redact
 from .errors import (
     ConfigError,
     DatabaseError,
+    ImportAborted,
     InvalidInput,
     PgActorsError,
     SchemaMismatch,
@@ -40,6 +41,7 @@ from .errors import (
     VersionConflict,
 )
 from .record import Record
+from .transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
 
 _Conn = psycopg.AsyncConnection[Any]
 _BATCH_RACE_SQLSTATE = "PA409"
@@ -601,6 +603,37 @@ class PostgresBackend:
                     yield _PostgresTransaction(conn, self._ops, self.config)
         self._changed()
 
+    # -- import and export ------------------------------------------------------------------------
+
+    async def _export(
+        self, query: bytes, types: list[str] | None, chunk: int
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        params = {"types": None if types is None else _json_list(types)}
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(self._queries.export_utc)
+            async with conn.cursor(name="pgactors_export") as cur:
+                await cur.execute(query, params)
+                while rows := await cur.fetchmany(chunk):
+                    yield rows
+
+    async def export_records(
+        self, types: list[str] | None, chunk: int
+    ) -> AsyncIterator[list[Record]]:
+        async for rows in self._export(self._queries.export_records, types, chunk):
+            yield [_record(row[0], row[1], row[2:]) for row in rows]
+
+    async def export_lines(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[str]]:
+        async for rows in self._export(self._queries.export_lines, types, chunk):
+            yield [row[0] for row in rows]
+
+    @asynccontextmanager
+    async def importer(self, on_conflict: OnConflict) -> AsyncIterator[_PostgresImporter]:
+        async with self._connection() as conn:
+            async with conn.transaction():
+                await conn.execute(self._queries.import_stage)
+                yield _PostgresImporter(conn, self._queries, on_conflict, self.config)
+            self._changed()
+
     # -- change feed ---------------------------------------------------------------------------
 
     async def sequence_changes(self) -> int:
@@ -716,6 +749,70 @@ class PostgresBackend:
     async def drop_schema(self) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.drop_schema)
+
+
+# Errors that one bad row causes; the chunk is split to find it and the rest is written.
+_ROW_ERRORS = (
+    psycopg.errors.DataException,
+    psycopg.errors.CheckViolation,
+    psycopg.errors.NotNullViolation,
+    psycopg.errors.ProgramLimitExceeded,
+)
+
+
+class _PostgresImporter:
+    """Writes import chunks on one connection, inside the import's transaction."""
+
+    def __init__(
+        self, conn: _Conn, queries: _Queries, on_conflict: OnConflict, config: StoreConfig
+    ) -> None:
+        self._conn = conn
+        self._q = queries
+        self._on_conflict = on_conflict
+        self._config = config
+
+    async def write(self, rows: list[ImportRow]) -> ImportOutcome:
+        """Write a chunk; a row the server refuses is isolated by halving and reported."""
+        try:
+            async with self._conn.transaction():  # a savepoint
+                return await self._write(rows)
+        except _ROW_ERRORS as exc:
+            if len(rows) == 1:
+                message = redact(str(exc).strip().splitlines()[0], self._config)
+                return ImportOutcome(rejected=[(rows[0], f"PostgreSQL refused it: {message}")])
+        half = len(rows) // 2
+        return await self.write(rows[:half]) + await self.write(rows[half:])
+
+    async def _write(self, rows: list[ImportRow]) -> ImportOutcome:
+        conn, q = self._conn, self._q
+        await conn.execute(q.import_clear)
+        async with conn.cursor() as cur, cur.copy(q.import_copy) as copy:
+            for r in rows:
+                await copy.write_row(
+                    (r.type, r.id, r.version, r.created_at, r.updated_at, r.payload,
+                     r.manifest, r.doc)
+                )  # fmt: skip
+        overwritten = 0
+        if self._on_conflict == "fail":
+            cur = await conn.execute(q.import_conflicts)
+            existing = await cur.fetchall()
+            if existing:
+                raise conflict_error([(t, i) for t, i in existing])
+            try:
+                cur = await conn.execute(q.import_insert_new)
+            except psycopg.errors.UniqueViolation as exc:
+                message = redact(str(exc).strip().splitlines()[-1], self._config)
+                raise ImportAborted(
+                    f"import aborted, nothing was written: a record was created concurrently "
+                    f"(on_conflict=fail): {message}"
+                ) from None
+        else:
+            if self._on_conflict == "overwrite":
+                cur = await conn.execute(q.import_overwrite)
+                overwritten = cur.rowcount
+            cur = await conn.execute(q.import_insert)
+        imported = cur.rowcount
+        return ImportOutcome(imported, overwritten, len(rows) - imported - overwritten)
 
 
 class _PostgresListener:
