@@ -623,11 +623,10 @@ async def run_export(
     bar = _progress(total, "export")
     count = 0
     with bar or contextlib.nullcontext():
-        async for line in store.export_lines(types):
-            stream.write(line)
-            stream.write("\n")
-            count += 1
-            if bar is not None and not count % 1000:
+        async for block in store.export_jsonl(types):
+            stream.write(block)
+            count += block.count("\n")
+            if bar is not None:
                 bar.update(bar.task_ids[0], completed=count, done=count)
     return count
 

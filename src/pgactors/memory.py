@@ -20,7 +20,14 @@ from .backend import FeedStats, SaveItem, ServerInfo, TransactionBackend
 from .changes import Change, FeedListener
 from .errors import VersionConflict
 from .record import Record
-from .transfer import ImportOutcome, ImportRow, OnConflict, conflict_error, record_line
+from .transfer import (
+    ImportOutcome,
+    ImportRow,
+    OnConflict,
+    conflict_error,
+    json_error,
+    record_line,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,12 @@ class _MemoryImporter:
             if old is not None and self.on_conflict == "skip":
                 outcome.skipped += 1
                 continue
-            text = None if row.payload is not None else json.dumps(row.data, ensure_ascii=False)
+            # PostgreSQL parses the data text at this point; so does its twin.
+            error = None if row.text is None else json_error(row.text)
+            if error is not None:
+                outcome.rejected.append((row, error))
+                continue
+            text = None if row.text is None else row.text.decode()
             version = row.version or (old.version + 1 if old else 1)
             created_at = row.created_at or (old.created_at if old else now)
             self.rows[(row.type, row.id)] = _Row(

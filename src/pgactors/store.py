@@ -463,6 +463,19 @@ class Store:
             for line in chunk:
                 yield line
 
+    def export_jsonl(
+        self, types: Sequence[str] | str | None = None, *, where: object = None
+    ) -> AsyncIterator[str]:
+        """The lines of :meth:`export_lines` in blocks of many, each line ending in a
+        newline: the fastest way to write an export to a file."""
+        selected = self._export_types(types, where)
+        return self._export_jsonl(selected)
+
+    async def _export_jsonl(self, types: list[str] | None) -> AsyncIterator[str]:
+        async for chunk in self._backend.export_lines(types, EXPORT_CHUNK):
+            chunk.append("")
+            yield "\n".join(chunk)
+
     def _export_types(self, types: Sequence[str] | str | None, where: object) -> list[str] | None:
         if where is not None:
             raise InvalidQuery("export(where=...) is not supported yet: export whole types")

@@ -339,26 +339,30 @@ WHERE %(types)s::jsonb IS NULL
    OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb))
 ORDER BY type, id
 
--- An import is one transaction: each chunk is copied into a temporary table, then
--- written with one statement. "doc" is a JSON document whose "data" key is the data
--- (the input line itself), NULL for binary records; NULL version or timestamps are
--- set as save would.
+-- An import is one transaction. A chunk of records that all carry their version and
+-- timestamps is copied straight into the table while none conflicts; otherwise (and
+-- from the first conflict on) each chunk is copied into a temporary table, then
+-- written with one statement. A NULL version or timestamp is set as save would.
+
+-- name: import_copy_direct
+COPY {schema}.{state} (type, id, version, data, payload, manifest, created_at, updated_at)
+FROM STDIN (FORMAT binary)
 
 -- name: import_stage
 CREATE TEMPORARY TABLE IF NOT EXISTS pgactors_import (
     type       text COLLATE "C",
     id         text COLLATE "C",
     version    bigint,
-    created_at timestamptz,
-    updated_at timestamptz,
+    data       jsonb,
     payload    bytea,
     manifest   text,
-    doc        jsonb
+    created_at timestamptz,
+    updated_at timestamptz
 ) ON COMMIT DROP
 
 -- name: import_copy
-COPY pgactors_import (type, id, version, created_at, updated_at, payload, manifest, doc)
-FROM STDIN
+COPY pgactors_import (type, id, version, data, payload, manifest, created_at, updated_at)
+FROM STDIN (FORMAT binary)
 
 -- name: import_clear
 TRUNCATE pgactors_import
@@ -373,7 +377,7 @@ LIMIT 10
 -- name: import_insert
 INSERT INTO {schema}.{state} AS s
     (type, id, version, data, payload, manifest, created_at, updated_at)
-SELECT i.type, i.id, coalesce(i.version, 1), i.doc -> 'data', i.payload, i.manifest,
+SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
        coalesce(i.created_at, now()), coalesce(i.updated_at, now())
 FROM pgactors_import i
 ORDER BY i.type, i.id
@@ -383,7 +387,7 @@ ON CONFLICT (type, id) DO NOTHING
 -- on_conflict=fail: conflicts were checked first; one that raced in is a unique violation.
 INSERT INTO {schema}.{state}
     (type, id, version, data, payload, manifest, created_at, updated_at)
-SELECT i.type, i.id, coalesce(i.version, 1), i.doc -> 'data', i.payload, i.manifest,
+SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
        coalesce(i.created_at, now()), coalesce(i.updated_at, now())
 FROM pgactors_import i
 ORDER BY i.type, i.id
@@ -391,7 +395,7 @@ ORDER BY i.type, i.id
 -- name: import_overwrite
 -- Runs before import_insert, which then adds the records that did not exist.
 UPDATE {schema}.{state} s
-SET version = coalesce(i.version, s.version + 1), data = i.doc -> 'data',
+SET version = coalesce(i.version, s.version + 1), data = i.data,
     payload = i.payload, manifest = i.manifest,
     created_at = coalesce(i.created_at, s.created_at), updated_at = coalesce(i.updated_at, now())
 FROM (SELECT * FROM pgactors_import ORDER BY type, id) i
