@@ -7,6 +7,7 @@ from .errors import (
     ChangesExpired,
     ConfigError,
     DatabaseError,
+    ImportAborted,
     InvalidInput,
     InvalidQuery,
     NotFound,
@@ -28,6 +29,7 @@ from .objects import (
 from .record import JSON, Record
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncStore, SyncTransaction
+from .transfer import ImportIssue, ImportResult
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,9 @@ __all__ = [
     "ChangesExpired",
     "ConfigError",
     "DatabaseError",
+    "ImportAborted",
+    "ImportIssue",
+    "ImportResult",
     "InMemoryStore",
     "InvalidInput",
     "InvalidQuery",

@@ -755,7 +755,7 @@ class PostgresBackend:
 
 # Errors that one bad row causes; the chunk is split to find it and the rest is written.
 _ROW_ERRORS = (
-    psycopg.errors.DataException,
+    psycopg.DataError,
     psycopg.errors.CheckViolation,
     psycopg.errors.NotNullViolation,
     psycopg.errors.ProgramLimitExceeded,

@@ -196,9 +196,12 @@ def _loads(text: str) -> Any:
 def json_error(text: bytes) -> str | None:
     """Why ``text`` is not acceptable JSON (as PostgreSQL's jsonb would say), or None."""
     try:
-        _loads(text.decode())
+        # Re-encoding finds what jsonb refuses and json accepts: lone surrogates.
+        json.dumps(_loads(text.decode()), ensure_ascii=False).encode()
     except UnicodeDecodeError as exc:
         return f"not UTF-8: {exc.reason} at byte {exc.start}"
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
     except InvalidInput as exc:
         return str(exc)
     return None
