@@ -309,9 +309,7 @@ async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
     table = sql.Identifier(pg_store.config.schema, "pgactors_state")
     with psycopg.connect(pg_dsn) as other:
         # Another transaction changes "a" and holds the row while the batch starts.
-        other.execute(
-            sql.SQL("UPDATE {} SET version = version + 1 WHERE id = 'a'").format(table)
-        )
+        other.execute(sql.SQL("UPDATE {} SET version = version + 1 WHERE id = 'a'").format(table))
         batch = asyncio.create_task(
             backend._save_cas_batch(
                 [_SaveRequest("T", "a", '{"n": 1}', 1), _SaveRequest("T", "b", '{"n": 1}', 1)]

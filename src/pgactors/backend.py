@@ -105,8 +105,9 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         snapshot; memory stays bounded whatever the table size."""
         ...
 
-    def export_lines(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[str]]:
-        """The same records as JSONL lines (see ``transfer``), ``chunk`` at a time."""
+    def export_jsonl(self, types: list[str] | None, chunk: int) -> AsyncIterator[bytes]:
+        """The same records as JSONL (see ``transfer``): UTF-8 blocks of ``chunk`` lines,
+        each line ending in a newline."""
         ...
 
     def importer(self, on_conflict: OnConflict) -> AbstractAsyncContextManager[Importer]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn, TextIO, TypeVar
+from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -526,13 +526,13 @@ def export(
         err.print(f"exported {exported} records", markup=False)
 
     if output is None:
-        with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False) as stream:
+        with open(sys.stdout.fileno(), "wb", closefd=False) as stream:
             _run(ctx, action)
         return
     # Written aside and renamed at the end, so a failed export leaves no partial file.
     partial = output.with_name(output.name + ".partial")
     try:
-        with open(partial, "w", encoding="utf-8", newline="\n") as stream:
+        with open(partial, "wb") as stream:
             _run(ctx, action)
         partial.replace(output)
     finally:
@@ -617,7 +617,7 @@ def _progress(total: float | None, unit: str) -> Progress | None:
 
 
 async def run_export(
-    store: Store, types: list[str] | None, stream: TextIO, total: int | None
+    store: Store, types: list[str] | None, stream: BinaryIO, total: int | None
 ) -> int:
     """Write the export to ``stream``; return how many records were written."""
     bar = _progress(total, "export")
@@ -625,7 +625,7 @@ async def run_export(
     with bar or contextlib.nullcontext():
         async for block in store.export_jsonl(types):
             stream.write(block)
-            count += block.count("\n")
+            count += block.count(b"\n")
             if bar is not None:
                 bar.update(bar.task_ids[0], completed=count, done=count)
     return count

@@ -288,9 +288,9 @@ class MemoryBackend:
         for start in range(0, len(keys), chunk):
             yield [_record(t, i, rows[(t, i)]) for t, i in keys[start : start + chunk]]
 
-    async def export_lines(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[str]]:
+    async def export_jsonl(self, types: list[str] | None, chunk: int) -> AsyncIterator[bytes]:
         async for records in self.export_records(types, chunk):
-            yield [record_line(r) for r in records]
+            yield "".join(record_line(r) + "\n" for r in records).encode()
 
     @asynccontextmanager
     async def importer(self, on_conflict: OnConflict) -> AsyncIterator[_MemoryImporter]:

@@ -22,8 +22,11 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import schema
@@ -608,12 +611,14 @@ class PostgresBackend:
     # -- import and export ------------------------------------------------------------------------
 
     async def _export(
-        self, query: bytes, types: list[str] | None, chunk: int
+        self, query: bytes, types: list[str] | None, chunk: int, *, raw: bool = False
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         params = {"types": None if types is None else _json_list(types)}
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.export_utc)
-            async with conn.cursor(name="pgactors_export") as cur:
+            async with conn.cursor(name="pgactors_export", binary=raw) as cur:
+                if raw:
+                    cur.adapters.register_loader("text", _RawTextLoader)
                 await cur.execute(query, params)
                 while rows := await cur.fetchmany(chunk):
                     yield rows
@@ -624,9 +629,11 @@ class PostgresBackend:
         async for rows in self._export(self._queries.export_records, types, chunk):
             yield [_record(row[0], row[1], row[2:]) for row in rows]
 
-    async def export_lines(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[str]]:
-        async for rows in self._export(self._queries.export_lines, types, chunk):
-            yield [row[0] for row in rows]
+    async def export_jsonl(self, types: list[str] | None, chunk: int) -> AsyncIterator[bytes]:
+        async for rows in self._export(self._queries.export_lines, types, chunk, raw=True):
+            lines = [row[0] for row in rows]
+            lines.append(b"")
+            yield b"\n".join(lines)
 
     @asynccontextmanager
     async def importer(self, on_conflict: OnConflict) -> AsyncIterator[_PostgresImporter]:
@@ -751,6 +758,15 @@ class PostgresBackend:
     async def drop_schema(self) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.drop_schema)
+
+
+class _RawTextLoader(Loader):
+    """Text as the UTF-8 bytes PostgreSQL sent: an export writes them out as they are."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
 
 
 # Errors that one bad row causes; the chunk is split to find it and the rest is written.
