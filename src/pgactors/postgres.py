@@ -835,39 +835,49 @@ class _PostgresImporter:
         # COPY straight into the table is the fast path of a restore into an empty
         # schema; after one conflict, conflicts are likely, so stage from then on.
         self._direct = True
+        self._turn = asyncio.Lock()  # FIFO: chunks are written in the order they came
 
     async def write(self, rows: list[ImportRow]) -> ImportOutcome:
-        """Write a chunk; a row the server refuses is isolated by halving and reported."""
+        """Write a chunk; a row the server refuses is isolated by halving and reported.
+
+        The chunk is encoded in a worker thread while the previous one is still being
+        written, so the server does not wait for it; chunks are written in call order.
+        """
+        block = await asyncio.to_thread(_copy_block, rows)
+        async with self._turn:
+            return await self._write_checked(rows, block)
+
+    async def _write_checked(self, rows: list[ImportRow], block: bytes) -> ImportOutcome:
         try:
             async with self._conn.transaction():  # a savepoint
-                return await self._write(rows)
+                return await self._write(rows, block)
         except _ROW_ERRORS as exc:
             if len(rows) == 1:
                 message = redact(str(exc).strip().splitlines()[0], self._config)
                 return ImportOutcome(rejected=[(rows[0], f"PostgreSQL refused it: {message}")])
-        half = len(rows) // 2
-        return await self.write(rows[:half]) + await self.write(rows[half:])
+        first, second = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+        return await self._write_checked(first, _copy_block(first)) + await self._write_checked(
+            second, _copy_block(second)
+        )
 
-    async def _write(self, rows: list[ImportRow]) -> ImportOutcome:
+    async def _write(self, rows: list[ImportRow], block: bytes) -> ImportOutcome:
         if self._direct and all(r.version and r.created_at and r.updated_at for r in rows):
             try:
                 async with self._conn.transaction():
-                    await self._copy(self._q.import_copy_direct, rows)
+                    await self._copy(self._q.import_copy_direct, block)
                 return ImportOutcome(imported=len(rows))
             except psycopg.errors.UniqueViolation:
                 self._direct = False
-        return await self._staged(rows)
+        return await self._staged(rows, block)
 
-    async def _copy(self, query: bytes, rows: list[ImportRow]) -> None:
-        # Encoded in a worker thread, so this loop is free to stream the previous block.
-        block = await asyncio.to_thread(_copy_block, rows)
+    async def _copy(self, query: bytes, block: bytes) -> None:
         async with self._conn.cursor() as cur, cur.copy(query) as copy:
             await copy.write(block)
 
-    async def _staged(self, rows: list[ImportRow]) -> ImportOutcome:
+    async def _staged(self, rows: list[ImportRow], block: bytes) -> ImportOutcome:
         conn, q = self._conn, self._q
         await conn.execute(q.import_clear)
-        await self._copy(q.import_copy, rows)
+        await self._copy(q.import_copy, block)
         overwritten = 0
         if self._on_conflict == "fail":
             cur = await conn.execute(q.import_conflicts)

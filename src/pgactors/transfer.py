@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import itertools
 import json
@@ -328,6 +329,7 @@ Parsed: TypeAlias = ImportRow | ImportIssue
 # Input is read and checked in a worker thread, this many items at a time, so the event
 # loop stays free to stream the previous chunk to the database meanwhile.
 _READ_BATCH = 1000
+_IN_FLIGHT = 2
 _GIL_STEP = 50
 
 
@@ -436,19 +438,16 @@ async def run_import(
     """Write the rows in chunks and count the outcomes.
 
     A key repeated in the input is applied in order: later copies are skipped (skip),
-    overwrite the earlier one (overwrite), or abort the import (fail). One chunk is
-    written while the next is read.
+    overwrite the earlier one (overwrite), or abort the import (fail).
     """
     result = ImportResult()
     chunk: dict[tuple[str, str], ImportRow] = {}
     size = 0
-    writing: asyncio.Task[ImportOutcome] | None = None
+    writing: collections.deque[asyncio.Task[ImportOutcome]] = collections.deque()
 
-    async def collect() -> None:
-        nonlocal writing
-        if writing is not None:
-            outcome = await writing
-            writing = None
+    async def collect(keep: int) -> None:
+        while len(writing) > keep:
+            outcome = await writing.popleft()
             result.imported += outcome.imported
             result.overwritten += outcome.overwritten
             result.skipped += outcome.skipped
@@ -458,10 +457,11 @@ async def run_import(
                 progress(result.processed)
 
     async def flush() -> None:
-        nonlocal chunk, size, writing
-        await collect()
+        nonlocal chunk, size
+        # One chunk is written while the next is prepared, and the next read.
+        await collect(_IN_FLIGHT - 1)
         if chunk:
-            writing = asyncio.create_task(importer.write(list(chunk.values())))
+            writing.append(asyncio.create_task(importer.write(list(chunk.values()))))
             chunk, size = {}, 0
 
     try:
@@ -487,12 +487,13 @@ async def run_import(
                 if len(chunk) >= CHUNK_ROWS or size >= CHUNK_BYTES:
                     await flush()
         await flush()
-        await collect()
+        await collect(0)
     finally:
-        if writing is not None:
-            writing.cancel()
+        for task in writing:
+            task.cancel()
+        for task in writing:
             with contextlib.suppress(BaseException):
-                await writing
+                await task
     return result
 
 
