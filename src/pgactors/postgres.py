@@ -614,14 +614,21 @@ class PostgresBackend:
         self, query: bytes, types: list[str] | None, chunk: int, *, raw: bool = False
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         params = {"types": None if types is None else _json_list(types)}
+        fetch = sql.SQL(self._queries.export_fetch.decode()).format(sql.Literal(chunk))
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.export_utc)
-            async with conn.cursor(name="pgactors_export", binary=raw) as cur:
-                if raw:
-                    cur.adapters.register_loader("text", _RawTextLoader)
-                await cur.execute(query, params)
-                while rows := await cur.fetchmany(chunk):
+            await conn.execute(query, params)
+            # Pipelined: the server computes the next page while this one is used.
+            async with conn.pipeline():
+                pages = [_export_cursor(conn, raw), _export_cursor(conn, raw)]
+                await pages[0].execute(fetch)
+                while True:
+                    await pages[1].execute(fetch)
+                    rows = await pages[0].fetchall()
+                    if not rows:
+                        break
                     yield rows
+                    pages.reverse()
 
     async def export_records(
         self, types: list[str] | None, chunk: int
@@ -758,6 +765,13 @@ class PostgresBackend:
     async def drop_schema(self) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.drop_schema)
+
+
+def _export_cursor(conn: _Conn, raw: bool) -> psycopg.AsyncCursor[Any]:
+    cur = conn.cursor(binary=raw)
+    if raw:
+        cur.adapters.register_loader("text", _RawTextLoader)
+    return cur
 
 
 class _RawTextLoader(Loader):

@@ -312,12 +312,17 @@ SELECT f.last_position, f.pruned_through,
 FROM {schema}.{feed} f
 
 -- Import and export (transfer.py). Export runs in one transaction through a server-side
--- cursor, so memory stays flat and the output is one snapshot, in (type, id) order.
+-- cursor, read a page at a time, so memory stays flat and the output is one snapshot,
+-- in (type, id) order.
 
 -- name: export_utc
 SET LOCAL TimeZone = 'UTC'
 
+-- name: export_fetch
+FETCH FORWARD {{}} FROM pgactors_export
+
 -- name: export_records
+DECLARE pgactors_export NO SCROLL CURSOR FOR
 SELECT type, id, data, version, created_at, updated_at, payload, manifest
 FROM {schema}.{state}
 WHERE %(types)s::jsonb IS NULL
@@ -327,6 +332,7 @@ ORDER BY type, id
 -- name: export_lines
 -- The server writes each JSONL line, so the client never decodes and re-encodes data
 -- (the format of transfer.record_line; timestamps in UTC, set by export_utc).
+DECLARE pgactors_export NO SCROLL CURSOR FOR
 SELECT '{{"type":' || to_json(type)::text || ',"id":' || to_json(id)::text
        || ',"version":' || version::text
        || CASE WHEN payload IS NULL THEN ',"data":' || coalesce(data::text, 'null')
