@@ -119,14 +119,14 @@ class _MemoryImporter:
         outcome = ImportOutcome()
         now = datetime.now(UTC)
         for row in sorted(rows, key=lambda r: (r.type, r.id)):
-            old = self.rows.get((row.type, row.id))
-            if old is not None and self.on_conflict == "skip":
-                outcome.skipped += 1
-                continue
-            # PostgreSQL parses the data text at this point; so does its twin.
+            # PostgreSQL parses the data text as it receives it; so does its twin.
             error = None if row.text is None else json_error(row.text)
             if error is not None:
                 outcome.rejected.append((row, error))
+                continue
+            old = self.rows.get((row.type, row.id))
+            if old is not None and self.on_conflict == "skip":
+                outcome.skipped += 1
                 continue
             text = None if row.text is None else row.text.decode()
             version = row.version or (old.version + 1 if old else 1)

@@ -9,9 +9,11 @@ A binary record has ``"payload"`` (base64) and ``"manifest"`` instead of ``"data
 ``version`` and the timestamps are optional on import: a record without them is
 written like ``save`` (version 1, or the stored version + 1 when overwriting; now).
 
-Backends only write already-validated :class:`ImportRow` chunks (an
-:class:`Importer`, one transaction per import); this module reads and checks input
-with the same rules as ``save`` and counts the outcomes.
+This module reads input and checks it with ``save``'s rules, and counts the outcomes;
+a backend's :class:`Importer` writes checked :class:`ImportRow` chunks, one transaction
+per import. A line in the export's own layout keeps its data text as it is: the
+backend's JSON parser (PostgreSQL's) checks that, and refused rows are reported where
+they came from, like any other bad input.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ EXPORT_CHUNK = 2000
 # Keep at most this many error messages; the count of failures is always exact.
 MAX_REPORTED_ERRORS = 1000
 
-_FIELDS = frozenset(("type", "id", "version", "data", "payload", "manifest"))
-_FIELDS |= {"created_at", "updated_at"}
+_FIELDS = frozenset(
+    ("type", "id", "version", "data", "payload", "manifest", "created_at", "updated_at")
+)
 
 Where: TypeAlias = int | str
 """Where a record came from: a line number, or a file name."""
@@ -523,10 +526,14 @@ __all__ = [
     "ImportRow",
     "Importer",
     "OnConflict",
+    "check_on_conflict",
+    "conflict_error",
     "directory_rows",
     "in_thread",
     "json_error",
+    "json_files",
     "jsonl_rows",
+    "jsonl_rows_async",
     "parse_line",
     "record_line",
     "run_import",
