@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import traceback
@@ -526,8 +527,13 @@ def export(
         err.print(f"exported {exported} records", markup=False)
 
     if output is None:
-        with open(sys.stdout.fileno(), "wb", closefd=False) as stream:
-            _run(ctx, action)
+        try:
+            with open(sys.stdout.fileno(), "wb", closefd=False) as stream:
+                _run(ctx, action)
+        except BrokenPipeError:
+            # The reader went away (`pgactors export | head`): stop quietly, as Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_FAILED) from None
         return
     # Written aside and renamed at the end, so a failed export leaves no partial file.
     partial = output.with_name(output.name + ".partial")
