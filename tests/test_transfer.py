@@ -25,6 +25,7 @@ from pgactors import (
     InvalidQuery,
     Record,
     Store,
+    SyncStore,
     transfer,
 )
 
@@ -409,3 +410,23 @@ def test_cli_import_directory(db_env: dict[str, str], tmp_path: Path) -> None:
     assert "imported 2" in result.stderr
     got = run("get", "User", "u1", env=db_env)
     assert json.loads(got.stdout) == {"name": "one"}
+
+
+def test_sync_store_export_and_import(pg_store_sync: SyncStore, tmp_path: Path) -> None:
+    pg_store_sync.save("A", "a1", {"n": 1})
+    pg_store_sync.save("A", "a2", {"n": 2})
+    with pytest.raises(InvalidQuery):
+        pg_store_sync.export(where={})
+    assert [r.id for r in pg_store_sync.export("A")] == ["a1", "a2"]
+    for _ in pg_store_sync.export():  # leaving early closes the cursor
+        break
+    (tmp_path / "out.jsonl").write_bytes(b"".join(pg_store_sync.export_jsonl()))
+    with SyncStore.in_memory() as memory:
+        with (tmp_path / "out.jsonl").open("rb") as lines:
+            result = memory.import_jsonl(lines)
+        assert result.imported == 2
+        assert list(memory.export()) == list(pg_store_sync.export())
+        (tmp_path / "dir").mkdir()
+        (tmp_path / "dir" / "x.json").write_text("7")
+        assert memory.import_dir(tmp_path / "dir", type="N").imported == 1
+    assert pg_store_sync.load("A", "a1") is not None
