@@ -854,10 +854,10 @@ class _PostgresImporter:
     async def write(self, rows: list[ImportRow]) -> ImportOutcome:
         """Write a chunk; a row the server refuses is isolated by halving and reported.
 
-        The chunk is encoded in a worker thread while the previous one is still being
-        written, so the server does not wait for it; chunks are written in call order.
+        The chunk is encoded while the previous one is still being written, so the
+        server does not wait for it; chunks are written in call order.
         """
-        block = await asyncio.to_thread(_copy_block, rows)
+        block = _copy_block(rows)
         async with self._turn:
             return await self._write_checked(rows, block)
 

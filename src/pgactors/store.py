@@ -47,6 +47,7 @@ from .transfer import (
     Parsed,
     check_on_conflict,
     directory_rows,
+    in_batches,
     in_thread,
     jsonl_rows,
     jsonl_rows_async,
@@ -502,7 +503,7 @@ class Store:
         if isinstance(lines, AsyncIterable):
             batches = jsonl_rows_async(lines, type, self._max_bytes)
         else:
-            batches = in_thread(jsonl_rows(lines, type, self._max_bytes))
+            batches = in_batches(jsonl_rows(lines, type, self._max_bytes))
         return await self._import(batches, mode, strict, progress)
 
     async def import_dir(

@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import json
 import re
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -329,11 +328,11 @@ def _parse_object(line: str, where: Where, type: str | None, max_bytes: int) -> 
 
 
 Parsed: TypeAlias = ImportRow | ImportIssue
-# Input is read and checked in a worker thread, this many items at a time, so the event
-# loop stays free to stream the previous chunk to the database meanwhile.
-_READ_BATCH = 1000
+# Input is read and checked this many items at a time (about half a millisecond), then
+# the event loop runs: it keeps streaming the previous chunk to the server, which would
+# otherwise sit idle once it has drained the socket's buffer (measured: +20%).
+_READ_BATCH = 100
 _IN_FLIGHT = 2
-_GIL_STEP = 50
 
 
 def jsonl_rows(lines: Iterable[str | bytes], type: str | None, max_bytes: int) -> Iterator[Parsed]:
@@ -382,24 +381,21 @@ def _renumbered(items: Iterator[Parsed], offset: int) -> list[Parsed]:
     ]
 
 
-async def in_thread(items: Iterator[Parsed]) -> AsyncIterator[list[Parsed]]:
-    """Read and check ``items`` in a worker thread, a batch at a time."""
-    while batch := await asyncio.to_thread(_take, items):
+async def in_batches(items: Iterator[Parsed]) -> AsyncIterator[list[Parsed]]:
+    """Read and check ``items`` a batch at a time, letting other tasks run in between.
+
+    In this thread: a worker thread overlapped no better with the database, and its GIL
+    hand-overs cost a quarter more CPU (measured).
+    """
+    while batch := list(itertools.islice(items, _READ_BATCH)):
         yield batch
+        await asyncio.sleep(0)
 
 
-def _take(items: Iterator[Parsed]) -> list[Parsed]:
-    batch: list[Parsed] = []
-    while len(batch) < _READ_BATCH:
-        step = list(itertools.islice(items, _GIL_STEP))
-        if not step:
-            break
-        batch += step
-        # Hand the GIL over now and then: the event loop streams the previous chunk to
-        # the database meanwhile, and would otherwise wait a whole switch interval
-        # (5 ms) each time the socket can take more, leaving the server idle.
-        time.sleep(0)
-    return batch
+async def in_thread(items: Iterator[Parsed]) -> AsyncIterator[list[Parsed]]:
+    """Read and check ``items`` in a worker thread, a batch at a time (files to open)."""
+    while batch := await asyncio.to_thread(lambda: list(itertools.islice(items, _READ_BATCH))):
+        yield batch
 
 
 def json_files(directory: Path) -> list[Path]:
@@ -529,6 +525,7 @@ __all__ = [
     "check_on_conflict",
     "conflict_error",
     "directory_rows",
+    "in_batches",
     "in_thread",
     "json_error",
     "json_files",
