@@ -430,3 +430,13 @@ def test_sync_store_export_and_import(pg_store_sync: SyncStore, tmp_path: Path) 
         (tmp_path / "dir" / "x.json").write_text("7")
         assert memory.import_dir(tmp_path / "dir", type="N").imported == 1
     assert pg_store_sync.load("A", "a1") is not None
+
+
+async def test_async_sources_number_lines_across_batches(store: Store) -> None:
+    async def lines() -> AsyncIterator[str]:
+        for n in range(1, 251):
+            yield "{oops" if n in (7, 180) else line("T", f"k{n}", n)
+
+    result = await store.import_jsonl(lines())
+    assert result.imported == 248
+    assert [issue.where for issue in result.errors] == [7, 180]
