@@ -7,6 +7,7 @@ from .errors import (
     ChangesExpired,
     ConfigError,
     DatabaseError,
+    ImportAborted,
     InvalidInput,
     InvalidQuery,
     NotFound,
@@ -29,6 +30,7 @@ from .query import Page
 from .record import JSON, Record
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncStore, SyncTransaction
+from .transfer import ImportIssue, ImportResult
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,9 @@ __all__ = [
     "ChangesExpired",
     "ConfigError",
     "DatabaseError",
+    "ImportAborted",
+    "ImportIssue",
+    "ImportResult",
     "InMemoryStore",
     "InvalidInput",
     "InvalidQuery",

@@ -8,6 +8,7 @@ in-memory twin for fast tests). One conformance suite runs against both.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from .changes import FeedSource
 from .metrics import PoolStats
 from .query import Aggregate, Node, Path, Query
 from .record import Record
+from .transfer import Importer, OnConflict
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,24 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def purge_expired(self, type: str | None, limit: int) -> int:
         """Delete expired records (of ``type``), ``limit`` at a time; return how many."""
+        ...
+
+    def export_records(
+        self, types: list[str] | None, chunk: int, where: Node | None = None
+    ) -> AsyncIterator[list[Record]]:
+        """Every live record (of ``types``, matching ``where``) in (type, id) order, up to
+        ``chunk`` at a time, from one snapshot; memory stays bounded whatever the size."""
+        ...
+
+    def export_jsonl(
+        self, types: list[str] | None, chunk: int, where: Node | None = None
+    ) -> AsyncIterator[bytes]:
+        """The same records as JSONL (see ``transfer``): UTF-8 blocks of ``chunk`` lines,
+        each line ending in a newline."""
+        ...
+
+    def importer(self, on_conflict: OnConflict) -> AbstractAsyncContextManager[Importer]:
+        """Open an import: one transaction, committed at a normal exit, else rolled back."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:

@@ -8,17 +8,27 @@ adds the traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .backend import ServerStats
@@ -26,6 +36,7 @@ from .config import StoreConfig
 from .embedded import EmbeddedServer
 from .errors import (
     ConfigError,
+    ImportAborted,
     InvalidInput,
     InvalidQuery,
     NotFound,
@@ -34,6 +45,7 @@ from .errors import (
 )
 from .record import Record
 from .store import Store
+from .transfer import ImportResult, OnConflict, json_files
 
 T = TypeVar("T")
 
@@ -766,6 +778,205 @@ def watch(
                     )
 
     _run(ctx, action)
+
+
+# -- import and export ----------------------------------------------------------------------------
+
+
+class OnConflictMode(StrEnum):
+    """``--on-conflict`` choices."""
+
+    skip = "skip"
+    overwrite = "overwrite"
+    fail = "fail"
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable).")
+    ] = None,
+    where: WhereOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write every record (of the types, matching --where) as JSONL, one object per line,
+    in (type, id) order."""
+
+    async def action(options: Options) -> None:
+        condition = _where(where)
+        async with await _open(options) as store:
+            total = None
+            if err.is_terminal:
+                if condition is None:
+                    counts = await store.types()
+                    total = sum(n for t, n in counts.items() if not types or t in types)
+                elif types:
+                    total = sum([await store.count(t, condition) for t in types])
+            exported = await run_export(store, types or None, stream, total, condition)
+        err.print(f"exported {exported} records", markup=False)
+
+    if output is None:
+        try:
+            with open(sys.stdout.fileno(), "wb", closefd=False) as stream:
+                _run(ctx, action)
+        except BrokenPipeError:
+            # The reader went away (`pgactors export | head`): stop quietly, as Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_FAILED) from None
+        return
+    # Written aside and renamed at the end, so a failed export leaves no partial file.
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with open(partial, "wb") as stream:
+            _run(ctx, action)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(help="A JSONL file (- for stdin), or a directory of <id>.json files.")
+    ],
+    type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Record type: overrides the lines'; needed for a dir."),
+    ] = None,
+    on_conflict: Annotated[
+        OnConflictMode, typer.Option(help="When the record exists: keep it, replace it, or abort.")
+    ] = OnConflictMode.skip,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Abort on the first bad record; write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Import a JSONL export, or a directory of JSON files (one record per file).
+
+    One transaction. Bad lines are reported with their number and skipped (exit 1);
+    with --strict, or an existing record with --on-conflict fail, nothing is written.
+    """
+    is_dir = str(source) != "-" and source.is_dir()
+    if is_dir and type is None:
+        err.print("error: importing a directory needs --type (the type of every file)")
+        raise typer.Exit(EXIT_USAGE)
+    if not is_dir and str(source) != "-" and not source.is_file():
+        err.print(f"error: {source} is not a file or directory", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+
+    async def action(options: Options) -> ImportResult:
+        async with await _open(options) as store:
+            try:
+                if is_dir:
+                    assert type is not None
+                    return await import_dir(store, source, type, on_conflict.value, strict)
+                return await import_jsonl(store, stream, size, type, on_conflict.value, strict)
+            except ImportAborted as exc:
+                raise Failed(f"error: {exc}") from None
+
+    stdin = str(source) == "-"
+    size = None if stdin or is_dir else source.stat().st_size
+    with (
+        contextlib.nullcontext(None)
+        if is_dir
+        else open(sys.stdin.fileno(), "rb", closefd=False)
+        if stdin
+        else open(source, "rb")
+    ) as stream:
+        result = _run(ctx, action)
+    for issue in result.errors:
+        err.print(str(issue), markup=False)
+    if result.failed > len(result.errors):
+        err.print(f"... and {result.failed - len(result.errors)} more", markup=False)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    err.print(
+        f"imported {result.imported}, overwritten {result.overwritten}, "
+        f"skipped {result.skipped}, failed {result.failed}",
+        markup=False,
+    )
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _progress(total: float | None, unit: str) -> Progress | None:
+    """A progress bar on stderr when it is a terminal, else None."""
+    if not err.is_terminal:
+        return None
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
+    columns += [TextColumn("{task.fields[done]} records"), TimeRemainingColumn()]
+    progress = Progress(*columns, console=err, transient=True)
+    progress.add_task(unit, total=total, done=0)
+    return progress
+
+
+async def run_export(
+    store: Store,
+    types: list[str] | None,
+    stream: BinaryIO,
+    total: int | None,
+    where: Any = None,
+) -> int:
+    """Write the export to ``stream``; return how many records were written."""
+    bar = _progress(total, "export")
+    count = 0
+    with bar or contextlib.nullcontext():
+        async for block in store.export_jsonl(types, where=where):
+            stream.write(block)
+            count += block.count(b"\n")
+            if bar is not None:
+                bar.update(bar.task_ids[0], completed=count, done=count)
+    return count
+
+
+async def import_dir(
+    store: Store, source: Path, type: str, on_conflict: OnConflict, strict: bool
+) -> ImportResult:
+    """Import a directory of ``<id>.json`` files, with a progress bar on a terminal."""
+    files = len(await asyncio.to_thread(json_files, source))
+    bar = _progress(files, "import")
+
+    def on_files(done: int) -> None:
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=done, done=done)
+
+    with bar or contextlib.nullcontext():
+        return await store.import_dir(
+            source, type=type, on_conflict=on_conflict, strict=strict, progress=on_files
+        )
+
+
+async def import_jsonl(
+    store: Store,
+    stream: BinaryIO | None,
+    size: int | None,
+    type: str | None,
+    on_conflict: OnConflict,
+    strict: bool,
+) -> ImportResult:
+    """Import JSONL from an open file of ``size`` bytes, with a progress bar on a terminal."""
+    assert stream is not None
+    bar = _progress(size, "import")
+    read = 0
+
+    def lines() -> Iterator[bytes]:
+        nonlocal read
+        for line in stream:
+            read += len(line)
+            yield line
+
+    def on_lines(done: int) -> None:
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=read, done=done)
+
+    with bar or contextlib.nullcontext():
+        return await store.import_jsonl(
+            lines(), type=type, on_conflict=on_conflict, strict=strict, progress=on_lines
+        )
 
 
 # -- embedded server ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ translated at the edge (``postgres.py``) and never leak raw.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 class PgActorsError(Exception):
@@ -103,6 +103,26 @@ class DatabaseError(PgActorsError):
     """PostgreSQL refused an operation for a reason not covered by a more specific error."""
 
 
+class ImportAborted(PgActorsError):
+    """An import stopped and wrote nothing: a refused record with ``strict``, or (with
+    ``on_conflict="fail"``) a record that already exists.
+
+    ``errors`` lists the refused input (``"line 3: ..."``); ``conflicts`` the
+    ``(type, id)`` keys that already existed (at most 10).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Sequence[str] = (),
+        conflicts: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        self.conflicts = list(conflicts)
+
+
 class ServerError(PgActorsError):
     """The embedded PostgreSQL server could not be initialised, started or stopped."""
 
@@ -111,6 +131,7 @@ __all__ = [
     "ChangesExpired",
     "ConfigError",
     "DatabaseError",
+    "ImportAborted",
     "InvalidInput",
     "NotFound",
     "PgActorsError",

@@ -9,7 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
@@ -17,6 +25,7 @@ from .config import StoreConfig
 from .query import Page
 from .record import JSON, Record
 from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
+from .transfer import ImportResult, OnConflict
 
 T = TypeVar("T")
 
@@ -321,3 +330,66 @@ class SyncStore:
             self._run(context.__aexit__(type(exc), exc, exc.__traceback__))
             raise
         self._run(context.__aexit__(None, None, None))
+
+    # -- import and export -------------------------------------------------------------
+
+    def export(
+        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+    ) -> Iterator[Record]:
+        """Every record (of ``types``, matching ``where``), streamed in (type, id) order
+        (see ``Store.export``)."""
+        return self._iterate(self._store.export(types, where=where))
+
+    def export_jsonl(
+        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+    ) -> Iterator[bytes]:
+        """The export as UTF-8 JSONL blocks (see ``Store.export_jsonl``)."""
+        return self._iterate(self._store.export_jsonl(types, where=where))
+
+    def import_jsonl(
+        self,
+        lines: Iterable[str | bytes],
+        *,
+        type: str | None = None,
+        on_conflict: OnConflict = "skip",
+        strict: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Import JSONL lines in one transaction (see ``Store.import_jsonl``)."""
+        return self._run(
+            self._store.import_jsonl(
+                lines, type=type, on_conflict=on_conflict, strict=strict, progress=progress
+            )
+        )
+
+    def import_dir(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        type: str,
+        on_conflict: OnConflict = "skip",
+        strict: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Import a directory of ``<id>.json`` files (see ``Store.import_dir``)."""
+        return self._run(
+            self._store.import_dir(
+                directory, type=type, on_conflict=on_conflict, strict=strict, progress=progress
+            )
+        )
+
+    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        async def step() -> list[T]:
+            try:
+                return [await anext(items)]
+            except StopAsyncIteration:
+                return []
+
+        try:
+            while found := self._run(step()):
+                yield found[0]
+        finally:
+            # Closing releases the connection; a stopped loop has released it already.
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None and self._runner.loop.is_running():
+                self._run(aclose())

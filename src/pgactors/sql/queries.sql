@@ -519,3 +519,99 @@ SELECT f.last_position, f.pruned_through,
        (SELECT count(*) FROM {schema}.{changes}),
        pg_total_relation_size(to_regclass(quote_ident(%(schema)s) || '.' || quote_ident(%(table)s)))
 FROM {schema}.{feed} f
+
+-- Import and export (transfer.py). Export runs in one transaction through a server-side
+-- cursor, read a page at a time, so memory stays flat and the output is one snapshot,
+-- in (type, id) order.
+
+-- name: export_utc
+SET LOCAL TimeZone = 'UTC'
+
+-- name: export_fetch
+FETCH FORWARD {{}} FROM pgactors_export
+
+-- name: export_records
+-- The export queries end with their WHERE: postgres.py appends the query filter (if
+-- any) and ORDER BY type, id.
+DECLARE pgactors_export NO SCROLL CURSOR FOR
+SELECT type, id, data, version, created_at, updated_at, payload, manifest
+FROM {schema}.{state} s
+WHERE (%(types)s::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND (expires_at IS NULL OR expires_at > now())
+
+-- name: export_lines
+-- The server writes each JSONL line, so the client never decodes and re-encodes data
+-- (the format of transfer.record_line; timestamps in UTC, set by export_utc).
+DECLARE pgactors_export NO SCROLL CURSOR FOR
+SELECT '{{"type":' || to_json(type)::text || ',"id":' || to_json(id)::text
+       || ',"version":' || version::text
+       || CASE WHEN payload IS NULL THEN ',"data":' || coalesce(data::text, 'null')
+               ELSE ',"payload":"' || translate(encode(payload, 'base64'), E'\n', '')
+                    || '","manifest":' || to_json(manifest)::text END
+       || ',"created_at":' || to_json(created_at)::text
+       || ',"updated_at":' || to_json(updated_at)::text || '}}'
+FROM {schema}.{state} s
+WHERE (%(types)s::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND (expires_at IS NULL OR expires_at > now())
+
+-- An import is one transaction. A chunk of records that all carry their version and
+-- timestamps is copied straight into the table while none conflicts; otherwise (and
+-- from the first conflict on) each chunk is copied into a temporary table, then
+-- written with one statement. A NULL version or timestamp is set as save would.
+
+-- name: import_copy_direct
+COPY {schema}.{state} (type, id, version, data, payload, manifest, created_at, updated_at)
+FROM STDIN (FORMAT binary)
+
+-- name: import_stage
+CREATE TEMPORARY TABLE IF NOT EXISTS pgactors_import (
+    type       text COLLATE "C",
+    id         text COLLATE "C",
+    version    bigint,
+    data       jsonb,
+    payload    bytea,
+    manifest   text,
+    created_at timestamptz,
+    updated_at timestamptz
+) ON COMMIT DROP
+
+-- name: import_copy
+COPY pgactors_import (type, id, version, data, payload, manifest, created_at, updated_at)
+FROM STDIN (FORMAT binary)
+
+-- name: import_clear
+TRUNCATE pgactors_import
+
+-- name: import_conflicts
+SELECT i.type, i.id
+FROM pgactors_import i
+JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+ORDER BY i.type, i.id
+LIMIT 10
+
+-- name: import_insert
+INSERT INTO {schema}.{state} AS s
+    (type, id, version, data, payload, manifest, created_at, updated_at)
+SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
+       coalesce(i.created_at, now()), coalesce(i.updated_at, now())
+FROM pgactors_import i
+ORDER BY i.type, i.id
+ON CONFLICT (type, id) DO NOTHING
+
+-- name: import_insert_new
+-- on_conflict=fail: conflicts were checked first; one that raced in is a unique violation.
+INSERT INTO {schema}.{state}
+    (type, id, version, data, payload, manifest, created_at, updated_at)
+SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
+       coalesce(i.created_at, now()), coalesce(i.updated_at, now())
+FROM pgactors_import i
+ORDER BY i.type, i.id
+
+-- name: import_overwrite
+-- Runs before import_insert, which then adds the records that did not exist.
+UPDATE {schema}.{state} s
+SET version = coalesce(i.version, s.version + 1), data = i.data,
+    payload = i.payload, manifest = i.manifest,
+    created_at = coalesce(i.created_at, s.created_at), updated_at = coalesce(i.updated_at, now())
+FROM (SELECT * FROM pgactors_import ORDER BY type, id) i
+WHERE s.type = i.type AND s.id = i.id

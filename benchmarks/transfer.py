@@ -1,0 +1,189 @@
+"""Import and export throughput and memory, through the real ``pgactors`` command.
+
+    python -m benchmarks.transfer [--records 1000000] [--dsn DSN] [--verify]
+
+Writes a JSONL file of ``--records`` records (about 1 KB of JSON data each, the
+document of the main suite) in a temp dir, then runs, each in its own process:
+
+1. ``pgactors import FILE`` into an empty schema;
+2. ``pgactors export -o FILE`` of that schema.
+
+Reports records/s (wall time of the command, start-up included) and the peak RSS of
+that process (``wait4``'s ``ru_maxrss``). ``--verify`` also imports the export into a
+second empty schema and exports it again, and checks the two exports are identical.
+
+A script, never a timed test; quote the figures from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgactors import Store
+
+from .harness import make_payload
+from .server import server_dsn
+
+IMPORT_TARGET = 100_000
+EXPORT_TARGET = 150_000
+RSS_TARGET_MB = 200
+
+
+@dataclass(frozen=True)
+class Run:
+    """One command: what it did, its wall time and the peak RSS of its process."""
+
+    name: str
+    records: int
+    seconds: float
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+def write_jsonl(path: Path, records: int) -> None:
+    """``records`` lines of type ``bench``, ids ``k1``..``kN``, a ~1 KB document each."""
+    payload = make_payload()
+    stamp = "2026-01-02T03:04:05.123456+00:00"
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(1, records + 1):
+            payload["counter"] = n
+            data = json.dumps(payload, separators=(",", ":"))
+            out.write(
+                f'{{"type":"bench","id":"k{n}","version":1,"data":{data},'
+                f'"created_at":"{stamp}","updated_at":"{stamp}"}}\n'
+            )
+
+
+def pgactors_command() -> str:
+    """The ``pgactors`` script next to this interpreter."""
+    found = shutil.which("pgactors", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("the pgactors command is not installed next to this Python")
+    return found
+
+
+def run_command(name: str, records: int, args: list[str], env: dict[str, str]) -> Run:
+    """Run the CLI once; its wall time and its own peak RSS (not the server's)."""
+    started = time.perf_counter()
+    process = subprocess.Popen([pgactors_command(), *args], env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{name} failed with exit code {process.returncode}")
+    # ru_maxrss is in KiB on Linux.
+    return Run(name, records, seconds, usage.ru_maxrss / 1024)
+
+
+async def init_schema(dsn: str, schema: str) -> None:
+    async with await Store.connect(dsn, schema=schema) as store:
+        await store.init_schema()
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    async with await Store.connect(dsn, schema=schema) as store:
+        await store.drop_schema()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--dsn", default=None, help="server to use (default: a new embedded one)")
+    parser.add_argument("--verify", action="store_true", help="check export-import-export")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="pgactors-transfer-"))
+    try:
+        source = workdir / "in.jsonl"
+        print(f"writing {args.records} records to {source}", file=sys.stderr)
+        write_jsonl(source, args.records)
+        size_mb = source.stat().st_size / 2**20
+        runs: list[Run] = []
+        with server_dsn(args.dsn, "pgactors-transfer-") as dsn:
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            asyncio.run(init_schema(dsn, schema))
+            env = {**os.environ, "PGACTORS_DSN": dsn, "PGACTORS_SCHEMA": schema}
+            try:
+                print("import ...", file=sys.stderr)
+                runs.append(run_command("import", args.records, ["import", str(source)], env))
+                # The same into a second schema without the change log (a bulk restore
+                # nobody watches): the feed's per-record cost, shown apart.
+                quiet = f"bench_{uuid.uuid4().hex[:8]}"
+                asyncio.run(init_schema(dsn, quiet))
+                quiet_env = {**env, "PGACTORS_SCHEMA": quiet, "PGACTORS_CHANGES": "off"}
+                try:
+                    print("import, change log off ...", file=sys.stderr)
+                    import_args = ["import", str(source)]
+                    runs.append(run_command("import ", args.records, import_args, quiet_env))
+                finally:
+                    asyncio.run(drop_schema(dsn, quiet))
+                exported = workdir / "out.jsonl"
+                print("export ...", file=sys.stderr)
+                export_args = ["export", "-o", str(exported)]
+                runs.append(run_command("export", args.records, export_args, env))
+                identical = None
+                if args.verify:
+                    identical = verify(dsn, exported, workdir, args.records)
+            finally:
+                asyncio.run(drop_schema(dsn, schema))
+        print(report(runs, args.records, size_mb, identical))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def verify(dsn: str, exported: Path, workdir: Path, records: int) -> bool:
+    """Import the export into a new schema, export again, compare the files."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(init_schema(dsn, schema))
+    env = {**os.environ, "PGACTORS_DSN": dsn, "PGACTORS_SCHEMA": schema}
+    try:
+        again = workdir / "again.jsonl"
+        print("verify: import the export, export again ...", file=sys.stderr)
+        run_command("import", records, ["import", str(exported)], env)
+        run_command("export", records, ["export", "-o", str(again)], env)
+        return filecmp.cmp(exported, again, shallow=False)
+    finally:
+        asyncio.run(drop_schema(dsn, schema))
+
+
+def report(runs: list[Run], records: int, size_mb: float, identical: bool | None) -> str:
+    """The markdown table and the target checks."""
+    lines = [
+        f"{records} records, {size_mb:.0f} MiB of JSONL (`python -m benchmarks.transfer`)",
+        "",
+        "| command | records/s | seconds | peak RSS (MB) | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        target = EXPORT_TARGET if run.name == "export" else IMPORT_TARGET
+        ok = run.rate >= target and run.peak_rss_mb < RSS_TARGET_MB
+        name = f"`pgactors {run.name.strip()}`"
+        if run.name == "import ":
+            name = "`PGACTORS_CHANGES=off pgactors import`"
+        lines.append(
+            f"| {name} | {run.rate:,.0f} | {run.seconds:.1f} | "
+            f"{run.peak_rss_mb:.0f} | >= {target:,}/s, < {RSS_TARGET_MB} MB: "
+            f"{'PASS' if ok else 'FAIL'} |"
+        )
+    if identical is not None:
+        lines += ["", f"export -> import -> export identical: {identical}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
