@@ -50,13 +50,17 @@ async def open_pool(dsn: str, size: int) -> Pool:
     return pool
 
 
+NO_TTL: dict[str, Any] = {"ttl": None, "sliding": False}
+"""The single-record statements' expiry parameters, for a save without ``ttl``."""
+
+
 def upsert(peer: Peer, p: Params) -> Op:
     """One ``INSERT ... ON CONFLICT DO UPDATE`` (pgactors' ``save_lww``) on a random key."""
     statement = peer.sql("save_lww")
     pool = peer.pool
 
     async def op(rng: random.Random) -> int:
-        params = {"type": RECORD_TYPE, "id": p.key(rng), "data": Jsonb(p.payload)}
+        params = {"type": RECORD_TYPE, "id": p.key(rng), "data": Jsonb(p.payload), **NO_TTL}
         async with pool.connection() as conn:
             cur = await conn.execute(statement, params)
             await cur.fetchone()
@@ -101,6 +105,7 @@ def cas(peer: Peer, p: Params) -> Op:
                 "id": key,
                 "data": Jsonb(bump(row[0])),
                 "expected": row[1],
+                **NO_TTL,
             }
             async with pool.connection() as conn:
                 cur = await conn.execute(cas_statement, params)

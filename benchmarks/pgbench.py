@@ -64,6 +64,7 @@ def _bind(
     text = text.replace("%(type)s", "'" + RECORD_TYPE + "'")
     text = text.replace("%(id)s", "('k' || :k)")
     text = text.replace("%(expected)s", ":version")
+    text = text.replace("%(ttl)s", "NULL").replace("%(sliding)s", "false")  # no expiry
     defines: dict[str, str] = {}
     if "%(data)s" in text:
         if payload is None:
