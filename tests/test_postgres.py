@@ -322,3 +322,31 @@ async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
     assert isinstance(conflict, VersionConflict)
     assert (conflict.expected, conflict.actual) == (1, 2)
     assert not isinstance(saved, BaseException) and saved.version == 2
+
+
+def test_data_errors_from_the_server_are_invalid_input() -> None:
+    from pgactors import InvalidInput
+    from pgactors.postgres import translate
+
+    for exc in (
+        psycopg.errors.InvalidTextRepresentation("bad"),
+        psycopg.errors.NumericValueOutOfRange("big"),
+    ):
+        assert isinstance(translate(exc, StoreConfig()), InvalidInput)
+
+
+async def test_values_utf8_cannot_hold_are_refused() -> None:
+    from pgactors import InMemoryStore, InvalidInput, InvalidQuery
+
+    store = InMemoryStore()
+    with pytest.raises(InvalidInput, match="lone surrogate"):
+        await store.save("T", "x", {"s": "\ud800"})
+    with pytest.raises(InvalidInput, match="lone surrogate"):
+        await store.save("T", "\udc00", {})
+    with pytest.raises(InvalidInput, match="integer too large"):
+        await store.save("T", "x", {"n": 10**5000})
+    with pytest.raises(InvalidQuery, match="lone surrogate"):
+        await store.query("T", {"s": "\ud800"})
+    with pytest.raises(InvalidQuery, match="lone surrogate"):
+        await store.query("T", {"\ud800": 1})
+    assert await store.count("T") == 0

@@ -137,7 +137,7 @@ def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return DatabaseError(f"permission denied on {config.target()}: {message}")
-    if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.errors.DataException):
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.DataError):
         return InvalidInput(f"PostgreSQL refused the data: {message}")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
         return StoreUnavailable(

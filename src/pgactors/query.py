@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from .errors import InvalidQuery
-from .record import Record, check_type
+from .record import Record, check_type, is_unicode
 
 META_FIELDS: Final = ("id", "version", "created_at", "updated_at")
 MAX_LIMIT: Final = 10_000
@@ -92,8 +92,8 @@ def parse_path(text: object, where: str = "path") -> Path:
     """A path string: ``a.b.c`` or ``@id``/``@version``/``@created_at``/``@updated_at``."""
     if not isinstance(text, str) or not text:
         raise InvalidQuery(f"{where}: a path is a non-empty string, got {text!r}")
-    if "\x00" in text:
-        raise InvalidQuery(f"{where}: path {text!r} contains a NUL character")
+    if "\x00" in text or not is_unicode(text):
+        raise InvalidQuery(f"{where}: path {text!r} contains a NUL or a lone surrogate")
     if text.startswith("@"):
         if text[1:] not in META_FIELDS:
             raise InvalidQuery(
@@ -193,6 +193,8 @@ def _json_operand(value: object, at: str) -> Any:
         raise InvalidQuery(f"{at}: the operand is not JSON ({exc})") from None
     if "\\u0000" in text:
         raise InvalidQuery(f"{at}: the operand contains a NUL character")
+    if not is_unicode(text):
+        raise InvalidQuery(f"{at}: the operand contains a lone surrogate (not valid Unicode)")
     return json.loads(text)  # normalised: tuples become lists, keys are checked
 
 
@@ -204,8 +206,10 @@ def _operand(path: Path, op: str, value: object, at: str) -> Any:
 
 def _meta_operand(path: Path, op: str, value: object, at: str) -> Any:
     if path.meta == "id":
-        if not isinstance(value, str) or "\x00" in value:
-            raise InvalidQuery(f"{at}: @id compares with strings (without NUL), got {value!r}")
+        if not isinstance(value, str) or "\x00" in value or not is_unicode(value):
+            raise InvalidQuery(
+                f"{at}: @id compares with strings (valid Unicode, no NUL), got {value!r}"
+            )
         return value
     if path.meta == "version":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -241,8 +245,8 @@ def _ordered_operand(path: Path, op: str, value: object, at: str) -> Any:
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidQuery(f"{at}: {op} needs a finite number, got {value!r}")
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidQuery(f"{at}: the operand contains a NUL character")
+    if isinstance(value, str) and ("\x00" in value or not is_unicode(value)):
+        raise InvalidQuery(f"{at}: the operand contains a NUL or a lone surrogate")
     return value
 
 

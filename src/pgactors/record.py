@@ -55,7 +55,20 @@ def check_id(id: object) -> str:
         raise InvalidInput(f"invalid id of length {len(id)}: an id is 1-{MAX_ID_LENGTH} characters")
     if "\x00" in id:
         raise InvalidInput(f"invalid id {id!r}: an id may not contain NUL characters")
+    if not is_unicode(id):
+        raise InvalidInput(f"invalid id {id!r}: a lone surrogate is not valid Unicode")
     return id
+
+
+def is_unicode(text: str) -> bool:
+    """False if ``text`` holds a lone surrogate, which UTF-8 (and PostgreSQL) cannot."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_ids(ids: object) -> list[str]:
@@ -142,12 +155,22 @@ def encode_data(data: object, max_bytes: int) -> str:
     except ValueError as exc:
         if "Circular reference" in str(exc):
             raise InvalidInput("data contains a circular reference") from None
+        if "integer string conversion" in str(exc):
+            raise InvalidInput(
+                f"data contains an integer too large to write as JSON text ({exc})"
+            ) from None
         raise InvalidInput("data contains NaN or Infinity, which JSON cannot represent") from None
     except RecursionError:
         raise InvalidInput("data is nested too deeply") from None
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
-    size = len(text) if text.isascii() else len(text.encode())
+    try:
+        size = len(text) if text.isascii() else len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "data contains a lone surrogate (e.g. '\\ud800'), which is not valid Unicode "
+            "and cannot be stored"
+        ) from None
     if size > max_bytes:
         raise InvalidInput(
             f"data is {size} bytes as JSON, over the limit of {max_bytes} bytes (max_data_bytes)"
