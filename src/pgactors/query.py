@@ -29,7 +29,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -303,7 +303,7 @@ class Page:
     items: list[Record]
     next: str | None = None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.items)
 
     def __len__(self) -> int:
@@ -682,12 +682,15 @@ def aggregate_records(spec: Aggregate, records: list[Record]) -> list[dict[str, 
 
 def _plain(value: Any) -> Any:
     if value is MISSING:
-        return {"$missing": True}
+        return MISSING_GROUP
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+MISSING_GROUP: Final = "\x00missing"  # no JSON string holds NUL: never a stored value
 
 
 def _metric(metric: Metric, records: list[Record]) -> Any:
