@@ -659,14 +659,12 @@ def build_aggregate(type: str, where: object, group_by: object, metrics: object)
 def aggregate_records(spec: Aggregate, records: list[Record]) -> list[dict[str, Any]]:
     """``store.aggregate`` over records in memory (the same rules as the SQL)."""
     groups: dict[tuple[Any, ...], list[Record]] = {}
-    keys: dict[tuple[Any, ...], Record] = {}
     for record in records:
         group = tuple(json.dumps(_plain(lookup(record, p)), sort_keys=True) for p in spec.group_by)
         groups.setdefault(group, []).append(record)
-        keys.setdefault(group, record)
     rows: list[tuple[Record, dict[str, Any]]] = []
-    for group, members in groups.items():
-        first = keys[group]
+    for members in groups.values():
+        first = members[0]
         row: dict[str, Any] = {}
         for path in spec.group_by:
             value = lookup(first, path)
