@@ -126,7 +126,10 @@ RETURNING version
 -- item succeeds or fails on its own; rows are locked in (type, id) order, the same
 -- order every batch statement uses, so concurrent batches cannot deadlock. Items
 -- travel as JSON arrays (one text parameter each), which costs the client far less
--- to build than PostgreSQL array literals.
+-- to build than PostgreSQL array literals. The planner cannot see how many items
+-- a JSON array holds (it assumes 100), so on a small or bloated table it would join
+-- by scanning the whole state table; every batch therefore also restricts the table
+-- with `= ANY (ARRAY(...))` on the key columns, which it always reads by primary key.
 
 -- name: load_batch
 SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
@@ -134,7 +137,9 @@ SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manife
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) WITH ORDINALITY AS i(type, id, ord)
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
-WHERE s.expires_at IS NULL OR s.expires_at > now()
+WHERE s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND (s.expires_at IS NULL OR s.expires_at > now())
 
 -- name: save_lww_batch
 INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
@@ -194,6 +199,8 @@ FROM (SELECT *
            AS i(type, id, data, expected, ttl, sliding)
       ORDER BY i.type COLLATE "C", i.id COLLATE "C") i
 WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected::bigint
+  AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
   AND (s.expires_at IS NULL OR s.expires_at > now())
 RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
@@ -202,20 +209,24 @@ SELECT s.type, s.id, s.version
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) AS i(type, id)
 JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
-WHERE s.expires_at IS NULL OR s.expires_at > now()
+WHERE s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND (s.expires_at IS NULL OR s.expires_at > now())
 
 -- name: load_many
 SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
        s.expires_at
 FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
 JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
-WHERE s.expires_at IS NULL OR s.expires_at > now()
+WHERE s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND (s.expires_at IS NULL OR s.expires_at > now())
 
 -- name: current_versions
 SELECT s.id, s.version
 FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
 JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
-WHERE s.expires_at IS NULL OR s.expires_at > now()
+WHERE s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND (s.expires_at IS NULL OR s.expires_at > now())
 
 -- name: save_many
 -- One statement, so it is atomic in autocommit. Existing rows are locked in id order
@@ -232,6 +243,7 @@ WITH input AS (
 current AS (
     SELECT s.id, CASE WHEN s.expires_at <= now() THEN 0 ELSE s.version END AS version
     FROM {schema}.{state} s JOIN input i ON s.type = %(type)s AND s.id = i.id
+    WHERE s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
     ORDER BY s.id
     FOR UPDATE OF s
 ),
@@ -271,13 +283,15 @@ WITH doomed AS (
     SELECT s.id
     FROM jsonb_array_elements_text(%(ids)s::jsonb) AS i(id)
     JOIN {schema}.{state} s ON s.type = %(type)s AND s.id = i.id
-    WHERE s.expires_at IS NULL OR s.expires_at > now()
+    WHERE s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND (s.expires_at IS NULL OR s.expires_at > now())
     ORDER BY s.id
     FOR UPDATE OF s
 )
 DELETE FROM {schema}.{state} s
 USING doomed d
 WHERE s.type = %(type)s AND s.id = d.id
+  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
 
 -- name: list_ids
 SELECT id

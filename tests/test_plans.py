@@ -1,0 +1,116 @@
+"""Batched statements read the state table by primary key, never by a full scan.
+
+The items of a batch travel as JSON arrays whose length the planner cannot see; left
+to itself it plans for 100 items and, on a table of a few thousand rows, joins them
+by scanning the whole table (a CAS batch of 16 actors then cost a full scan per
+round trip). These tests EXPLAIN every batched statement, with the values bound (a
+custom plan) and without (the generic plan a prepared statement may switch to).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgactors import Store
+from pgactors.postgres import _key_params, _save_params, _SaveRequest
+
+ROWS = 3000
+BATCH = 16
+TYPE = "Plan"
+
+
+def _ids() -> list[str]:
+    return [f"k{n:05d}" for n in range(0, ROWS, ROWS // BATCH)][:BATCH]
+
+
+def _params() -> dict[str, dict[str, Any]]:
+    ids = _ids()
+    keys = [(TYPE, i) for i in ids]
+    one_type = {"type": TYPE, "ids": json.dumps(ids)}
+    cas = [_SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
+    return {
+        "load_batch": _key_params(keys),
+        "versions_batch": _key_params(keys),
+        "save_cas_batch": _save_params(cas),
+        "load_many": one_type,
+        "current_versions": one_type,
+        "delete_many": one_type,
+        "save_many": {
+            **one_type,
+            "datas": json.dumps([{"n": 1}] * BATCH),
+            "expected": json.dumps([None] * BATCH),
+            "ttl": None,
+            "sliding": False,
+        },
+    }
+
+
+def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    if "Relation Name" in plan:
+        yield plan["Node Type"], plan["Relation Name"]
+    for child in plan.get("Plans", []):
+        yield from _scans(child)
+
+
+def _state_scans(
+    conn: psycopg.Connection[Any], query: bytes, params: Any, options: bytes = b""
+) -> set[str]:
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(b"EXPLAIN (FORMAT JSON%s) %s" % (options, query), params).fetchone()
+    assert row is not None
+    return {node for node, rel in _scans(row[0][0]["Plan"]) if rel.startswith("pgactors_state")}
+
+
+def _generic(query: bytes) -> bytes:
+    """``query`` with numbered placeholders, for EXPLAIN (GENERIC_PLAN)."""
+    numbers: dict[bytes, int] = {}
+
+    def number(match: re.Match[bytes]) -> bytes:
+        return b"$%d" % numbers.setdefault(match.group(1), len(numbers) + 1)
+
+    return re.sub(rb"%\((\w+)\)s", number, query)
+
+
+@pytest.fixture(params=[None, 4], ids=["plain", "partitioned"])
+async def loaded(
+    request: pytest.FixtureRequest, pg_dsn: str, schema_name: str
+) -> AsyncIterator[tuple[Any, psycopg.Connection[Any]]]:
+    """The store's statements, and a connection to a state table of ``ROWS`` records."""
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    store = await Store.connect(pg_dsn, schema=schema_name)
+    await store.init_schema(partitions=request.param)
+    table = sql.Identifier(schema_name, "pgactors_state")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, version, data) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 1, jsonb_build_object('n', g) "
+            "FROM generate_series(0, %s) g"
+        ).format(table),
+        [TYPE, ROWS - 1],
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(table))
+    try:
+        yield store._backend._queries, conn
+    finally:
+        await store.close()
+        conn.close()
+
+
+@pytest.mark.parametrize("name", sorted(_params()))
+async def test_batched_statement_reads_state_by_key(
+    loaded: tuple[Any, psycopg.Connection[Any]], name: str
+) -> None:
+    queries, conn = loaded
+    query: bytes = getattr(queries, name)
+    custom = _state_scans(conn, query, _params()[name])
+    generic = _state_scans(conn, _generic(query), None, b", GENERIC_PLAN")
+    for plan in (custom, generic):
+        assert "Seq Scan" not in plan, f"{name}: {plan}"
+        assert plan & {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, f"{name}: {plan}"
