@@ -350,3 +350,49 @@ async def test_values_utf8_cannot_hold_are_refused() -> None:
     with pytest.raises(InvalidQuery, match="lone surrogate"):
         await store.query("T", {"\ud800": 1})
     assert await store.count("T") == 0
+
+
+def test_rolled_back_transactions_are_not_reported_as_an_unreachable_server() -> None:
+    from pgactors import DatabaseError, StoreUnavailable
+    from pgactors.postgres import translate
+
+    for exc in (
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.errors.SerializationFailure("could not serialize access"),
+    ):
+        error = translate(exc, StoreConfig())
+        assert isinstance(error, DatabaseError) and not isinstance(error, StoreUnavailable)
+        assert "rolled back" in str(error) and "retried" in str(error)
+
+
+async def test_drop_schema_outlives_being_a_deadlock_victim(pg_store: Store, pg_dsn: str) -> None:
+    from pgactors.postgres import PostgresBackend
+
+    await pg_store.save("T", "a", {"n": 0})
+    backend = pg_store._backend
+    assert isinstance(backend, PostgresBackend)
+    schema = pg_store.config.schema
+    with psycopg.connect(pg_dsn) as other:
+        # The other session holds the change log and will then want the state table,
+        # which the drop takes first: a deadlock, in which the drop is the victim
+        # (the other session waits far longer before it looks for deadlocks).
+        other.execute("SET deadlock_timeout = '30s'")
+        other.execute(
+            sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                sql.Identifier(schema, "pgactors_changes")
+            )
+        )
+        drop = asyncio.create_task(pg_store.drop_schema())
+        await asyncio.sleep(0.3)
+        assert not drop.done()
+        count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "pgactors_state"))
+        row = await asyncio.to_thread(lambda: other.execute(count).fetchone())
+        assert row == (1,)
+        other.commit()
+        await asyncio.wait_for(drop, 10)
+    assert backend._retries["deadlock"] >= 1
+    with psycopg.connect(pg_dsn) as conn:
+        left = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema]
+        ).fetchall()
+    assert left == []

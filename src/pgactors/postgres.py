@@ -139,6 +139,13 @@ def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
         return DatabaseError(f"permission denied on {config.target()}: {message}")
     if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.DataError):
         return InvalidInput(f"PostgreSQL refused the data: {message}")
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
+        # Class 40 (deadlock, serialization failure) is an OperationalError to
+        # psycopg, but the server is fine.
+        return DatabaseError(
+            f"PostgreSQL rolled back the transaction on {config.target()} (it conflicted "
+            f"with a concurrent one; nothing it did was kept, so it can be retried): {message}"
+        )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
         return StoreUnavailable(
             f"cannot reach PostgreSQL at {config.target()}: {message} -- {_hint(message)}"
@@ -1096,8 +1103,19 @@ class PostgresBackend:
         )
 
     async def drop_schema(self) -> None:
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(self._queries.drop_schema)
+        # Dropping locks the tables in one order; writers, triggers and the sequencer
+        # (perhaps this store's own, still numbering its last writes) take them in
+        # another, so the drop may be a deadlock victim: it is atomic, so run it again.
+        for attempt in range(_RETRIES + 1):
+            with _translated(self.config):
+                try:
+                    async with self._pool.connection() as conn, conn.transaction():
+                        await conn.execute(self._queries.drop_schema)
+                    return
+                except DeadlockDetected:
+                    if attempt == _RETRIES:
+                        raise
+                    self._retries["deadlock"] += 1
 
     # -- query support: EXPLAIN and expression indexes on hot paths ----------------------
 
