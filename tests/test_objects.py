@@ -408,3 +408,40 @@ async def test_stored_state_that_does_not_fit_a_pydantic_model_is_a_state_error(
     await store.save("Strict", "s1", {"score": "not a number"})
     with pytest.raises(StateError, match="does not fit"):
         await load_object(store, Strict, "s1")
+
+
+def test_state_to_json_converts_subclasses_and_nested_values() -> None:
+    import collections
+    import enum
+
+    from pgactors.objects import state_to_json
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    state = {
+        "level": Level.HIGH,
+        "name": Name("ann"),
+        "pair": Pair(1, Point(2, 3)),
+        "counts": collections.Counter(a=2),
+        "nested": collections.OrderedDict(p=[Point(4, 5), (True, None, 1.5)]),
+    }
+    converted = state_to_json(state)
+    assert json.loads(json.dumps(converted)) == {
+        "level": 3,
+        "name": "ann",
+        "pair": [1, {"x": 2, "y": 3}],
+        "counts": {"a": 2},
+        "nested": {"p": [{"x": 4, "y": 5}, [True, None, 1.5]]},
+    }
+    assert type(converted["pair"]) is list and type(converted["nested"]) is dict
+    # Twice: the second conversion runs on the converters cached by the first.
+    assert state_to_json(state) == converted
+    for bad in ({1: "int key"}, {"s": {1, 2}}, [Point]):
+        with pytest.raises(InvalidInput):
+            state_to_json(bad)

@@ -157,9 +157,12 @@ class ActorRef:
         if not callable(getattr(self._cls, name, None)):
             raise AttributeError(f"{self._cls.__qualname__} has no method {name!r}")
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._system._call(self._cls, self.id, name, args, kwargs)
+        system, cls, id = self._system, self._cls, self.id
 
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await system._call(cls, id, name, args, kwargs)
+
+        self.__dict__[name] = call  # found directly from now on
         return call
 
     async def watch(self) -> AsyncIterator[Any]:

@@ -265,19 +265,74 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 def _plain(value: Any) -> Any:
     # The fast path: no error locations to build; on anything odd, _located redoes it.
-    if value is None or isinstance(value, str | int | float):
-        return value
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise _NotJSON
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
-    if _is_struct(value):
-        return _msgspec().to_builtins(value)
+    # Converters are looked up by exact class, so each value costs one dict lookup.
+    convert = _CONVERTERS.get(value.__class__)
+    if convert is None:
+        convert = _converter(value)
+    return convert(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _plain_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    if not all(isinstance(k, str) for k in value):
+        raise _NotJSON
+    return {k: _plain(v) for k, v in value.items()}
+
+
+def _plain_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    return [_plain(v) for v in value]
+
+
+def _plain_struct(value: Any) -> Any:
+    return _msgspec().to_builtins(value)
+
+
+def _not_json(value: Any) -> Any:
     raise _NotJSON
+
+
+def _plain_fields(cls: type) -> Callable[[Any], dict[str, Any]]:
+    names = _field_names(cls)
+
+    def convert(value: Any) -> dict[str, Any]:
+        return {name: _plain(getattr(value, name)) for name in names}
+
+    return convert
+
+
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {
+    str: _same,
+    int: _same,
+    float: _same,
+    bool: _same,
+    type(None): _same,
+    dict: _plain_dict,
+    list: _plain_list,
+    tuple: _plain_list,
+}
+
+
+def _converter(value: Any) -> Callable[[Any], Any]:
+    """How ``_plain`` converts instances of ``value``'s class (cached per class)."""
+    cls = value.__class__
+    convert: Callable[[Any], Any]
+    if issubclass(cls, str | int | float):
+        convert = _same
+    elif issubclass(cls, dict):
+        convert = _plain_dict
+    elif issubclass(cls, list | tuple):
+        convert = _plain_list
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        convert = _plain_fields(cls)
+    elif _is_struct(value):
+        convert = _plain_struct
+    else:
+        return _not_json  # not cached: msgspec may be imported later
+    _CONVERTERS[cls] = convert
+    return convert
 
 
 def _located(value: Any, where: str) -> Any:

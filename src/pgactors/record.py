@@ -142,14 +142,7 @@ def encode_data(data: object, max_bytes: int) -> str:
     them), non-str dict keys, non-JSON objects and text over ``max_bytes``.
     """
     try:
-        text = json.dumps(
-            data,
-            ensure_ascii=False,
-            allow_nan=False,
-            separators=(",", ":"),
-            default=_refuse,
-            check_circular=True,
-        )
+        text = _ENCODER.encode(data)
     except InvalidInput:
         raise
     except ValueError as exc:
@@ -203,6 +196,12 @@ def _refuse(value: object) -> object:
         f"data contains {_kind(value)} {_short(value)}, which is not JSON: allowed are dict "
         "(str keys), list, str, int, float, bool and None"
     )
+
+
+# Built once: json.dumps with any non-default option builds a new encoder per call.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_refuse
+)
 
 
 def _kind(value: object) -> str:
