@@ -455,3 +455,29 @@ async def test_async_sources_number_lines_across_batches(store: Store) -> None:
     result = await store.import_jsonl(lines())
     assert result.imported == 248
     assert [issue.where for issue in result.errors] == [7, 180]
+
+
+def test_cli_export_stops_quietly_when_its_reader_goes_away(db_env: dict[str, str]) -> None:
+    with psycopg.connect(db_env["PGACTORS_DSN"], autocommit=True) as conn:
+        table = sql.Identifier(db_env["PGACTORS_SCHEMA"], "pgactors_state")
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (type, id, version, data) "
+                "SELECT 'T', 'k' || g, 1, jsonb_build_object('pad', repeat('x', 500)) "
+                "FROM generate_series(1, 20000) g"
+            ).format(table)
+        )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PGACTORS_", "PG"))}
+    export = subprocess.Popen(
+        [PGACTORS, "export"],
+        env={**base, **db_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    first = export.stdout.readline()  # like `pgactors export | head -1`
+    export.stdout.close()
+    stderr = export.stderr.read().decode()
+    assert export.wait(60) == 1
+    assert json.loads(first)["type"] == "T"
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr

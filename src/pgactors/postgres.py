@@ -25,11 +25,8 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg import sql
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
-from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import query as queries
@@ -840,7 +837,7 @@ class PostgresBackend:
         chunk: int,
         where: queries.Node | None,
         *,
-        raw: bool = False,
+        binary: bool = False,
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         params = queries.SqlParams()
         params.values["types"] = None if types is None else _json_list(types)
@@ -853,7 +850,7 @@ class PostgresBackend:
             await conn.execute(query, params.values, prepare=False)
             # Pipelined: the server computes the next page while this one is used.
             async with conn.pipeline():
-                pages = [_export_cursor(conn, raw), _export_cursor(conn, raw)]
+                pages = [conn.cursor(binary=binary), conn.cursor(binary=binary)]
                 await pages[0].execute(fetch)
                 while True:
                     await pages[1].execute(fetch)
@@ -873,7 +870,7 @@ class PostgresBackend:
         self, types: list[str] | None, chunk: int, where: queries.Node | None = None
     ) -> AsyncIterator[bytes]:
         query = self._queries.export_lines
-        async for rows in self._export(query, types, chunk, where, raw=True):
+        async for rows in self._export(query, types, chunk, where, binary=True):
             lines = [row[0] for row in rows]
             lines.append(b"")
             yield b"\n".join(lines)
@@ -1181,22 +1178,6 @@ class PostgresBackend:
             info = json.loads(comment)["pgactors_index"]
             result.append((info["type"], info["path"], name))
         return sorted(result)
-
-
-def _export_cursor(conn: _Conn, raw: bool) -> psycopg.AsyncCursor[Any]:
-    cur = conn.cursor(binary=raw)
-    if raw:
-        cur.adapters.register_loader("text", _RawTextLoader)
-    return cur
-
-
-class _RawTextLoader(Loader):
-    """Text as the UTF-8 bytes PostgreSQL sent: an export writes them out as they are."""
-
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> bytes:
-        return bytes(data)
 
 
 # Errors that one bad row causes; the chunk is split to find it and the rest is written.
