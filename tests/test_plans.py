@@ -114,3 +114,22 @@ async def test_batched_statement_reads_state_by_key(
     for plan in (custom, generic):
         assert "Seq Scan" not in plan, f"{name}: {plan}"
         assert plan & {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, f"{name}: {plan}"
+
+
+def test_import_conflict_check_probes_keys_instead_of_reading_the_index(
+    loaded: tuple[Any, psycopg.Connection[Any]],
+) -> None:
+    queries, conn = loaded
+    with conn.transaction(force_rollback=True):
+        conn.execute(queries.import_stage)
+        conn.execute(
+            "INSERT INTO pgactors_import (type, id) SELECT %s, 'new' || g "
+            "FROM generate_series(1, %s) g",
+            [TYPE, BATCH],
+        )
+        row = conn.execute(b"EXPLAIN (FORMAT JSON) " + queries.import_conflicts).fetchone()
+    assert row is not None
+    plan = row[0][0]["Plan"]
+    state = {node for node, rel in _scans(plan) if rel.startswith("pgactors_state")}
+    assert state and state <= {"Index Scan", "Index Only Scan"}, state
+    assert "Merge Join" not in json.dumps(plan) and "Hash Join" not in json.dumps(plan)

@@ -599,9 +599,13 @@ FROM STDIN (FORMAT binary)
 TRUNCATE pgactors_import
 
 -- name: import_conflicts
+-- One primary-key probe per staged record (LIMIT 1 keeps the planner from turning this
+-- into a join): a merge join would read the state table's whole key index whenever
+-- nothing conflicts, once per chunk.
 SELECT i.type, i.id
 FROM pgactors_import i
-JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
+CROSS JOIN LATERAL (SELECT FROM {schema}.{state} s
+                    WHERE s.type = i.type AND s.id = i.id LIMIT 1) s
 ORDER BY i.type, i.id
 LIMIT 10
 
