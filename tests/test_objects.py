@@ -445,3 +445,17 @@ def test_state_to_json_converts_subclasses_and_nested_values() -> None:
     for bad in ({1: "int key"}, {"s": {1, 2}}, [Point]):
         with pytest.raises(InvalidInput):
             state_to_json(bad)
+
+
+def test_importing_pgactors_does_not_import_pydantic_until_a_model_is_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pgactors, pgactors.cli\n"
+        "assert 'pydantic' not in sys.modules\n"
+        "from pgactors import PersistentModel\n"
+        "assert 'pydantic' in sys.modules and PersistentModel.__module__ == 'pgactors.models'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,5 +1,7 @@
 """pgactors: durable, versioned state for Python actors and objects, in PostgreSQL."""
 
+from typing import TYPE_CHECKING, Any
+
 from .actors import Actor, ActorRef, ActorSystem
 from .changes import Change, ChangeStream
 from .config import StoreConfig
@@ -19,7 +21,6 @@ from .errors import (
     VersionConflict,
 )
 from .objects import (
-    PersistentModel,
     PersistentObject,
     StateError,
     delete_object,
@@ -33,6 +34,19 @@ from .sync import SyncStore, SyncTransaction
 from .transfer import ImportIssue, ImportResult
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .models import PersistentModel
+
+
+def __getattr__(name: str) -> Any:
+    # PersistentModel imports pydantic: only when it is used.
+    if name == "PersistentModel":
+        from .models import PersistentModel
+
+        return PersistentModel
+    raise AttributeError(f"module 'pgactors' has no attribute {name!r}")
+
 
 __all__ = [
     "JSON",
