@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -195,22 +196,26 @@ async def test_watch_sees_changes_from_another_instance(pg_store: Store, pg_dsn:
     other_store = await Store.connect(pg_dsn, schema=pg_store.config.schema)
     async with other_store, ActorSystem(pg_store) as mine, ActorSystem(other_store) as theirs:
         watched = mine.actor(Counter, "w")
-        states: list[int] = []
+        subscribed = asyncio.Event()
+        states: list[int | None] = []
 
         async def watch() -> None:
             async for state in watched.watch():
-                states.append(state.n)
-                if len(states) == 3:
+                states.append(None if state is None else state.n)
+                subscribed.set()
+                if states[-1] == 20:
                     return
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(subscribed.wait(), 10)  # the first item: subscribed
         remote = theirs.actor(Counter, "w")
-        for _ in range(3):
+        for _ in range(20):
             await remote.add(1)
-            await asyncio.sleep(0.3)
         await asyncio.wait_for(watcher, 10)
-    assert states == [1, 2, 3]
+    assert states[0] is None  # the state when the watch began: never saved
+    seen = [n for n in states[1:] if n is not None]
+    assert seen == sorted(set(seen)), states  # never backwards, never twice
+    assert seen[-1] == 20
 
 
 async def test_bad_configuration_refused(store: Store) -> None:
@@ -225,18 +230,24 @@ async def test_bad_configuration_refused(store: Store) -> None:
         ActorSystem(store).actor(CounterState, "x")  # type: ignore[arg-type]
 
 
-def _hammer_process(dsn: str, schema: str, tasks: int, calls: int) -> None:
+def _hammer_process(
+    dsn: str, schema: str, tasks: int, calls: int, go: Any, out: Any
+) -> None:
     async def run() -> None:
         async with await Store.connect(dsn, schema=schema) as store:
-            system = ActorSystem(store, max_retries=1000)
+            system = ActorSystem(store)  # default settings: max_retries, backoff, locking
             ref = system.actor(Counter, "hot")
+            await ref.get()  # activated and subscribed before the race starts
+            go.wait()
+            results: list[int] = []
 
             async def worker() -> None:
                 for _ in range(calls):
-                    await ref.add(1)
+                    results.append(await ref.add(1))
 
             await asyncio.gather(*(worker() for _ in range(tasks)))
             await system.shutdown()
+            out.put((results, system.reruns, system.locked_turns))
 
     asyncio.run(run())
 
@@ -245,11 +256,23 @@ def _hammer_process(dsn: str, schema: str, tasks: int, calls: int) -> None:
 def test_two_processes_8_tasks_x_250_calls_on_one_actor(pg_dsn: str, pg_store_sync: object) -> None:
     schema = pg_store_sync.config.schema  # type: ignore[attr-defined]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_hammer_process, args=(pg_dsn, schema, 8, 250)) for _ in range(2)]
+    go, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_hammer_process, args=(pg_dsn, schema, 8, 250, go, out))
+        for _ in range(2)
+    ]
     for p in procs:
         p.start()
+    go.set()
+    reports = [out.get(timeout=240) for _ in procs]
     for p in procs:
-        p.join(240)
+        p.join(60)
         assert p.exitcode == 0
+    results = [n for r in reports for n in r[0]]
+    reruns = sum(r[1] for r in reports)
+    # The race happened: both processes lost compare-and-sets and reran calls.
+    assert all(r[1] > 0 for r in reports), reports[0][1:] + reports[1][1:]
     record = pg_store_sync.load("Counter", "hot")  # type: ignore[attr-defined]
     assert record is not None and record.data == {"n": 4000}
+    # Every call was applied exactly once: each saw its own count.
+    assert sorted(results) == list(range(1, 4001)), reruns

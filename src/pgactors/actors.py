@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -37,7 +38,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from .changes import ChangeStream
 from .codecs import BinaryCodec, ProtobufCodec, UnknownManifest
-from .errors import InvalidInput, PgActorsError, VersionConflict
+from .errors import CallAlreadyApplied, InvalidInput, PgActorsError, VersionConflict
 from .objects import (
     STATE_VERSION_KEY,
     StateError,
@@ -48,7 +49,7 @@ from .objects import (
     state_to_json,
     upcast,
 )
-from .record import JSON, Record, check_id, check_type
+from .record import JSON, AppliedCall, Encoded, Record, check_id, check_type
 from .store import Store
 
 logger = logging.getLogger("pgactors.actors")
@@ -57,6 +58,9 @@ S = TypeVar("S")
 Persistence = Literal["write_through", "write_behind", "manual"]
 POLICIES: tuple[str, ...] = typing.get_args(Persistence)
 DEFAULT_MAX_RETRIES = 50
+# After this many conflicts in one call, the call takes a row lock for its turn: a
+# process that keeps losing the compare-and-set race then cannot starve.
+PESSIMISTIC_AFTER = 3
 
 
 class Actor(Generic[S]):
@@ -124,7 +128,16 @@ class Actor(Generic[S]):
 
     async def save(self) -> None:
         """Save the state now (for ``persistence="manual"``; harmless otherwise)."""
-        await self._activation.system._flush(self._activation, locked=True)
+        await self._activation.system._flush(self._activation)
+
+
+class _UserError(Exception):
+    """Carries an exception raised by an actor method out of the turn's error handling,
+    so it is re-raised as itself and never taken for a storage failure."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
 
 
 @dataclass(eq=False)
@@ -136,7 +149,7 @@ class _Activation:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     actor: Actor[Any] | None = None
     version: int = 0
-    saved: str | bytes | None = None
+    saved: Encoded | None = None
     unknown: dict[str, Any] = field(default_factory=dict)
     dirty: bool = False
     stale: bool = False
@@ -160,16 +173,24 @@ class ActorRef:
         system, cls, id = self._system, self._cls, self.id
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await system._call(cls, id, name, args, kwargs)
+            return await system.invoke(cls, id, name, args, kwargs)
 
         self.__dict__[name] = call  # found directly from now on
         return call
 
     async def watch(self) -> AsyncIterator[Any]:
-        """The committed state after each change, whichever instance made it."""
+        """The committed state now (None if never saved), then after each change,
+        whichever instance made it. The first item comes once the watch is subscribed,
+        so no change after it is missed."""
         store = self._system.store
         last = 0
         async with store.changes(self._cls.type_name) as stream:
+            record = await store.load(self._cls.type_name, self.id)
+            if record is None:
+                yield None
+            else:
+                last = record.version
+                yield decode_state(self._cls, record)[0]
             async for change in stream:
                 if change.id != self.id:
                     continue
@@ -219,6 +240,7 @@ class ActorSystem:
         self._stream: ChangeStream = store.changes()
         self._closed = False
         self.reruns = 0
+        self.locked_turns = 0
         self.flush_conflicts = 0
 
     def actor(self, cls: type[Actor[Any]], id: str) -> ActorRef:
@@ -235,33 +257,150 @@ class ActorSystem:
 
     # -- turns ---------------------------------------------------------------------------
 
-    async def _call(
-        self, cls: type[Actor[Any]], id: str, name: str, args: tuple[Any, ...], kwargs: Any
+    async def invoke(
+        self,
+        cls: type[Actor[Any]],
+        id: str,
+        method: str,
+        args: typing.Sequence[Any] = (),
+        kwargs: typing.Mapping[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+        maybe_applied: bool = False,
     ) -> Any:
+        """Run one turn: ``method(*args, **kwargs)`` on actor ``id`` of ``cls``.
+
+        ``ref.method(...)`` calls this. With a ``call_id``, a write-through call that
+        changes the state is recorded with it (``Store.save_call``), so the same call id
+        is never applied twice: a repeat returns the recorded result (as the method's
+        return annotation, else as JSON) without running again. ``maybe_applied`` says
+        the call may have been applied by another instance already (a retry), so it is
+        looked up before it runs; the turn always looks it up after a conflict.
+        """
         if self._closed:
             raise PgActorsError("the actor system is shut down")
+        if method.startswith("_") or not callable(getattr(cls, method, None)):
+            raise InvalidInput(f"{cls.__qualname__} has no method {method!r}")
+        kwargs = kwargs or {}
         activation = self._activations.get((cls.type_name, id)) or await self._activate(cls, id)
         async with activation.lock:
             activation.last_used = time.monotonic()
             if activation.stale:
                 await self._reload(activation)
-            for attempt in range(self.max_retries + 1):
-                actor = activation.actor
-                assert actor is not None
-                result = await getattr(actor, name)(*args, **kwargs)
-                if activation.policy != "write_through":
-                    activation.dirty = True
-                    return result
-                try:
-                    await self._flush(activation, locked=True)
-                    return result
-                except VersionConflict:
-                    if attempt == self.max_retries:
-                        raise
-                    self.reruns += 1
-                    await self._reload(activation)
-                    await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # noqa: S311
-            raise AssertionError("unreachable")
+            if activation.policy != "write_through":
+                result = await self._run(activation, method, args, kwargs)
+                activation.dirty = True
+                return result
+            return await self._turn(activation, method, args, kwargs, call_id, maybe_applied)
+
+    async def _turn(
+        self,
+        activation: _Activation,
+        method: str,
+        args: typing.Sequence[Any],
+        kwargs: typing.Mapping[str, Any],
+        call_id: str | None,
+        maybe_applied: bool,
+    ) -> Any:
+        """A write-through turn: run, then save with compare-and-set; on a conflict back
+        off, reload and run again, and after ``PESSIMISTIC_AFTER`` conflicts hold a row
+        lock for the turn."""
+        type_name, id = activation.cls.type_name, activation.id
+        for attempt in range(self.max_retries + 1):
+            if call_id is not None and maybe_applied:
+                applied = await self.store.applied_call(type_name, id, call_id)
+                if applied is not None:
+                    return self._recorded_result(activation, method, applied)
+            try:
+                if attempt >= PESSIMISTIC_AFTER:
+                    return await self._locked_turn(activation, method, args, kwargs, call_id)
+                result = await self._run(activation, method, args, kwargs)
+                await self._save(activation, method, result, call_id)
+                return result
+            except _UserError as error:
+                raise error.original from error.original.__cause__
+            except CallAlreadyApplied as applied_call:
+                # This run repeated an applied call: drop its effect, answer as before.
+                activation.stale = True
+                return self._recorded_result(activation, method, applied_call.call)
+            except VersionConflict:
+                if attempt == self.max_retries:
+                    activation.stale = True
+                    raise
+            except BaseException:
+                # The state in memory may be ahead of what committed (the save failed).
+                activation.stale = True
+                raise
+            self.reruns += 1
+            maybe_applied = True  # the winner may have been this very call
+            # Back off first, then reload: the rerun starts from the newest state.
+            delay = min(0.001 * 2**attempt, 0.05)
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+            await self._reload(activation)
+        raise AssertionError("unreachable")
+
+    async def _locked_turn(
+        self,
+        activation: _Activation,
+        method: str,
+        args: typing.Sequence[Any],
+        kwargs: typing.Mapping[str, Any],
+        call_id: str | None,
+    ) -> Any:
+        """Run the turn in a transaction holding the record's row lock: writers of it
+        (other instances) wait, so this save cannot lose. Only creating a record can
+        still conflict (a missing row cannot be locked)."""
+        cls, id = activation.cls, activation.id
+        self.locked_turns += 1
+        async with self.store.transaction() as tx:
+            record = await tx.load(cls.type_name, id, lock=True)
+            self._install(activation, record)
+            if call_id is not None:
+                applied = await tx.applied_call(cls.type_name, id, call_id)
+                if applied is not None:
+                    return self._recorded_result(activation, method, applied)
+            result = await self._run(activation, method, args, kwargs)
+            encoded = self._encode(activation)
+            if encoded == activation.saved:
+                return result
+            if call_id is None:
+                record = await tx.save(
+                    cls.type_name, id, encoded, expected_version=activation.version
+                )
+            else:
+                record = await tx.save_call(
+                    cls.type_name,
+                    id,
+                    encoded,
+                    expected_version=activation.version,
+                    call_id=call_id,
+                    result=self._encode_result(activation, method, result),
+                )
+        activation.version, activation.saved = record.version, encoded
+        return result
+
+    async def _run(
+        self,
+        activation: _Activation,
+        method: str,
+        args: typing.Sequence[Any],
+        kwargs: typing.Mapping[str, Any],
+    ) -> Any:
+        """Call the method. A write-through call that raises changes nothing: the state
+        goes back to what was saved."""
+        actor = activation.actor
+        assert actor is not None
+        try:
+            return await getattr(actor, method)(*args, **kwargs)
+        except Exception as exc:
+            if activation.policy != "write_through":
+                raise
+            self._restore(activation)
+            raise _UserError(exc) from exc
+        except BaseException:
+            if activation.policy == "write_through":
+                self._restore(activation)
+            raise
 
     async def _activate(self, cls: type[Actor[Any]], id: str) -> _Activation:
         key = (cls.type_name, id)
@@ -291,7 +430,10 @@ class ActorSystem:
         return activation
 
     async def _reload(self, activation: _Activation) -> None:
-        record = await self.store.load(activation.cls.type_name, activation.id)
+        self._install(activation, await self.store.load(activation.cls.type_name, activation.id))
+
+    def _install(self, activation: _Activation, record: Record | None) -> None:
+        """Make ``record`` (None: never saved) the activation's state."""
         cls = activation.cls
         if record is None:
             shell = cls(activation.id, None, activation)
@@ -300,7 +442,7 @@ class ActorSystem:
         else:
             state, activation.unknown = decode_state(cls, record)
             activation.version = record.version
-            activation.saved = self._fingerprint(cls, state, activation.unknown)
+            activation.saved = self._encode_state(cls, state, activation.unknown)
         if activation.actor is None:
             activation.actor = cls(activation.id, state, activation)
         else:
@@ -308,43 +450,78 @@ class ActorSystem:
         activation.dirty = False
         activation.stale = False
 
-    async def _flush(self, activation: _Activation, *, locked: bool) -> None:
-        """Save the state if it changed (compare-and-set on the version it was loaded at)."""
-        if not locked:
-            async with activation.lock:
-                await self._flush(activation, locked=True)
-                return
-        actor = activation.actor
-        if actor is None:
-            return
-        cls = activation.cls
+    def _restore(self, activation: _Activation) -> None:
+        """Put back the last saved state (no round trip: it is the encoded one kept)."""
+        actor, saved, cls = activation.actor, activation.saved, activation.cls
+        assert actor is not None
+        if saved is None:
+            actor.state = actor.initial_state()
+        elif saved.text is None:
+            assert cls.codec is not None and saved.payload is not None and saved.manifest
+            actor.state = cls.codec.decode(saved.payload, saved.manifest, cls.type_name)
+        else:
+            record_data = json.loads(saved.text)
+            state, activation.unknown = decode_json_state(cls, activation.id, record_data)
+            actor.state = state
+
+    async def _flush(self, activation: _Activation) -> None:
+        """Save the state if it changed (compare-and-set on the version it was loaded at);
+        the caller holds the activation's lock."""
+        if activation.actor is not None:
+            await self._save(activation, None, None, None)
+
+    async def _save(
+        self, activation: _Activation, method: str | None, result: Any, call_id: str | None
+    ) -> None:
         # Encoded before the first await: the saved state is this turn's, never torn.
-        if cls.codec is not None:
-            payload, manifest = cls.codec.encode(actor.state)
-            if payload == activation.saved:
-                activation.dirty = False
-                return
-            record = await self.store.save_binary(
-                cls.type_name, activation.id, payload, manifest, expected_version=activation.version
-            )
-            activation.version, activation.saved, activation.dirty = record.version, payload, False
-            return
-        text = self.store._encode(encode_state(cls, actor.state, activation.unknown))
-        if text == activation.saved:
+        encoded = self._encode(activation)
+        if encoded == activation.saved:
             activation.dirty = False
             return
-        record = await self.store._save_encoded(
-            cls.type_name, activation.id, text, activation.version
-        )
-        activation.version, activation.saved, activation.dirty = record.version, text, False
+        type_name, id = activation.cls.type_name, activation.id
+        if call_id is None or method is None:
+            record = await self.store.save(
+                type_name, id, encoded, expected_version=activation.version
+            )
+        else:
+            record = await self.store.save_call(
+                type_name,
+                id,
+                encoded,
+                expected_version=activation.version,
+                call_id=call_id,
+                result=self._encode_result(activation, method, result),
+            )
+        activation.version, activation.saved, activation.dirty = record.version, encoded, False
 
-    def _fingerprint(
-        self, cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]
-    ) -> str | bytes:
-        """What a flush would store: equal means nothing to save."""
+    def _encode(self, activation: _Activation) -> Encoded:
+        assert activation.actor is not None
+        return self._encode_state(activation.cls, activation.actor.state, activation.unknown)
+
+    def _encode_state(self, cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]) -> Encoded:
+        """What a save would store: equal means nothing to save."""
         if cls.codec is not None:
-            return cls.codec.encode(state)[0]
-        return self.store._encode(encode_state(cls, state, unknown))
+            return self.store.encode_binary(*cls.codec.encode(state))
+        return self.store.encode(encode_state(cls, state, unknown))
+
+    def _encode_result(self, activation: _Activation, method: str, result: Any) -> Encoded:
+        where = f"{activation.cls.__qualname__}.{method}() result"
+        try:
+            return self.store.encode(state_to_json(result, where))
+        except InvalidInput as exc:
+            self._restore(activation)
+            raise InvalidInput(
+                f"{where} is recorded for exactly-once calls, so it must be JSON (or a "
+                f"dataclass, pydantic model or msgspec Struct): {exc}"
+            ) from None
+
+    def _recorded_result(self, activation: _Activation, method: str, call: AppliedCall) -> Any:
+        """A recorded result, as the method's return annotation says (else plain JSON)."""
+        hint = _return_hint(activation.cls, method)
+        if hint is None:
+            return call.result
+        where = f"recorded result of {activation.cls.__qualname__}.{method}()"
+        return state_from_json(hint, call.result, where)
 
     # -- background: write-behind flushes, idle deactivation, change following -------------
 
@@ -355,40 +532,73 @@ class ActorSystem:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
-            await self.flush()
-            if self.idle_timeout is not None:
-                await self._deactivate_idle()
+            try:
+                await self.flush()
+                if self.idle_timeout is not None:
+                    await self._deactivate_idle()
+            except Exception:
+                # One bad round (the store unreachable, a failing hook) must not end
+                # flushing and deactivation for every actor: try again next tick.
+                logger.exception("actor background work failed; retrying")
 
     async def flush(self) -> None:
-        """Save every dirty actor now (concurrently: the store coalesces the saves)."""
+        """Save every dirty write-behind actor now (concurrently: the store coalesces the
+        saves). A flush that loses to another instance's change does not raise: the
+        committed state wins and is reloaded, and the loss is counted in
+        ``flush_conflicts`` and logged. Other failures leave the actor dirty (flushed
+        again next time) and are logged."""
         dirty = [a for a in self._activations.values() if a.dirty and a.policy == "write_behind"]
         results = await asyncio.gather(
-            *(self._flush(a, locked=False) for a in dirty), return_exceptions=True
+            *(self._flush_behind(a) for a in dirty), return_exceptions=True
         )
         for activation, result in zip(dirty, results, strict=True):
-            if isinstance(result, VersionConflict):
-                # Another instance changed it: its committed state wins, ours is reloaded.
-                self.flush_conflicts += 1
-                activation.stale = True
+            if isinstance(result, Exception):
                 logger.warning(
-                    "write-behind flush of %s/%s lost to a concurrent change",
+                    "write-behind flush of %s/%s failed, will retry: %s",
                     activation.cls.type_name,
                     activation.id,
+                    result,
                 )
-            elif isinstance(result, BaseException):
-                logger.warning("write-behind flush failed: %s", result)
+
+    async def _flush_behind(self, activation: _Activation) -> None:
+        async with activation.lock:
+            if not activation.dirty:
+                return
+            try:
+                await self._flush(activation)
+            except VersionConflict:
+                self._lost(activation)
+
+    def _lost(self, activation: _Activation) -> None:
+        """A write-behind flush lost to a concurrent change: that committed state wins."""
+        self.flush_conflicts += 1
+        activation.dirty = False
+        activation.stale = True  # reloaded before its next call
+        logger.warning(
+            "write-behind flush of %s/%s lost to a concurrent change; its unsaved changes "
+            "were dropped and the committed state is reloaded",
+            activation.cls.type_name,
+            activation.id,
+        )
 
     async def _deactivate_idle(self) -> None:
         assert self.idle_timeout is not None
         cutoff = time.monotonic() - self.idle_timeout
         for key, activation in list(self._activations.items()):
             if activation.last_used < cutoff and not activation.lock.locked():
-                await self._deactivate(key, activation)
+                try:
+                    await self._deactivate(key, activation)
+                except Exception as exc:
+                    logger.warning("deactivating %s/%s failed, will retry: %s", key[0], key[1], exc)
 
     async def _deactivate(self, key: tuple[str, str], activation: _Activation) -> None:
+        """Flush (a lost flush is counted, not raised), call ``on_deactivate``, drop."""
         async with activation.lock:
-            if activation.policy == "write_behind":
-                await self._flush(activation, locked=True)
+            if activation.policy == "write_behind" and activation.dirty:
+                try:
+                    await self._flush(activation)
+                except VersionConflict:
+                    self._lost(activation)
             if activation.actor is not None:
                 await activation.actor.on_deactivate()
             self._activations.pop(key, None)
@@ -407,20 +617,36 @@ class ActorSystem:
         return len(self._activations)
 
     async def shutdown(self) -> None:
-        """Flush and deactivate every actor; stop background work. The store stays open."""
+        """Flush and deactivate every actor; stop background work. The store stays open.
+
+        A flush lost to another instance is counted in ``flush_conflicts`` and logged,
+        never raised. If some actors could not be flushed for another reason (the store
+        unreachable), every other actor is still flushed, and then a ``PgActorsError``
+        names how many were not.
+        """
         self._closed = True
         if self._background is not None:
             self._background.cancel()
-            with contextlib.suppress(asyncio.CancelledError, PgActorsError):
-                await self._background
+            await asyncio.gather(self._background, return_exceptions=True)
         if self._follower is not None:
             # Closing the stream ends the follower's loop; cancelling it mid-subscribe
             # could leave a connection checkout behind.
             await self._stream.close()
             with contextlib.suppress(PgActorsError):
                 await self._follower
+        failed: list[tuple[tuple[str, str], Exception]] = []
         for key, activation in list(self._activations.items()):
-            await self._deactivate(key, activation)
+            try:
+                await self._deactivate(key, activation)
+            except Exception as exc:
+                failed.append((key, exc))
+                self._activations.pop(key, None)
+        if failed:
+            (type_name, id), first = failed[0]
+            raise PgActorsError(
+                f"{len(failed)} actor(s) could not be flushed at shutdown; their unsaved "
+                f"changes are lost (first: {type_name}/{id!r}: {first})"
+            ) from first
 
     async def __aenter__(self) -> ActorSystem:
         return self
@@ -441,7 +667,12 @@ def decode_state(cls: type[Actor[Any]], record: Record) -> tuple[Any, dict[str, 
             f"{where} is a binary state ({record.manifest!r}): give {cls.__qualname__} "
             "a codec to decode it"
         )
-    data = record.data
+    return decode_json_state(cls, record.id, record.data)
+
+
+def decode_json_state(cls: type[Actor[Any]], id: str, data: Any) -> tuple[Any, dict[str, Any]]:
+    """The state of a stored JSON ``data`` and the top-level keys its type does not know."""
+    where = f"stored {cls.type_name}/{id!r}"
     if isinstance(data, dict):
         data = upcast(cls, dict(data), where)
         known = state_keys(cls.state_type)
@@ -468,6 +699,15 @@ def encode_state(cls: type[Actor[Any]], state: Any, unknown: dict[str, Any]) -> 
             f"be stored as a JSON object, not a {type(data).__name__}"
         )
     return data
+
+
+def _return_hint(cls: type[Actor[Any]], method: str) -> Any:
+    """The return annotation of ``cls.method`` (None when absent or Any)."""
+    try:
+        hint = typing.get_type_hints(getattr(cls, method)).get("return")
+    except Exception:  # an annotation that cannot be resolved: hand back plain JSON
+        return None
+    return None if hint is Any or hint is type(None) else hint
 
 
 def _is_protobuf_class(hint: Any) -> bool:

@@ -8,7 +8,8 @@ in-memory twin for fast tests). One conformance suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from .changes import FeedSource
 from .metrics import PoolStats
 from .query import Aggregate, Node, Path, Query
-from .record import Record
+from .record import AppliedCall, Encoded, Record
 from .transfer import Importer, OnConflict
 
 
@@ -96,6 +97,34 @@ class SaveItem:
     expected: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """A state to save together with the call that produced it (``Store.save_call``)."""
+
+    type: str
+    id: str
+    state: Encoded
+    expected: int
+    call_id: str
+    result: str
+
+    def record(self, row: Sequence[Any]) -> Record:
+        version, created_at, updated_at, expires_at = row
+        state = self.state
+        data = None if state.text is None else json.loads(state.text)
+        return Record(
+            self.type,
+            self.id,
+            data,
+            version,
+            created_at,
+            updated_at,
+            state.payload,
+            state.manifest,
+            expires_at,
+        )
+
+
 class TransactionBackend(Protocol):
     """Operations bound to one open transaction.
 
@@ -123,6 +152,21 @@ class TransactionBackend(Protocol):
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         """Delete a record; False if it did not exist."""
+        ...
+
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        """Write a binary state (bytes plus manifest); same version rules as ``save``."""
+        ...
+
+    async def save_call(self, request: CallRequest) -> Record:
+        """Save the state and record its call atomically; raise ``CallAlreadyApplied`` if
+        the call is recorded already, ``VersionConflict`` on a stale version."""
+        ...
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        """The recorded call, or None."""
         ...
 
 
@@ -198,6 +242,10 @@ class Backend(TransactionBackend, FeedSource, Protocol):
 
     async def indexes(self) -> list[tuple[str, str, str]]:
         """Every path index as ``(type, path, index name)``."""
+        ...
+
+    async def purge_calls(self, older_than: float, limit: int) -> int:
+        """Forget calls recorded more than ``older_than`` seconds ago; return how many."""
         ...
 
     async def purge_expired(self, type: str | None, limit: int) -> int:

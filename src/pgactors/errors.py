@@ -7,6 +7,7 @@ translated at the edge (``postgres.py``) and never leak raw.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class PgActorsError(Exception):
@@ -66,6 +67,20 @@ class VersionConflict(PgActorsError):
                 "but the record does not exist" if actual == 0 else f"found {actual}"
             )
         super().__init__(message)
+
+
+class CallAlreadyApplied(PgActorsError):
+    """``Store.save_call``: this call id is already recorded for the record, so nothing
+    was saved. ``call`` is the recorded call, with its original result."""
+
+    def __init__(self, type: str, id: str, call: Any) -> None:
+        self.type = type
+        self.id = id
+        self.call = call
+        super().__init__(
+            f"call {call.call_id!r} was already applied to {type}/{id!r} at "
+            f"{call.applied_at.isoformat()}: nothing was saved again"
+        )
 
 
 class StoreUnavailable(PgActorsError, ConnectionError):

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from . import query as queries
 from . import schema
-from .backend import FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
+from .backend import CallRequest, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
 from .changes import Change, FeedListener
-from .errors import VersionConflict
-from .record import Record
+from .errors import CallAlreadyApplied, VersionConflict
+from .record import AppliedCall, Record
 from .transfer import (
     ImportOutcome,
     ImportRow,
@@ -116,12 +116,44 @@ def _remove(rows: _Rows, type: str, id: str, expected: int | None) -> int:
 
 
 _Event = tuple[str, str, int, Literal["save", "delete"]]
+_Calls = dict[tuple[str, str, str], AppliedCall]
+
+
+def _save_call(rows: _Rows, calls: _Calls, request: CallRequest) -> Record:
+    applied = calls.get((request.type, request.id, request.call_id))
+    if applied is not None:
+        raise CallAlreadyApplied(request.type, request.id, applied)
+    state = request.state
+    binary = None
+    if state.payload is not None and state.manifest is not None:
+        binary = (state.payload, state.manifest)
+    record = _write(rows, request.type, request.id, state.text, request.expected, binary)
+    calls[(request.type, request.id, request.call_id)] = AppliedCall(
+        request.call_id, json.loads(request.result), record.updated_at
+    )
+    return record
 
 
 class _MemoryTransaction:
-    def __init__(self, rows: _Rows) -> None:
+    def __init__(self, rows: _Rows, calls: _Calls) -> None:
         self.rows = rows
+        self.calls = calls
         self.events: list[_Event] = []
+
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        record = _write(self.rows, type, id, None, expected, (payload, manifest))
+        self.events.append((type, id, record.version, "save"))
+        return record
+
+    async def save_call(self, request: CallRequest) -> Record:
+        record = _save_call(self.rows, self.calls, request)
+        self.events.append((request.type, request.id, record.version, "save"))
+        return record
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        return self.calls.get((type, id, call_id))
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         row = _get(self.rows, type, id)
@@ -216,6 +248,7 @@ class MemoryBackend:
 
     def __init__(self, retention: float = 86400.0, *, changes: bool = True) -> None:
         self._rows: _Rows = {}
+        self._calls: _Calls = {}
         self._write_lock = asyncio.Lock()
         self._indexes: set[tuple[str, str]] = set()
         self._log: list[Change] = []
@@ -281,6 +314,23 @@ class MemoryBackend:
             record = _write(self._rows, type, id, None, expected, (payload, manifest), ttl, sliding)
             self._publish([(type, id, record.version, "save")])
             return record
+
+    async def save_call(self, request: CallRequest) -> Record:
+        async with self._write_lock:
+            record = _save_call(self._rows, self._calls, request)
+            self._publish([(request.type, request.id, record.version, "save")])
+            return record
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        return self._calls.get((type, id, call_id))
+
+    async def purge_calls(self, older_than: float, limit: int) -> int:
+        async with self._write_lock:
+            cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+            doomed = [key for key, call in self._calls.items() if call.applied_at < cutoff]
+            for key in doomed:
+                del self._calls[key]
+            return len(doomed)
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
         async with self._write_lock:
@@ -400,9 +450,9 @@ class MemoryBackend:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._write_lock:
-            tx = _MemoryTransaction(dict(self._rows))
+            tx = _MemoryTransaction(dict(self._rows), dict(self._calls))
             yield tx
-            self._rows = tx.rows
+            self._rows, self._calls = tx.rows, tx.calls
             self._publish(tx.events)
 
     async def export_records(
@@ -517,6 +567,7 @@ class MemoryBackend:
 
     async def drop_schema(self) -> None:
         self._rows = {}
+        self._calls = {}
 
     async def close(self) -> None:
         pass

@@ -7,6 +7,7 @@ failures name the host and port (never the password) and say what to check.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -31,11 +32,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import query as queries
 from . import schema
-from .backend import FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
+from .backend import CallRequest, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
 from .changes import Change, FeedListener, Sequencer
 from .coalesce import Coalescer
 from .config import StoreConfig, redact
 from .errors import (
+    CallAlreadyApplied,
     ConfigError,
     DatabaseError,
     ImportAborted,
@@ -47,7 +49,7 @@ from .errors import (
     VersionConflict,
 )
 from .metrics import PoolStats
-from .record import Record
+from .record import AppliedCall, Record
 from .transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
 
 _Conn = psycopg.AsyncConnection[Any]
@@ -256,6 +258,69 @@ class _Ops:
             raise VersionConflict(type, id, expected, actual)
         return False
 
+    async def save_binary_on(
+        self,
+        conn: _Conn,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        params = {
+            "type": type,
+            "id": id,
+            "payload": payload,
+            "manifest": manifest,
+            "expected": expected,
+            "ttl": ttl,
+            "sliding": sliding,
+        }
+        if expected is None:
+            query = self.q.save_binary_lww
+        elif expected == 0:
+            query = self.q.save_binary_create
+        else:
+            query = self.q.save_binary_cas
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        if row is None:
+            assert expected is not None
+            raise VersionConflict(type, id, expected, await self._version_on(conn, type, id))
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, None, version, created_at, updated_at, payload, manifest, expires_at
+        )
+
+    async def save_call_on(self, conn: _Conn, request: CallRequest) -> Record:
+        cur = await conn.execute(self.q.save_call_batch, _call_params([request]))
+        row = await cur.fetchone()
+        if row is not None:
+            return request.record(row[2:])
+        raise await self.call_lost_on(conn, request)
+
+    async def call_lost_on(self, conn: _Conn, request: CallRequest) -> PgActorsError:
+        """Why ``request`` was not saved: its call was applied already, or a stale version."""
+        applied = await self.applied_call_on(conn, request.type, request.id, request.call_id)
+        if applied is not None:
+            return CallAlreadyApplied(request.type, request.id, applied)
+        actual = await self._version_on(conn, request.type, request.id)
+        return VersionConflict(request.type, request.id, request.expected, actual)
+
+    async def applied_call_on(
+        self, conn: _Conn, type: str, id: str, call_id: str
+    ) -> AppliedCall | None:
+        params = {
+            "types": _json_list([type]),
+            "ids": _json_list([id]),
+            "call_ids": _json_list([call_id]),
+        }
+        cur = await conn.execute(self.q.applied_calls, params)
+        row = await cur.fetchone()
+        return None if row is None else AppliedCall(row[2], row[3], row[4])
+
     async def _version_on(self, conn: _Conn, type: str, id: str) -> int:
         cur = await conn.execute(self.q.current_version, {"type": type, "id": id})
         row = await cur.fetchone()
@@ -303,6 +368,20 @@ class _PostgresTransaction:
         with _translated(self._config):
             return await self._ops.delete_on(self._conn, type, id, expected)
 
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        with _translated(self._config):
+            return await self._ops.save_binary_on(self._conn, type, id, payload, manifest, expected)
+
+    async def save_call(self, request: CallRequest) -> Record:
+        with _translated(self._config):
+            return await self._ops.save_call_on(self._conn, request)
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        with _translated(self._config):
+            return await self._ops.applied_call_on(self._conn, type, id, call_id)
+
 
 @dataclass(frozen=True, slots=True)
 class _SaveRequest:
@@ -325,6 +404,23 @@ class _SaveRequest:
         return VersionConflict(
             self.type, self.id, self.expected, actual.get((self.type, self.id), 0)
         )
+
+
+def _call_params(batch: list[CallRequest]) -> dict[str, str]:
+    return {
+        **_key_params([(r.type, r.id) for r in batch]),
+        "datas": "[" + ",".join(r.state.text or "null" for r in batch) + "]",
+        "payloads": json.dumps(
+            [
+                None if r.state.payload is None else base64.b64encode(r.state.payload).decode()
+                for r in batch
+            ]
+        ),
+        "manifests": json.dumps([r.state.manifest for r in batch]),
+        "expected": json.dumps([r.expected for r in batch]),
+        "call_ids": _json_list([r.call_id for r in batch]),
+        "results": "[" + ",".join(r.result for r in batch) + "]",
+    }
 
 
 def _json_list(values: list[str]) -> str:
@@ -365,6 +461,9 @@ class _Coalesced:
             backend._save_create_batch, backend._save_one
         )
         self.cas: Coalescer[_SaveRequest, Record] = make(backend._save_cas_batch, backend._save_one)
+        self.calls: Coalescer[CallRequest, Record] = make(
+            backend._save_call_batch, backend._save_call_one
+        )
 
     def writer(self, expected: int | None) -> Coalescer[_SaveRequest, Record]:
         if expected is None:
@@ -585,33 +684,38 @@ class PostgresBackend:
     ) -> Record:
         if ttl is not None:
             self._expiring()
-        params = {
-            "type": type,
-            "id": id,
-            "payload": payload,
-            "manifest": manifest,
-            "expected": expected,
-            "ttl": ttl,
-            "sliding": sliding,
-        }
-        if expected is None:
-            query = self._queries.save_binary_lww
-        elif expected == 0:
-            query = self._queries.save_binary_create
-        else:
-            query = self._queries.save_binary_cas
         async with self._connection() as conn:
-            cur = await conn.execute(query, params)
-            row = await cur.fetchone()
-            if row is None:
-                assert expected is not None
-                actual = await self._ops._version_on(conn, type, id)
-                raise VersionConflict(type, id, expected, actual)
+            record = await self._ops.save_binary_on(
+                conn, type, id, payload, manifest, expected, ttl, sliding
+            )
         self._changed()
-        version, created_at, updated_at, expires_at = row
-        return Record(
-            type, id, None, version, created_at, updated_at, payload, manifest, expires_at
-        )
+        return record
+
+    async def save_call(self, request: CallRequest) -> Record:
+        if self._coalesced is not None:
+            return await self._coalesced.calls.submit((request.type, request.id), request)
+        return await self._save_call_one(request)
+
+    async def _save_call_one(self, request: CallRequest) -> Record:
+        async with self._connection() as conn:
+            record = await self._ops.save_call_on(conn, request)
+        self._changed()
+        return record
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        async with self._connection() as conn:
+            return await self._ops.applied_call_on(conn, type, id, call_id)
+
+    async def purge_calls(self, older_than: float, limit: int) -> int:
+        """Delete calls recorded before ``older_than`` seconds ago, ``limit`` per statement."""
+        purged = 0
+        params = {"older_than": older_than, "limit": limit}
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(self._queries.purge_calls, params)
+            purged += cur.rowcount
+            if cur.rowcount < limit:
+                return purged
 
     # -- coalesced single records: one statement for every caller waiting at once ---------
 
@@ -641,6 +745,23 @@ class PostgresBackend:
     async def _save_cas_batch(self, batch: list[_SaveRequest]) -> list[Record | BaseException]:
         rows = await self._save_batch(self._queries.save_cas_batch, batch)
         return await self._outcomes(batch, rows)
+
+    async def _save_call_batch(self, batch: list[CallRequest]) -> list[Record | BaseException]:
+        rows = {
+            (row[0], row[1]): row[2:]
+            for row in await self._write(self._queries.save_call_batch, _call_params(batch))
+        }
+        if rows:
+            self._changed()
+        outcomes: list[Record | BaseException] = []
+        for request in batch:
+            row = rows.get((request.type, request.id))
+            if row is not None:
+                outcomes.append(request.record(row))
+            else:  # rare: a stale version, or a retried call
+                async with self._connection() as conn:
+                    outcomes.append(await self._ops.call_lost_on(conn, request))
+        return outcomes
 
     async def _outcomes(
         self, batch: list[_SaveRequest], rows: dict[tuple[str, str], tuple[Any, ...]]

@@ -37,6 +37,46 @@ class Record:
     expires_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """State already checked and encoded by ``Store.encode`` or ``Store.encode_binary``.
+
+    Saving it skips the encoding step; two equal ``Encoded`` values store the same
+    bytes, so comparing them tells whether a state changed. A JSON state has ``text``;
+    a binary one ``payload`` and ``manifest``.
+    """
+
+    text: str | None
+    payload: bytes | None = None
+    manifest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCall:
+    """A call recorded by ``Store.save_call``: its stored JSON result and when it committed."""
+
+    call_id: str
+    result: JSON
+    applied_at: datetime
+
+
+MAX_CALL_ID_LENGTH = 200
+
+
+def check_call_id(call_id: object) -> str:
+    """Return ``call_id`` if it is 1-200 printable characters, else raise ``InvalidInput``."""
+    if (
+        not isinstance(call_id, str)
+        or not 1 <= len(call_id) <= MAX_CALL_ID_LENGTH
+        or not call_id.isprintable()
+    ):
+        raise InvalidInput(
+            f"invalid call_id {call_id!r}: a call id is 1-{MAX_CALL_ID_LENGTH} printable "
+            "characters (a UUID, say)"
+        )
+    return call_id
+
+
 def check_type(type: object) -> str:
     """Return ``type`` if it is a valid record type, else raise :class:`InvalidInput`."""
     if not isinstance(type, str) or not TYPE_RE.match(type):

@@ -80,6 +80,9 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
         "log_update_trigger": f"{prefix}_log_update",
         "log_delete_trigger": f"{prefix}_log_delete",
         "sequence_fn": f"{prefix}_sequence_changes",
+        "calls": f"{prefix}_calls",
+        "calls_pkey": f"{prefix}_calls_pkey",
+        "calls_applied_idx": f"{prefix}_calls_applied_idx",
     }
 
 
@@ -117,4 +120,7 @@ def expected_objects(config: StoreConfig) -> list[SchemaObject]:
         SchemaObject("trigger", names["log_update_trigger"]),
         SchemaObject("trigger", names["log_delete_trigger"]),
         SchemaObject("index", names["state_data_idx"]),
+        SchemaObject("table", names["calls"]),
+        SchemaObject("index", names["calls_pkey"]),
+        SchemaObject("index", names["calls_applied_idx"]),
     ]

@@ -25,7 +25,15 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
 from . import schema
-from .backend import Backend, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
+from .backend import (
+    Backend,
+    CallRequest,
+    FeedStats,
+    SaveItem,
+    ServerInfo,
+    ServerStats,
+    TransactionBackend,
+)
 from .changes import ChangeFeed, ChangeStream
 from .config import StoreConfig
 from .errors import InvalidInput, NotFound, VersionConflict
@@ -42,8 +50,11 @@ from .query import (
 )
 from .record import (
     JSON,
+    AppliedCall,
+    Encoded,
     Record,
     check_binary,
+    check_call_id,
     check_id,
     check_ids,
     check_ttl,
@@ -69,6 +80,7 @@ DEFAULT_MAX_RETRIES: Final = 100
 MAX_LIST_LIMIT: Final = 100_000
 MAX_PURGE_LIMIT: Final = 1_000_000
 MAX_PARTITIONS: Final = 1024
+MAX_PURGE_CALLS_LIMIT: Final = 1_000_000
 
 
 class _Missing:
@@ -109,26 +121,51 @@ class Transaction:
         self._backend = backend
         self._max_bytes = max_bytes
 
-    async def load(self, type: str, id: str) -> Record | None:
-        """Read a record as this transaction sees it."""
-        return await self._backend.load(check_type(type), check_id(id))
+    async def load(self, type: str, id: str, *, lock: bool = False) -> Record | None:
+        """Read a record as this transaction sees it; ``lock`` holds its row until the
+        transaction ends (another writer of it waits; a missing record is not locked)."""
+        return await self._backend.load(check_type(type), check_id(id), for_update=lock)
 
     async def save(
         self,
         type: str,
         id: str,
-        data: JSON,
+        data: JSON | Encoded,
         *,
         expected_version: int | None = None,
         ttl: float | None = None,
         sliding: bool = False,
     ) -> Record:
         """Write a record (same version and expiry rules as ``Store.save``)."""
+        type, id = check_type(type), check_id(id)
         expected = check_version("expected_version", expected_version)
         seconds = check_ttl(ttl, sliding)
-        text = encode_data(data, self._max_bytes)
-        return await self._backend.save(
-            check_type(type), check_id(id), text, expected, seconds, sliding
+        if isinstance(data, Encoded) and data.text is None:
+            if seconds is not None:
+                raise InvalidInput("a ttl is not supported for a binary state in a transaction")
+            assert data.payload is not None and data.manifest is not None
+            return await self._backend.save_binary(type, id, data.payload, data.manifest, expected)
+        text = _text(data, self._max_bytes)
+        return await self._backend.save(type, id, text, expected, seconds, sliding)
+
+    async def save_call(
+        self,
+        type: str,
+        id: str,
+        data: JSON | Encoded,
+        *,
+        expected_version: int,
+        call_id: str,
+        result: JSON | Encoded = None,
+    ) -> Record:
+        """``Store.save_call`` inside this transaction."""
+        request = _call_request(type, id, data, expected_version, call_id, result, self._max_bytes)
+        return await self._backend.save_call(request)
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        """``Store.applied_call`` as this transaction sees it."""
+        return await self._backend.applied_call(
+            check_type(type), check_id(id), check_call_id(call_id)
         )
 
     async def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
@@ -302,7 +339,7 @@ class Store:
         self,
         type: str,
         id: str,
-        data: JSON,
+        data: JSON | Encoded,
         *,
         expected_version: int | None = None,
         ttl: float | None = None,
@@ -317,21 +354,79 @@ class Store:
         time) and is then absent everywhere, as if deleted. A save without ``ttl``
         clears the expiry, unless the record was saved with ``sliding=True``: then
         every save extends it by that ttl again.
+
+        ``data`` may be an ``Encoded`` state from :meth:`encode` or :meth:`encode_binary`.
         """
         type, id = check_type(type), check_id(id)
         expected = check_version("expected_version", expected_version)
         seconds = check_ttl(ttl, sliding)
-        text = encode_data(data, self._max_bytes)
+        if isinstance(data, Encoded) and data.text is None:
+            assert data.payload is not None and data.manifest is not None
+            return await self._backend.save_binary(
+                type, id, data.payload, data.manifest, expected, seconds, sliding
+            )
+        text = _text(data, self._max_bytes)
         return await self._backend.save(type, id, text, expected, seconds, sliding)
 
-    def _encode(self, data: JSON) -> str:
-        """``data`` as the JSON text ``save`` would store (for the actor runtime)."""
-        return encode_data(data, self._max_bytes)
+    def encode(self, data: JSON) -> Encoded:
+        """Check and encode ``data`` as ``save`` would, once: saving the result, or comparing
+        it with an earlier one, costs no second encoding. Raises ``InvalidInput``."""
+        return Encoded(encode_data(data, self._max_bytes))
 
-    @timed("save")
-    async def _save_encoded(self, type: str, id: str, text: str, expected_version: int) -> Record:
-        # For callers that already validated type and id and encoded with ``_encode``.
-        return await self._backend.save(type, id, text, expected_version)
+    def encode_binary(self, payload: bytes, manifest: str) -> Encoded:
+        """Check a binary state as ``save_binary`` would, for ``save`` and ``save_call``."""
+        data, name = check_binary(payload, manifest, self._max_bytes)
+        return Encoded(None, data, name)
+
+    @timed("save_call")
+    async def save_call(
+        self,
+        type: str,
+        id: str,
+        data: JSON | Encoded,
+        *,
+        expected_version: int,
+        call_id: str,
+        result: JSON | Encoded = None,
+    ) -> Record:
+        """Save ``data`` and record that call ``call_id`` produced it, atomically.
+
+        For exactly-once calls: the state and the call's ``result`` (JSON) commit together
+        or not at all. ``expected_version`` is required (0 creates the record). If the
+        call is already recorded for this record, nothing is saved and
+        ``CallAlreadyApplied`` carries the original result; a stale version raises
+        ``VersionConflict``. Recorded calls are kept apart from the record's data
+        (queries and exports never see them) until :meth:`purge_calls` removes them.
+        """
+        request = _call_request(type, id, data, expected_version, call_id, result, self._max_bytes)
+        return await self._backend.save_call(request)
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        """The call recorded by :meth:`save_call` for this record, or None."""
+        return await self._backend.applied_call(
+            check_type(type), check_id(id), check_call_id(call_id)
+        )
+
+    async def purge_calls(self, *, older_than: float, limit: int = 10_000) -> int:
+        """Forget the calls recorded more than ``older_than`` seconds ago; return how many.
+
+        A call retried after its record is purged would be applied again.
+        """
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not 0 <= older_than < float("inf")
+        ):
+            raise InvalidInput(f"older_than must be a number of seconds >= 0, got {older_than!r}")
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_PURGE_CALLS_LIMIT
+        ):
+            raise InvalidInput(
+                f"limit must be an int from 1 to {MAX_PURGE_CALLS_LIMIT}, got {limit!r}"
+            )
+        return await self._backend.purge_calls(float(older_than), limit)
 
     @timed("save_binary")
     async def save_binary(
@@ -768,6 +863,37 @@ class InMemoryStore(Store):
     async def create(cls, config: StoreConfig | None = None) -> InMemoryStore:
         """An empty in-memory store (symmetry with ``Store.connect``)."""
         return cls(config)
+
+
+def _text(data: JSON | Encoded, max_bytes: int) -> str:
+    """The JSON text to store: encoded now, or as ``Store.encode`` made it."""
+    if isinstance(data, Encoded):
+        if data.text is None:
+            raise InvalidInput("a binary state cannot be saved here")
+        return data.text
+    return encode_data(data, max_bytes)
+
+
+def _call_request(
+    type: str,
+    id: str,
+    data: JSON | Encoded,
+    expected_version: int,
+    call_id: str,
+    result: JSON | Encoded,
+    max_bytes: int,
+) -> CallRequest:
+    expected = check_version("expected_version", expected_version, allow_none=False)
+    assert expected is not None
+    state = data if isinstance(data, Encoded) else Encoded(encode_data(data, max_bytes))
+    return CallRequest(
+        check_type(type),
+        check_id(id),
+        state,
+        expected,
+        check_call_id(call_id),
+        _text(result, max_bytes),
+    )
 
 
 def _types_list(types: Sequence[str] | str | None) -> list[str] | None:

@@ -204,6 +204,72 @@ WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected::bigint
   AND (s.expires_at IS NULL OR s.expires_at > now())
 RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
+-- name: save_call_batch
+-- Save states and record the calls that produced them, in one statement. An item
+-- with expected 0 creates its record; the others are compare-and-set. An item whose
+-- call_id is already recorded for its record is not applied again. Items not saved
+-- (stale version, or call already applied) return no row: the caller finds out which.
+-- A binary state travels as base64 in payloads with its manifest (data is then null).
+WITH i AS (
+    SELECT i.type, i.id, CASE WHEN i.manifest IS NULL THEN i.data END AS data,
+           decode(i.payload, 'base64') AS payload, i.manifest, i.expected::bigint AS expected,
+           i.call_id, i.result
+    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                    jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements(%(datas)s::jsonb),
+                    jsonb_array_elements_text(%(payloads)s::jsonb),
+                    jsonb_array_elements_text(%(manifests)s::jsonb),
+                    jsonb_array_elements_text(%(expected)s::jsonb),
+                    jsonb_array_elements_text(%(call_ids)s::jsonb),
+                    jsonb_array_elements(%(results)s::jsonb))
+         AS i(type, id, data, payload, manifest, expected, call_id, result)
+    WHERE NOT EXISTS (SELECT FROM {schema}.{calls} c
+                      WHERE c.type = i.type AND c.id = i.id AND c.call_id = i.call_id)
+    ORDER BY i.type COLLATE "C", i.id COLLATE "C"
+), created AS (
+    INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
+    SELECT i.type, i.id, 1, i.data, i.payload, i.manifest FROM i WHERE i.expected = 0
+    ON CONFLICT (type, id) DO UPDATE
+        SET version = 1, created_at = now(), updated_at = now(),
+            data = EXCLUDED.data, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+            expires_at = NULL, ttl_seconds = NULL
+        WHERE s.expires_at <= now()
+    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
+), updated AS (
+    UPDATE {schema}.{state} s
+    SET version = s.version + 1, data = i.data, payload = i.payload, manifest = i.manifest,
+        updated_at = now(), expires_at = now() + s.ttl_seconds * interval '1 second'
+    FROM i
+    WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected AND i.expected > 0
+      AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND (s.expires_at IS NULL OR s.expires_at > now())
+    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
+), saved AS (
+    SELECT * FROM created UNION ALL SELECT * FROM updated
+), recorded AS (
+    INSERT INTO {schema}.{calls} (type, id, call_id, result)
+    SELECT i.type, i.id, i.call_id, i.result FROM saved JOIN i USING (type, id)
+)
+SELECT * FROM saved
+
+-- name: applied_calls
+SELECT c.type, c.id, c.call_id, c.result, c.applied_at
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb),
+                jsonb_array_elements_text(%(call_ids)s::jsonb)) AS i(type, id, call_id)
+JOIN {schema}.{calls} c ON c.type = i.type AND c.id = i.id AND c.call_id = i.call_id
+
+-- name: purge_calls
+-- One bounded batch of calls recorded before the retention; SKIP LOCKED as for expiry.
+WITH doomed AS (
+    SELECT ctid FROM {schema}.{calls}
+    WHERE applied_at < now() - %(older_than)s::float8 * interval '1 second'
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.{calls} c USING doomed d WHERE c.ctid = d.ctid
+
 -- name: versions_batch
 SELECT s.type, s.id, s.version
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
@@ -486,6 +552,7 @@ DROP TABLE IF EXISTS {schema}.{state};
 DROP TABLE IF EXISTS {schema}.{changes};
 DROP TABLE IF EXISTS {schema}.{feed};
 DROP TABLE IF EXISTS {schema}.{migrations};
+DROP TABLE IF EXISTS {schema}.{calls};
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
