@@ -17,6 +17,10 @@ import pytest
 from psycopg import sql
 
 from pgactors import InMemoryStore, Store, SyncStore
+
+# Ray binds its services to the machine's address unless told this is a one-machine
+# cluster; the tests' cluster listens on loopback only. Read when ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from pgactors.embedded import EmbeddedServer
 
 
@@ -105,3 +109,21 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster for the session (2 CPUs); yields its address, for drivers
+    in other processes."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        log_to_driver=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

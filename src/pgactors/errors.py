@@ -91,6 +91,11 @@ class StoreUnavailable(PgActorsError, ConnectionError):
     """
 
 
+class SiloUnavailable(PgActorsError):
+    """A Ray silo (``pgactors.ray``) cannot be reached: stopped, or its node is gone.
+    The call may or may not have been applied."""
+
+
 class StoreTimeout(StoreUnavailable):
     """An operation exceeded ``statement_timeout`` or the pool had no free connection in time."""
 
