@@ -130,7 +130,7 @@ async def test_shutdown_reports_actors_it_could_not_flush(store: Store) -> None:
         return await original(type, id, *args, **kwargs)  # type: ignore[arg-type]
 
     store.save = failing_save  # type: ignore[method-assign]
-    with pytest.raises(PgActorsError, match="1 actor.*could not be flushed.*doomed"):
+    with pytest.raises(PgActorsError, match=r"1 actor.*could not be flushed.*doomed"):
         await system.shutdown()
     assert (await store.load("Tally", "ok")).data == {"n": 2}  # type: ignore[union-attr]
 

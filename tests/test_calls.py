@@ -163,9 +163,10 @@ async def test_reads_record_nothing_and_unstorable_results_change_nothing(store:
 async def test_another_instance_applied_the_call_while_we_ran(store: Store) -> None:
     """A zombie and its replacement run the same call: one applies it; the other's save
     is refused (the call is recorded) and it answers with the recorded result."""
-    async with ActorSystem(store, follow_changes=False) as a, ActorSystem(
-        store, follow_changes=False
-    ) as b:
+    async with (
+        ActorSystem(store, follow_changes=False) as a,
+        ActorSystem(store, follow_changes=False) as b,
+    ):
         await a.invoke(Wallet, "z", "add", (1,))
         await b.invoke(Wallet, "z", "peek")  # both hold version 1
         assert await a.invoke(Wallet, "z", "add", (10,), call_id="dup") == Receipt(1, 11)

@@ -48,7 +48,6 @@ from .store import Store
 logger = logging.getLogger("pgactors.ray")
 
 DEFAULT_NAMESPACE = "pgactors"
-DEFAULT_SILOS = 4
 # Calls are remembered this long after they committed (seconds): a retry arriving later
 # would run again. Ray retries a dead silo's calls as soon as it is back.
 DEFAULT_CALL_RETENTION = 3600.0
@@ -68,6 +67,11 @@ class SiloStatus:
     activations: int
     calls: int
     reruns: int
+
+
+# What a driver sends for one call: type name, id, method, args, kwargs, call id, and the
+# incarnation of the silo it last heard from.
+_Request = tuple[str, str, str, tuple[Any, ...], dict[str, Any], str, str | None]
 
 
 @dataclass(frozen=True)
@@ -133,17 +137,10 @@ class _Silo:
         """Learn an actor class (sent by a driver the first time this silo needs it)."""
         self._classes[type_name] = cls
 
-    async def call(
-        self,
-        type_name: str,
-        id: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        call_id: str,
-        seen: str | None,
-    ) -> tuple[str, str, Any]:
+    async def call(self, request: _Request) -> tuple[str, str, Any]:
         """Run one call; ``seen`` is the incarnation the driver last heard from."""
+        # One argument: Ray serialises each argument apart, which costs per argument.
+        type_name, id, method, args, kwargs, call_id, seen = request
         cls = self._classes.get(type_name)
         if cls is None:
             return "unknown", self._incarnation, None
@@ -227,9 +224,8 @@ class _Cluster:
         kwargs: Any,
         call_id: str,
     ) -> Any:
-        return self.handles[index].call.remote(
-            cls.type_name, id, method, tuple(args), dict(kwargs), call_id, seen
-        )
+        request = (cls.type_name, id, method, tuple(args), dict(kwargs), call_id, seen)
+        return self.handles[index].call.remote(request)
 
     def register(self, index: int, cls: type[Actor[Any]]) -> Any:
         return self.handles[index].register.remote(cls.type_name, cls)
@@ -292,11 +288,10 @@ def _silo_handles(
     if silos is None:
         try:
             first = ray.get_actor(f"{_SILO_PREFIX}0", namespace=namespace)
-        except ValueError:
-            raise ConfigError(
-                f"no silos are running in Ray namespace {namespace!r}: give silos=N to start them"
-            ) from None
-        silos = ray.get(first.info.remote())[1]
+            silos = ray.get(first.info.remote())[1]
+        except ValueError:  # none running: one silo per CPU of the cluster
+            resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+            silos = max(1, min(MAX_SILOS, int(resources.get("CPU", 1))))
     assert silos is not None
     handles: list[Any] = [
         _RemoteSilo.options(
@@ -365,7 +360,7 @@ class RayActorSystem:
         dsn_or_config: str | StoreConfig | None = None,
         /,
         *,
-        silos: int | None = DEFAULT_SILOS,
+        silos: int | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         persistence: Persistence = "write_through",
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
@@ -376,8 +371,9 @@ class RayActorSystem:
         """Create the silos in ``namespace``, or attach to those already running there.
 
         Needs ``ray.init()`` first (a local cluster, or ``address=`` an existing one).
-        ``silos=None`` attaches to running silos whatever their number; a number that
-        differs from the running silos' raises ``ConfigError``. The store is the DSN or
+        ``silos=None`` attaches to the running silos whatever their number, or creates
+        one per CPU of the cluster; a number that differs from the running silos'
+        raises ``ConfigError``. The store is the DSN or
         ``StoreConfig`` given, else the environment, else the embedded server. The other
         options configure each silo's ``ActorSystem`` (they apply when the silos are
         created). ``call_retention``: how long (seconds) applied calls are remembered
@@ -491,7 +487,7 @@ class SyncRayActorSystem:
         dsn_or_config: str | StoreConfig | None = None,
         /,
         *,
-        silos: int | None = DEFAULT_SILOS,
+        silos: int | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         persistence: Persistence = "write_through",
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
@@ -563,7 +559,6 @@ class SyncRayActorSystem:
 __all__ = [
     "DEFAULT_CALL_RETENTION",
     "DEFAULT_NAMESPACE",
-    "DEFAULT_SILOS",
     "RayActorRef",
     "RayActorSystem",
     "SiloStatus",
