@@ -173,3 +173,14 @@ async def test_another_instance_applied_the_call_while_we_ran(store: Store) -> N
         assert await b.invoke(Wallet, "z", "add", (10,), call_id="dup") == Receipt(1, 11)
         assert await b.invoke(Wallet, "z", "peek") == 11
     assert (await store.load("Wallet", "z")).data == {"n": 11}  # type: ignore[union-attr]
+
+
+def test_blocking_store_records_calls(pg_store_sync: object) -> None:
+    store = pg_store_sync
+    store.save_call("T", "s", {"n": 1}, expected_version=0, call_id="c", result=[1])  # type: ignore[attr-defined]
+    assert store.applied_call("T", "s", "c").result == [1]  # type: ignore[attr-defined]
+    with pytest.raises(CallAlreadyApplied):
+        store.save_call("T", "s", {"n": 2}, expected_version=1, call_id="c")  # type: ignore[attr-defined]
+    assert store.purge_calls(older_than=0) == 1  # type: ignore[attr-defined]
+    with store.transaction() as tx:  # type: ignore[attr-defined]
+        assert tx.load("T", "s", lock=True).data == {"n": 1}

@@ -56,3 +56,12 @@ def test_game_sessions(repo_root: Path, pg_dsn: str, schema_name: str) -> None:
 def test_examples_run_twice(repo_root: Path, pg_dsn: str, schema_name: str, name: str) -> None:
     # Each example starts fresh, so a second run prints the same thing.
     assert _run(repo_root, name, pg_dsn, schema_name) == _run(repo_root, name, pg_dsn, schema_name)
+
+
+@pytest.mark.slow
+def test_ray_counters(repo_root: Path, pg_dsn: str, schema_name: str) -> None:
+    for _ in range(2):  # starts fresh each time
+        out = _run(repo_root, "ray_counters.py", pg_dsn, schema_name)
+        assert "killed silo 0" in out
+        for n in range(4):
+            assert f"c{n}: 100 calls, final count 100, each applied once: True" in out

@@ -19,7 +19,9 @@ import pytest
 from psycopg import sql
 
 from pgactors import Store
-from pgactors.postgres import _key_params, _save_params, _SaveRequest
+from pgactors.backend import CallRequest
+from pgactors.postgres import _call_params, _key_params, _save_params, _SaveRequest
+from pgactors.record import Encoded
 
 ROWS = 3000
 BATCH = 16
@@ -35,7 +37,10 @@ def _params() -> dict[str, dict[str, Any]]:
     keys = [(TYPE, i) for i in ids]
     one_type = {"type": TYPE, "ids": json.dumps(ids)}
     cas = [_SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
+    calls = [CallRequest(TYPE, i, Encoded('{"n": 1}'), 1, f"call-{i}", "null") for i in ids]
     return {
+        "save_call_batch": _call_params(calls),
+        "applied_calls": {**_key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
         "load_batch": _key_params(keys),
         "versions_batch": _key_params(keys),
         "save_cas_batch": _save_params(cas),
@@ -60,12 +65,16 @@ def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _state_scans(
-    conn: psycopg.Connection[Any], query: bytes, params: Any, options: bytes = b""
+    conn: psycopg.Connection[Any],
+    query: bytes,
+    params: Any,
+    options: bytes = b"",
+    table: str = "pgactors_state",
 ) -> set[str]:
     with conn.transaction(force_rollback=True):
         row = conn.execute(b"EXPLAIN (FORMAT JSON%s) %s" % (options, query), params).fetchone()
     assert row is not None
-    return {node for node, rel in _scans(row[0][0]["Plan"]) if rel.startswith("pgactors_state")}
+    return {node for node, rel in _scans(row[0][0]["Plan"]) if rel.startswith(table)}
 
 
 def _generic(query: bytes) -> bytes:
@@ -96,6 +105,16 @@ async def loaded(
         [TYPE, ROWS - 1],
     )
     conn.execute(sql.SQL("ANALYZE {}").format(table))
+    calls = sql.Identifier(schema_name, "pgactors_calls")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, call_id, result) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 'old-' || g, 'null' "
+            "FROM generate_series(0, %s) g"
+        ).format(calls),
+        [TYPE, ROWS - 1],
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(calls))
     try:
         yield store._backend._queries, conn
     finally:
@@ -109,11 +128,16 @@ async def test_batched_statement_reads_state_by_key(
 ) -> None:
     queries, conn = loaded
     query: bytes = getattr(queries, name)
-    custom = _state_scans(conn, query, _params()[name])
-    generic = _state_scans(conn, _generic(query), None, b", GENERIC_PLAN")
-    for plan in (custom, generic):
-        assert "Seq Scan" not in plan, f"{name}: {plan}"
-        assert plan & {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, f"{name}: {plan}"
+    tables = ["pgactors_calls"] if name == "applied_calls" else ["pgactors_state"]
+    if name == "save_call_batch":
+        tables.append("pgactors_calls")
+    for table in tables:
+        custom = _state_scans(conn, query, _params()[name], table=table)
+        generic = _state_scans(conn, _generic(query), None, b", GENERIC_PLAN", table)
+        for plan in (custom, generic):
+            assert "Seq Scan" not in plan, f"{name} on {table}: {plan}"
+            index_scans = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+            assert plan & index_scans, f"{name} on {table}: {plan}"
 
 
 def test_import_conflict_check_probes_keys_instead_of_reading_the_index(

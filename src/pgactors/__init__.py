@@ -6,6 +6,7 @@ from .actors import Actor, ActorRef, ActorSystem
 from .changes import Change, ChangeStream
 from .config import StoreConfig
 from .errors import (
+    CallAlreadyApplied,
     ChangesExpired,
     ConfigError,
     DatabaseError,
@@ -16,6 +17,7 @@ from .errors import (
     PgActorsError,
     SchemaMismatch,
     ServerError,
+    SiloUnavailable,
     StoreTimeout,
     StoreUnavailable,
     VersionConflict,
@@ -28,7 +30,7 @@ from .objects import (
     save_object,
 )
 from .query import Page
-from .record import JSON, Record
+from .record import JSON, AppliedCall, Encoded, Record
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncStore, SyncTransaction
 from .transfer import ImportIssue, ImportResult
@@ -53,11 +55,14 @@ __all__ = [
     "Actor",
     "ActorRef",
     "ActorSystem",
+    "AppliedCall",
+    "CallAlreadyApplied",
     "Change",
     "ChangeStream",
     "ChangesExpired",
     "ConfigError",
     "DatabaseError",
+    "Encoded",
     "ImportAborted",
     "ImportIssue",
     "ImportResult",
@@ -72,6 +77,7 @@ __all__ = [
     "Record",
     "SchemaMismatch",
     "ServerError",
+    "SiloUnavailable",
     "StateError",
     "Store",
     "StoreConfig",

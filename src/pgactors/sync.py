@@ -23,7 +23,7 @@ from typing import Any, Self, TypeVar
 
 from .config import StoreConfig
 from .query import Page
-from .record import JSON, Record
+from .record import JSON, AppliedCall, Encoded, Record
 from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
 from .transfer import ImportResult, OnConflict
 
@@ -58,9 +58,9 @@ class SyncTransaction:
         self._tx = tx
         self._run = runner.run
 
-    def load(self, type: str, id: str) -> Record | None:
-        """Read a record as this transaction sees it."""
-        return self._run(self._tx.load(type, id))
+    def load(self, type: str, id: str, *, lock: bool = False) -> Record | None:
+        """Read a record as this transaction sees it (``lock``: hold its row lock)."""
+        return self._run(self._tx.load(type, id, lock=lock))
 
     def save(
         self,
@@ -179,6 +179,31 @@ class SyncStore:
                 type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
             )
         )
+
+    def save_call(
+        self,
+        type: str,
+        id: str,
+        data: JSON | Encoded,
+        *,
+        expected_version: int,
+        call_id: str,
+        result: JSON | Encoded = None,
+    ) -> Record:
+        """Save and record the call that produced the state (see ``Store.save_call``)."""
+        return self._run(
+            self._store.save_call(
+                type, id, data, expected_version=expected_version, call_id=call_id, result=result
+            )
+        )
+
+    def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        """The call recorded by ``save_call``, or None."""
+        return self._run(self._store.applied_call(type, id, call_id))
+
+    def purge_calls(self, *, older_than: float, limit: int = 10_000) -> int:
+        """Forget calls recorded more than ``older_than`` seconds ago (``Store.purge_calls``)."""
+        return self._run(self._store.purge_calls(older_than=older_than, limit=limit))
 
     def save_binary(
         self,

@@ -223,8 +223,12 @@ WITH i AS (
                     jsonb_array_elements_text(%(call_ids)s::jsonb),
                     jsonb_array_elements(%(results)s::jsonb))
          AS i(type, id, data, payload, manifest, expected, call_id, result)
-    WHERE NOT EXISTS (SELECT FROM {schema}.{calls} c
-                      WHERE c.type = i.type AND c.id = i.id AND c.call_id = i.call_id)
+    WHERE NOT EXISTS (
+        SELECT FROM {schema}.{calls} c
+        WHERE c.type = i.type AND c.id = i.id AND c.call_id = i.call_id
+          AND c.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+          AND c.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+          AND c.call_id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb))))
     ORDER BY i.type COLLATE "C", i.id COLLATE "C"
 ), created AS (
     INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
@@ -259,6 +263,9 @@ FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb),
                 jsonb_array_elements_text(%(call_ids)s::jsonb)) AS i(type, id, call_id)
 JOIN {schema}.{calls} c ON c.type = i.type AND c.id = i.id AND c.call_id = i.call_id
+WHERE c.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND c.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND c.call_id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb)))
 
 -- name: purge_calls
 -- One bounded batch of calls recorded before the retention; SKIP LOCKED as for expiry.
