@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pgactors import Actor, ActorSystem, Store, actors
+from pgactors import Actor, ActorSystem, Store, turns
 
 from .server import server_dsn
 
@@ -112,7 +112,7 @@ def _hot_process(
 ) -> None:
     async def main() -> dict[str, float]:
         if optimistic:
-            actors.PESSIMISTIC_AFTER = 1 << 30
+            turns.PESSIMISTIC_AFTER = 1 << 30
         async with await Store.connect(dsn, schema=schema) as store:
             system = ActorSystem(store, max_retries=1 << 20 if optimistic else 50)
             await system.actor(BenchCounter, "hot").add(0)

@@ -230,9 +230,7 @@ async def test_bad_configuration_refused(store: Store) -> None:
         ActorSystem(store).actor(CounterState, "x")  # type: ignore[arg-type]
 
 
-def _hammer_process(
-    dsn: str, schema: str, tasks: int, calls: int, go: Any, out: Any
-) -> None:
+def _hammer_process(dsn: str, schema: str, tasks: int, calls: int, go: Any, out: Any) -> None:
     async def run() -> None:
         async with await Store.connect(dsn, schema=schema) as store:
             system = ActorSystem(store)  # default settings: max_retries, backoff, locking
