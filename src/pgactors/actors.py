@@ -157,7 +157,7 @@ class ActorRef:
         system, cls, id = self._system, self._cls, self.id
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await system.invoke(cls, id, name, args, kwargs)
+            return await system._invoke(cls, id, name, args, kwargs, None, False)
 
         self.__dict__[name] = call  # found directly from now on
         return call
@@ -258,14 +258,26 @@ class ActorSystem(Turns):
         the call may have been applied by another instance already (a retry), so it is
         looked up before it runs; the turn always looks it up after a conflict.
         """
-        if self._closed:
-            raise PgActorsError("the actor system is shut down")
         if not (isinstance(cls, type) and issubclass(cls, Actor)):
             raise InvalidInput(f"{cls!r} is not an Actor subclass")
         check_id(id)
         if method.startswith("_") or not callable(getattr(cls, method, None)):
             raise InvalidInput(f"{cls.__qualname__} has no method {method!r}")
-        kwargs = kwargs or {}
+        return await self._invoke(cls, id, method, args, kwargs or {}, call_id, maybe_applied)
+
+    async def _invoke(
+        self,
+        cls: type[Actor[Any]],
+        id: str,
+        method: str,
+        args: typing.Sequence[Any],
+        kwargs: typing.Mapping[str, Any],
+        call_id: str | None,
+        maybe_applied: bool,
+    ) -> Any:
+        # The checked call (class, id and method are valid).
+        if self._closed:
+            raise PgActorsError("the actor system is shut down")
         activation = self._activations.get((cls.type_name, id)) or await self._activate(cls, id)
         async with activation.lock:
             activation.last_used = time.monotonic()
