@@ -221,29 +221,36 @@ class _Ops:
         ttl: float | None = None,
         sliding: bool = False,
     ) -> Record:
-        params = {
-            "type": type,
-            "id": id,
-            "data": text,
-            "expected": expected,
-            "ttl": ttl,
-            "sliding": sliding,
-        }
-        if expected is None:
-            query = self.q.save_lww
-        elif expected == 0:
-            query = self.q.save_create
-        else:
-            query = self.q.save_cas
+        params = {"data": text}
+        queries = (self.q.save_lww, self.q.save_create, self.q.save_cas)
+        row = await self._saved_on(conn, queries, type, id, expected, ttl, sliding, params)
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, _decode(text), version, created_at, updated_at, None, None, expires_at
+        )
+
+    async def _saved_on(
+        self,
+        conn: _Conn,
+        queries: tuple[bytes, bytes, bytes],
+        type: str,
+        id: str,
+        expected: int | None,
+        ttl: float | None,
+        sliding: bool,
+        params: dict[str, Any],
+    ) -> tuple[Any, ...]:
+        """Run the last-write-wins, create or compare-and-set form of a save; its row,
+        or ``VersionConflict`` naming the current version."""
+        lww, create, cas = queries
+        query = lww if expected is None else create if expected == 0 else cas
+        params.update(type=type, id=id, expected=expected, ttl=ttl, sliding=sliding)
         cur = await conn.execute(query, params)
         row = await cur.fetchone()
         if row is None:
             assert expected is not None
             raise VersionConflict(type, id, expected, await self._version_on(conn, type, id))
-        version, created_at, updated_at, expires_at = row
-        return Record(
-            type, id, _decode(text), version, created_at, updated_at, None, None, expires_at
-        )
+        return tuple(row)
 
     async def delete_on(self, conn: _Conn, type: str, id: str, expected: int | None) -> bool:
         params = {"type": type, "id": id, "expected": expected}
@@ -269,26 +276,9 @@ class _Ops:
         ttl: float | None = None,
         sliding: bool = False,
     ) -> Record:
-        params = {
-            "type": type,
-            "id": id,
-            "payload": payload,
-            "manifest": manifest,
-            "expected": expected,
-            "ttl": ttl,
-            "sliding": sliding,
-        }
-        if expected is None:
-            query = self.q.save_binary_lww
-        elif expected == 0:
-            query = self.q.save_binary_create
-        else:
-            query = self.q.save_binary_cas
-        cur = await conn.execute(query, params)
-        row = await cur.fetchone()
-        if row is None:
-            assert expected is not None
-            raise VersionConflict(type, id, expected, await self._version_on(conn, type, id))
+        params = {"payload": payload, "manifest": manifest}
+        queries = (self.q.save_binary_lww, self.q.save_binary_create, self.q.save_binary_cas)
+        row = await self._saved_on(conn, queries, type, id, expected, ttl, sliding, params)
         version, created_at, updated_at, expires_at = row
         return Record(
             type, id, None, version, created_at, updated_at, payload, manifest, expires_at

@@ -248,6 +248,19 @@ def _unavailable(exc: BaseException, index: int, namespace: str) -> SiloUnavaila
     )
 
 
+def _begin(
+    dsn_or_config: str | StoreConfig | None,
+    overrides: dict[str, Any],
+    silos: int | None,
+    namespace: str,
+    options: _Options,
+) -> tuple[list[Any], list[Any]]:
+    """Check the options, resolve the store, create or find the silos (blocking)."""
+    _check_options(silos, namespace, options.call_retention, options.idle_timeout)
+    config = _config(dsn_or_config, overrides)
+    return _silo_handles(config, silos, namespace, options)
+
+
 def _check_options(
     silos: int | None, namespace: str, call_retention: float, idle_timeout: float | None
 ) -> None:
@@ -379,10 +392,10 @@ class RayActorSystem:
         created). ``call_retention``: how long (seconds) applied calls are remembered
         for recognising retries.
         """
-        _check_options(silos, namespace, call_retention, idle_timeout)
-        config = await asyncio.to_thread(_config, dsn_or_config, overrides)
         options = _Options(persistence, idle_timeout, call_retention, follow_changes)
-        handles, infos = await asyncio.to_thread(_silo_handles, config, silos, namespace, options)
+        handles, infos = await asyncio.to_thread(
+            _begin, dsn_or_config, overrides, silos, namespace, options
+        )
         try:
             replies = await asyncio.gather(*infos)
         except RayError as exc:
@@ -496,10 +509,8 @@ class SyncRayActorSystem:
         **overrides: Any,
     ) -> SyncRayActorSystem:
         """As :meth:`RayActorSystem.start`, blocking."""
-        _check_options(silos, namespace, call_retention, idle_timeout)
-        config = _config(dsn_or_config, overrides)
         options = _Options(persistence, idle_timeout, call_retention, follow_changes)
-        handles, infos = _silo_handles(config, silos, namespace, options)
+        handles, infos = _begin(dsn_or_config, overrides, silos, namespace, options)
         try:
             replies = ray.get(infos)
         except RayError as exc:
