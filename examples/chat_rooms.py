@@ -64,24 +64,28 @@ async def main() -> None:
         await room_b.join("bob")
 
         seen: list[Message] = []
+        subscribed, alice_seen = asyncio.Event(), asyncio.Event()
 
         async def bob_watches() -> None:
             last = 0
-            async for state in room_b.watch():
+            async for state in room_b.watch():  # first: the room as it is now
+                subscribed.set()
                 for message in state.messages:
                     if message.seq > last:
                         seen.append(message)
                         line = f"#{message.seq} {message.user}: {message.text}"
                         print(f"  bob's instance sees {line}")
                         last = message.seq
+                if last >= 2:
+                    alice_seen.set()
                 if last >= 3:
                     return
 
         watcher = asyncio.create_task(bob_watches())
-        await asyncio.sleep(0.2)  # let the watch subscribe
+        await subscribed.wait()
         await room_a.post("alice", "hi bob")
         await room_a.post("alice", "are you there?")
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(alice_seen.wait(), 10)
         await room_b.post("bob", "hello alice")  # B's cached room was refreshed first
         await asyncio.wait_for(watcher, 10)
 

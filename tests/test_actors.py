@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,13 +80,19 @@ async def test_one_call_at_a_time_per_actor_and_concurrency_across_actors(store:
         await asyncio.gather(*(ref.slow_add(1) for _ in range(50)))
         assert await ref.get() == 50
 
+        everyone_in = asyncio.Event()
+        inside: list[str] = []
+
         class Sleeper(Actor[CounterState]):
             async def nap(self) -> None:
-                await asyncio.sleep(0.3)
+                inside.append(self.id)
+                if len(inside) == 5:
+                    everyone_in.set()
+                # Returns only once all five turns are running at the same time.
+                await asyncio.wait_for(everyone_in.wait(), 10)
 
-        started = time.monotonic()
         await asyncio.gather(*(system.actor(Sleeper, f"s{n}").nap() for n in range(5)))
-        assert time.monotonic() - started < 1.2
+        assert sorted(inside) == [f"s{n}" for n in range(5)]
 
 
 async def test_shutdown_then_new_system_continues(store: Store) -> None:
