@@ -90,13 +90,13 @@ class Crashy(Actor[CountState]):
         return await self.add(-k, crash)
 
 
-async def _until(check: Any, seconds: float = 60.0) -> Any:
+async def _until(check: Any, seconds: float = 60.0, what: Any = None) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         value = await check()
         if value:
             return value
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"not reached in time: {what and what()}"
         await asyncio.sleep(0.05)
 
 
@@ -194,7 +194,7 @@ async def test_kill_silos_while_calls_are_in_flight(
         async def ready(threshold: int = (round_ + 1) * total // 5) -> bool:
             return done >= threshold and in_flight > 0
 
-        await _until(ready)
+        await _until(ready, what=lambda: (round_, done, in_flight))
         index = random.randrange(2)
         pid = await _pid(system, index)
         assert pid is not None
@@ -205,7 +205,7 @@ async def test_kill_silos_while_calls_are_in_flight(
             new = await _pid(system, index)
             return new is not None and new != pid
 
-        await _until(restarted)
+        await _until(restarted, what=lambda: ("restart", round_, done, in_flight))
     await asyncio.wait_for(work, 180)
     # Calls were in flight at each kill, and calls completed after each of them.
     assert len(kills) == 3 and all(flying > 0 and finished < total for flying, finished in kills)
@@ -335,6 +335,27 @@ async def test_another_silo_count_restores_every_actor(
         ]
     finally:
         await second.shutdown()
+
+
+async def test_two_activations_of_one_actor_are_fenced_by_versions(
+    ray_cluster: str, pg_store: Store, pg_dsn: str
+) -> None:
+    """Two systems with different silo counts both host the actor (as when the count
+    changed while old silos still ran): neither overwrites the other's newer state."""
+    schema = pg_store.config.schema
+    one = await RayActorSystem.start(pg_dsn, schema=schema, silos=1, namespace="fence-a")
+    two = await RayActorSystem.start(pg_dsn, schema=schema, silos=2, namespace="fence-b")
+    try:
+        refs = [one.actor(RCounter, "f"), two.actor(RCounter, "f")]
+        results = await asyncio.gather(*(refs[n % 2].add(1) for n in range(100)))
+        assert sorted(results) == list(range(1, 101))  # each call saw its own count
+        statuses = await one.status() + await two.status()
+        assert sum(s.activations for s in statuses) == 2  # two activations raced
+        assert sum(s.reruns for s in statuses) > 0  # ...and lost compare-and-sets
+    finally:
+        await one.shutdown()
+        await two.shutdown()
+    assert (await pg_store.load("RCounter", "f")).data == {"n": 100}  # type: ignore[union-attr]
 
 
 def test_blocking_api(ray_cluster: str, pg_dsn: str, schema_name: str) -> None:

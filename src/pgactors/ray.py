@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 import typing
 import uuid
 from collections.abc import Callable
@@ -441,8 +442,7 @@ class RayActorSystem:
         for reply in stopped:
             if isinstance(reply, BaseException):
                 logger.warning("stopping a silo failed: %s", reply)
-        for handle in cluster.handles:
-            ray.kill(handle, no_restart=True)
+        await asyncio.to_thread(_kill, cluster)
 
     def detach(self) -> None:
         """Stop using the silos, leaving them running for other drivers."""
@@ -456,6 +456,24 @@ class RayActorSystem:
     def __repr__(self) -> str:
         cluster = self._cluster
         return f"<RayActorSystem {len(cluster.handles)} silos in {cluster.namespace!r}>"
+
+
+def _kill(cluster: _Cluster, seconds: float = 30.0) -> None:
+    """End the silos for good, and wait until Ray has let go of their names (so a new
+    ``start`` in the namespace creates new silos, and no call reaches the old ones)."""
+    for handle in cluster.handles:
+        ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + seconds
+    for index in range(len(cluster.handles)):
+        while True:
+            try:
+                ray.get_actor(f"{_SILO_PREFIX}{index}", namespace=cluster.namespace)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                logger.warning("silo %d did not stop within %gs", index, seconds)
+                return
+            time.sleep(0.02)
 
 
 def _status(index: int, reply: Any) -> SiloStatus:
@@ -555,7 +573,7 @@ class SyncRayActorSystem:
                 ray.get(handle.stop.remote())
             except RayError as exc:
                 logger.warning("stopping a silo failed: %s", exc)
-            ray.kill(handle, no_restart=True)
+        _kill(cluster)
 
     def detach(self) -> None:
         """Stop using the silos, leaving them running for other drivers."""
