@@ -353,7 +353,7 @@ async def test_values_utf8_cannot_hold_are_refused() -> None:
 
 
 def test_rolled_back_transactions_are_not_reported_as_an_unreachable_server() -> None:
-    from pgactors import DatabaseError, StoreUnavailable
+    from pgactors import DatabaseError, RetryableError, StoreUnavailable
     from pgactors.postgres import translate
 
     for exc in (
@@ -361,7 +361,8 @@ def test_rolled_back_transactions_are_not_reported_as_an_unreachable_server() ->
         psycopg.errors.SerializationFailure("could not serialize access"),
     ):
         error = translate(exc, StoreConfig())
-        assert isinstance(error, DatabaseError) and not isinstance(error, StoreUnavailable)
+        assert isinstance(error, RetryableError) and isinstance(error, DatabaseError)
+        assert not isinstance(error, StoreUnavailable)
         assert "rolled back" in str(error) and "retried" in str(error)
 
 

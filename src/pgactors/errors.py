@@ -123,6 +123,11 @@ class DatabaseError(PgActorsError):
     """PostgreSQL refused an operation for a reason not covered by a more specific error."""
 
 
+class RetryableError(DatabaseError):
+    """PostgreSQL rolled the transaction back because it conflicted with a concurrent one
+    (a deadlock or a serialization failure). Nothing it did was kept: run it again."""
+
+
 class ImportAborted(PgActorsError):
     """An import stopped and wrote nothing: a refused record with ``strict``, or (with
     ``on_conflict="fail"``) a record that already exists.

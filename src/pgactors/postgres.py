@@ -43,6 +43,7 @@ from .errors import (
     ImportAborted,
     InvalidInput,
     PgActorsError,
+    RetryableError,
     SchemaMismatch,
     StoreTimeout,
     StoreUnavailable,
@@ -141,11 +142,12 @@ def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
     if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
         # Class 40 (deadlock, serialization failure) is an OperationalError to
         # psycopg, but the server is fine.
-        return DatabaseError(
+        return RetryableError(
             f"PostgreSQL rolled back the transaction on {config.target()} (it conflicted "
             f"with a concurrent one; nothing it did was kept, so it can be retried): {message}"
         )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        # OSError: only from connecting (``_connect``); psycopg wraps the rest.
         return StoreUnavailable(
             f"cannot reach PostgreSQL at {config.target()}: {message} -- {_hint(message)}"
         )
@@ -154,9 +156,11 @@ def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
 
 @contextmanager
 def _translated(config: StoreConfig) -> Iterator[None]:
+    """Driver exceptions become ``PgActorsError``s; anything else (ours, or the caller's
+    own, raised inside a transaction or by the lines of an import) passes untouched."""
     try:
         yield
-    except (psycopg.Error, PoolTimeout, OSError) as exc:
+    except (psycopg.Error, PoolTimeout) as exc:
         raise translate(exc, config) from None
 
 
