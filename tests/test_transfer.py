@@ -481,3 +481,36 @@ def test_cli_export_stops_quietly_when_its_reader_goes_away(db_env: dict[str, st
     assert export.wait(60) == 1
     assert json.loads(first)["type"] == "T"
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
+
+
+async def test_fail_mode_aborts_when_a_record_is_created_during_the_import(
+    pg_store: Store, pg_dsn: str
+) -> None:
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as writer:
+        # Not yet committed: the import's conflict check cannot see it, and its insert
+        # waits on it.
+        await writer.execute(
+            sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('T', 'k', 1, '{{}}')").format(
+                table
+            )
+        )
+        line = json.dumps({"type": "T", "id": "k", "data": {"n": 1}})
+        importing = asyncio.create_task(pg_store.import_jsonl([line], on_conflict="fail"))
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as probe:
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # the import's insert is waiting on the writer's row
+                cur = await probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'INSERT INTO%%'"
+                )
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "the import never waited"
+                await asyncio.sleep(0.01)
+        await writer.commit()
+    with pytest.raises(ImportAborted, match="created concurrently"):
+        await importing
+    record = await pg_store.load("T", "k")
+    assert record is not None and record.data == {}  # the writer's, untouched

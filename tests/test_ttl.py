@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 from datetime import UTC, datetime, timedelta
@@ -531,3 +532,30 @@ def test_sync_store_takes_ttl() -> None:
         with store.transaction() as tx:
             assert tx.save("S", "c", 1, ttl=3).expires_at is not None
         assert store.purge_expired() == 0
+
+
+# -- import over records with an expiry ---------------------------------------------------
+
+
+def _line(id: str, n: int) -> str:
+    return json.dumps({"type": "T", "id": id, "data": {"n": n}})
+
+
+@pytest.mark.parametrize("mode", ["skip", "overwrite", "fail"])
+async def test_import_treats_an_expired_record_as_absent(store: Store, mode: str) -> None:
+    await expired_pair(store)
+    result = await store.import_jsonl([_line("gone", 20)], on_conflict=mode)  # type: ignore[arg-type]
+    assert (result.imported, result.overwritten, result.skipped) == (1, 0, 0)
+    record = await store.load("T", "gone")
+    assert record is not None and record.data == {"n": 20} and record.version == 1
+    assert record.expires_at is None
+
+
+async def test_import_overwrite_replaces_the_expiry_too(store: Store) -> None:
+    await store.save("T", "ttl", {"n": 1}, ttl=3600, sliding=True)
+    result = await store.import_jsonl([_line("ttl", 2)], on_conflict="overwrite")
+    assert result.overwritten == 1
+    record = await store.load("T", "ttl")
+    assert record is not None and record.data == {"n": 2} and record.expires_at is None
+    await store.save("T", "ttl", {"n": 3})  # no longer sliding: still no expiry
+    assert (await store.load("T", "ttl")).expires_at is None  # type: ignore[union-attr]

@@ -189,7 +189,7 @@ class _MemoryImporter:
 
     async def write(self, rows: list[ImportRow]) -> ImportOutcome:
         if self.on_conflict == "fail":
-            existing = sorted((r.type, r.id) for r in rows if (r.type, r.id) in self.rows)
+            existing = sorted((r.type, r.id) for r in rows if _get(self.rows, r.type, r.id))
             if existing:
                 raise conflict_error(existing)
         outcome = ImportOutcome()
@@ -200,7 +200,7 @@ class _MemoryImporter:
             if error is not None:
                 outcome.rejected.append((row, error))
                 continue
-            old = self.rows.get((row.type, row.id))
+            old = _get(self.rows, row.type, row.id)  # an expired record is absent
             if old is not None and self.on_conflict == "skip":
                 outcome.skipped += 1
                 continue

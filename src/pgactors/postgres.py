@@ -1410,14 +1410,12 @@ class _PostgresImporter:
             existing = await cur.fetchall()
             if existing:
                 raise conflict_error([(t, i) for t, i in existing])
-            try:
-                cur = await conn.execute(q.import_insert_new)
-            except psycopg.errors.UniqueViolation as exc:
-                message = redact(str(exc).strip().splitlines()[-1], self._config)
+            cur = await conn.execute(q.import_insert_new)
+            if cur.rowcount < len(rows):
                 raise ImportAborted(
-                    f"import aborted, nothing was written: a record was created concurrently "
-                    f"(on_conflict=fail): {message}"
-                ) from None
+                    "import aborted, nothing was written: a record was created concurrently "
+                    "(on_conflict=fail)"
+                )
         else:
             if self._on_conflict == "overwrite":
                 cur = await conn.execute(q.import_overwrite)

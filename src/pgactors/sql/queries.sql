@@ -679,7 +679,8 @@ TRUNCATE pgactors_import
 SELECT i.type, i.id
 FROM pgactors_import i
 CROSS JOIN LATERAL (SELECT FROM {schema}.{state} s
-                    WHERE s.type = i.type AND s.id = i.id LIMIT 1) s
+                    WHERE s.type = i.type AND s.id = i.id
+                      AND (s.expires_at IS NULL OR s.expires_at > now()) LIMIT 1) s
 ORDER BY i.type, i.id
 LIMIT 10
 
@@ -690,22 +691,35 @@ SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
        coalesce(i.created_at, now()), coalesce(i.updated_at, now())
 FROM pgactors_import i
 ORDER BY i.type, i.id
-ON CONFLICT (type, id) DO NOTHING
+ON CONFLICT (type, id) DO UPDATE
+    SET version = EXCLUDED.version, data = EXCLUDED.data, payload = EXCLUDED.payload,
+        manifest = EXCLUDED.manifest, created_at = EXCLUDED.created_at,
+        updated_at = EXCLUDED.updated_at, expires_at = NULL, ttl_seconds = NULL
+    WHERE s.expires_at <= now()
 
 -- name: import_insert_new
--- on_conflict=fail: conflicts were checked first; one that raced in is a unique violation.
-INSERT INTO {schema}.{state}
+-- on_conflict=fail: conflicts were checked first; a live record that raced in leaves its
+-- row out of the count, and the caller aborts the import.
+INSERT INTO {schema}.{state} AS s
     (type, id, version, data, payload, manifest, created_at, updated_at)
 SELECT i.type, i.id, coalesce(i.version, 1), i.data, i.payload, i.manifest,
        coalesce(i.created_at, now()), coalesce(i.updated_at, now())
 FROM pgactors_import i
 ORDER BY i.type, i.id
+ON CONFLICT (type, id) DO UPDATE
+    SET version = EXCLUDED.version, data = EXCLUDED.data, payload = EXCLUDED.payload,
+        manifest = EXCLUDED.manifest, created_at = EXCLUDED.created_at,
+        updated_at = EXCLUDED.updated_at, expires_at = NULL, ttl_seconds = NULL
+    WHERE s.expires_at <= now()
 
 -- name: import_overwrite
--- Runs before import_insert, which then adds the records that did not exist.
+-- Runs before import_insert, which then adds the records that did not exist (or had
+-- expired: an expired record is absent, so the import makes a new one). The line's
+-- record replaces the stored one whole: it has no expiry.
 UPDATE {schema}.{state} s
 SET version = coalesce(i.version, s.version + 1), data = i.data,
     payload = i.payload, manifest = i.manifest,
-    created_at = coalesce(i.created_at, s.created_at), updated_at = coalesce(i.updated_at, now())
+    created_at = coalesce(i.created_at, s.created_at), updated_at = coalesce(i.updated_at, now()),
+    expires_at = NULL, ttl_seconds = NULL
 FROM (SELECT * FROM pgactors_import ORDER BY type, id) i
-WHERE s.type = i.type AND s.id = i.id
+WHERE s.type = i.type AND s.id = i.id AND (s.expires_at IS NULL OR s.expires_at > now())
