@@ -33,7 +33,7 @@ from .objects import (
 from .query import Page
 from .record import JSON, AppliedCall, Encoded, Record
 from .store import InMemoryStore, Store, Transaction
-from .sync import SyncStore, SyncTransaction
+from .sync import SyncChangeStream, SyncStore, SyncTransaction
 from .transfer import ImportIssue, ImportResult
 
 __version__ = "0.1.0"
@@ -85,6 +85,7 @@ __all__ = [
     "StoreConfig",
     "StoreTimeout",
     "StoreUnavailable",
+    "SyncChangeStream",
     "SyncStore",
     "SyncTransaction",
     "Transaction",

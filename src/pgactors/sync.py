@@ -21,7 +21,10 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
+from .backend import FeedStats, ServerInfo, ServerStats
+from .changes import Change, ChangeStream
 from .config import StoreConfig
+from .metrics import MetricsSnapshot
 from .query import Page
 from .record import JSON, AppliedCall, Encoded, Record
 from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
@@ -51,6 +54,50 @@ class _LoopThread:
         self.loop.close()
 
 
+class SyncChangeStream:
+    """The blocking view of a ``ChangeStream``: ``for change in stream`` blocks until the
+    next change; ``with`` subscribes first; ``close()`` (from any thread) ends it."""
+
+    def __init__(self, stream: ChangeStream, runner: _LoopThread) -> None:
+        self._stream = stream
+        self._run = runner.run
+
+    def start(self) -> Self:
+        """Subscribe now (so that ``since=None`` means now, not at the first read)."""
+        self._run(self._stream.start())
+        return self
+
+    @property
+    def position(self) -> int | None:
+        """The position of the last change this stream has passed."""
+        return self._stream.position
+
+    def close(self) -> None:
+        """Unsubscribe; a pending read ends (iteration stops)."""
+        self._run(self._stream.close())
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Change]:
+        return self
+
+    def __next__(self) -> Change:
+        async def step() -> Change | None:
+            try:
+                return await anext(self._stream)
+            except StopAsyncIteration:
+                return None
+
+        change = self._run(step())
+        if change is None:
+            raise StopIteration
+        return change
+
+
 class SyncTransaction:
     """The blocking view of a ``Transaction``."""
 
@@ -66,7 +113,7 @@ class SyncTransaction:
         self,
         type: str,
         id: str,
-        data: JSON,
+        data: JSON | Encoded,
         *,
         expected_version: int | None = None,
         ttl: float | None = None,
@@ -82,6 +129,27 @@ class SyncTransaction:
     def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
         """Delete a record; False if it did not exist."""
         return self._run(self._tx.delete(type, id, expected_version=expected_version))
+
+    def save_call(
+        self,
+        type: str,
+        id: str,
+        data: JSON | Encoded,
+        *,
+        expected_version: int,
+        call_id: str,
+        result: JSON | Encoded = None,
+    ) -> Record:
+        """``Store.save_call`` inside this transaction."""
+        return self._run(
+            self._tx.save_call(
+                type, id, data, expected_version=expected_version, call_id=call_id, result=result
+            )
+        )
+
+    def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        """``Store.applied_call`` as this transaction sees it."""
+        return self._run(self._tx.applied_call(type, id, call_id))
 
     def update(
         self,
@@ -126,6 +194,11 @@ class SyncStore:
         return cls._open(lambda: Store.embedded(data_dir, **overrides))
 
     @classmethod
+    def open(cls, data_dir: str | os.PathLike[str] | None = None, /, **overrides: Any) -> Self:
+        """Connect as the environment says, else to the embedded server (``Store.open``)."""
+        return cls._open(lambda: Store.open(data_dir, **overrides))
+
+    @classmethod
     def in_memory(cls, config: StoreConfig | None = None) -> Self:
         """A blocking in-memory store, for tests."""
         return cls._open(lambda: InMemoryStore.create(config))
@@ -155,6 +228,80 @@ class SyncStore:
         """Create or migrate the schema (idempotent; see ``Store.init_schema``)."""
         return self._run(self._store.init_schema(partitions=partitions))
 
+    def schema_version(self) -> int | None:
+        """The installed schema version, or None when not installed."""
+        return self._run(self._store.schema_version())
+
+    def verify_schema(self) -> list[tuple[str, str, bool]]:
+        """Each expected table, index and function as ``(kind, name, present)``."""
+        return self._run(self._store.verify_schema())
+
+    def drop_schema(self) -> None:
+        """Drop every pgactors table and function of this schema and prefix: ALL STATE."""
+        self._run(self._store.drop_schema())
+
+    def info(self) -> ServerInfo:
+        """Server version, latency, schema version, records per type, sizes."""
+        return self._run(self._store.info())
+
+    def server_stats(self) -> ServerStats:
+        """Sizes, dead rows, vacuum, writes in the last minute, connections."""
+        return self._run(self._store.server_stats())
+
+    def metrics(self) -> MetricsSnapshot:
+        """This store's operation counts, latencies, conflicts, retries and pool usage."""
+        return self._store.metrics()
+
+    def encode(self, data: JSON) -> Encoded:
+        """Check and encode ``data`` once (see ``Store.encode``)."""
+        return self._store.encode(data)
+
+    def encode_binary(self, payload: bytes, manifest: str) -> Encoded:
+        """Check a binary state once (see ``Store.encode_binary``)."""
+        return self._store.encode_binary(payload, manifest)
+
+    def explain(
+        self,
+        type: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        order_by: Sequence[str] | str | None = None,
+        limit: int = 100,
+    ) -> str:
+        """How the query would run: PostgreSQL's EXPLAIN plan."""
+        return self._run(self._store.explain(type, where, order_by=order_by, limit=limit))
+
+    def create_index(self, type: str, path: str) -> str:
+        """Index a hot path of ``type`` (see ``Store.create_index``); the index name."""
+        return self._run(self._store.create_index(type, path))
+
+    def drop_index(self, type: str, path: str) -> bool:
+        """Drop the index made by ``create_index``; False if there was none."""
+        return self._run(self._store.drop_index(type, path))
+
+    def indexes(self) -> list[tuple[str, str, str]]:
+        """Every index made by ``create_index``, as ``(type, path, index name)``."""
+        return self._run(self._store.indexes())
+
+    def changes(
+        self, types: Sequence[str] | str | None = None, *, since: int | str | None = None
+    ) -> SyncChangeStream:
+        """Every committed change (of ``types``), in commit order, at least once, as a
+        blocking iterator (see ``Store.changes``)."""
+        return SyncChangeStream(self._store.changes(types, since=since), self._runner)
+
+    def feed_stats(self) -> FeedStats:
+        """The change log's positions, row count and size."""
+        return self._run(self._store.feed_stats())
+
+    def sequence_changes(self) -> int:
+        """Number (and notify) committed changes now."""
+        return self._run(self._store.sequence_changes())
+
+    def prune_changes(self) -> int:
+        """Delete changes older than ``changes_retention`` now."""
+        return self._run(self._store.prune_changes())
+
     def load(self, type: str, id: str) -> Record | None:
         """The record, or None."""
         return self._run(self._store.load(type, id))
@@ -167,7 +314,7 @@ class SyncStore:
         self,
         type: str,
         id: str,
-        data: JSON,
+        data: JSON | Encoded,
         *,
         expected_version: int | None = None,
         ttl: float | None = None,
@@ -364,6 +511,12 @@ class SyncStore:
         """Every record (of ``types``, matching ``where``), streamed in (type, id) order
         (see ``Store.export``)."""
         return self._iterate(self._store.export(types, where=where))
+
+    def export_lines(
+        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+    ) -> Iterator[str]:
+        """The export as JSONL lines, no newline (see ``Store.export_lines``)."""
+        return self._iterate(self._store.export_lines(types, where=where))
 
     def export_jsonl(
         self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
