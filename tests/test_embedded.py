@@ -276,3 +276,43 @@ def test_root_runs_server_as_system_user(server: EmbeddedServer) -> None:
     pid = server.status().pid
     assert pid is not None
     assert Path(f"/proc/{pid}").stat().st_uid == account.pw_uid
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root has to hand the server to a user")
+def test_changes_outside_the_data_dir_are_few_and_reported(tmp_path: Path) -> None:
+    import stat
+
+    cli = [sys.executable, "-c", "from pgactors.cli import main; main()", "server", "start"]
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # the service user cannot pass through it yet
+    other = tmp_path / "untouched"
+    other.mkdir(mode=0o700)
+    data_dir = private / "nested" / "data"
+    env = {**os.environ, "PGACTORS_DATA_DIR": str(data_dir)}
+    started = subprocess.run(
+        cli,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        said = " ".join(started.stderr.split())
+        assert f"changed outside the data directory: let other users pass through {private}" in said
+        mode = private.stat().st_mode
+        assert mode & stat.S_IXOTH and not mode & stat.S_IROTH  # enter, not list
+        assert not other.stat().st_mode & stat.S_IXOTH  # nothing else was touched
+        assert EmbeddedServer(data_dir).stop()
+        again = subprocess.run(
+            cli,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert "started" in again.stdout and "changed outside" not in again.stderr  # nothing left
+    finally:
+        EmbeddedServer(data_dir).stop()

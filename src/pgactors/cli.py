@@ -22,6 +22,7 @@ from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -93,6 +94,7 @@ class Options:
             return config
         server = self.server()
         started = server.start()
+        _print_system_changes(server)
         verb = "started" if started else "using"
         err.print(
             f"[dim]{verb} the embedded PostgreSQL server in {server.data_dir}"
@@ -100,6 +102,12 @@ class Options:
             + "[/dim]"
         )
         return config.replace(dsn=server.dsn)
+
+
+def _print_system_changes(server: EmbeddedServer) -> None:
+    """Say what starting the server changed outside its data directory (as root)."""
+    for change in server.system_changes:
+        err.print(f"[yellow]changed outside the data directory: {escape(change)}[/yellow]")
 
 
 def _options(ctx: typer.Context) -> Options:
@@ -1006,6 +1014,7 @@ def server_start(ctx: typer.Context) -> None:
 
     def action(server: EmbeddedServer) -> None:
         started = server.start()
+        _print_system_changes(server)
         out.print(("started" if started else "already running") + f": {server.data_dir}")
         print(server.dsn)
 

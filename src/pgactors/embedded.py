@@ -14,6 +14,7 @@ import fcntl
 import functools
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import pwd
@@ -29,6 +30,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pgactors.errors import ServerError
+
+logger = logging.getLogger("pgactors.embedded")
 
 __all__ = [
     "DEFAULT_DATA_DIR_ENV",
@@ -133,6 +136,9 @@ class EmbeddedServer:
         )
         self.pgdata: Path = self.data_dir / "pgdata"
         self.log_path: Path = self.data_dir / "server.log"
+        # What starting (or stopping) changed on the system outside the data directory:
+        # only as root, so that the server can run as the service account.
+        self.system_changes: list[str] = []
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -377,24 +383,27 @@ class EmbeddedServer:
                     'quote (one of " $ ` \\ or a newline); choose another path'
                 )
 
-    def _account(self) -> _Account | None:
-        return _service_account() if os.geteuid() == 0 else None
-
     def _prepare_access(self) -> _Account | None:
-        """As root, give the service account the data dir and a path to it and the binaries."""
-        account = self._account()
-        if account is None:
+        """As root, give the service account the data dir and a path to it and the
+        binaries. Every change outside the data dir is logged and kept in
+        ``system_changes`` (the CLI prints them)."""
+        if os.geteuid() != 0:
             return None
+        changes: list[str] = []
         try:
-            _grant_install_access()
-            _grant_traverse(self.data_dir.parent)
+            account = _service_account(changes)
+            changes += _grant_install_access()
+            changes += _grant_traverse(self.data_dir.parent)
             for path in (self.data_dir, self.log_path):
                 if path.exists():
                     os.chown(path, account.uid, account.gid)
         except OSError as exc:
             raise ServerError(
-                f"cannot give user {account.name!r} access to {self.data_dir}: {exc}"
+                f"cannot give user {SYSTEM_USER!r} access to {self.data_dir}: {exc}"
             ) from exc
+        for change in changes:
+            logger.warning("PostgreSQL cannot run as root: %s", change)
+        self.system_changes += changes
         return account
 
     def _initdb(self, account: _Account | None, deadline: float) -> None:
@@ -635,9 +644,14 @@ def _live_children(pid: int) -> list[int]:
     return children
 
 
-@functools.cache
-def _service_account() -> _Account:
+_ACCOUNT: _Account | None = None
+
+
+def _service_account(changes: list[str]) -> _Account:
     """The system user the server runs as under root, created on first use."""
+    global _ACCOUNT
+    if _ACCOUNT is not None:
+        return _ACCOUNT
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
@@ -660,6 +674,8 @@ def _service_account() -> _Account:
                 check=False,
             )
             problem = completed.stderr.strip()
+            if completed.returncode == 0:
+                changes.append(f"created system user {SYSTEM_USER!r} (no home, no login shell)")
         except (OSError, subprocess.TimeoutExpired) as exc:
             problem = str(exc)
         try:
@@ -670,32 +686,59 @@ def _service_account() -> _Account:
                 f"PostgreSQL cannot run as root and creating system user {SYSTEM_USER!r} "
                 f"failed: {problem}"
             ) from None
-    return _Account(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+    _ACCOUNT = _Account(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+    return _ACCOUNT
 
 
-def _grant_traverse(path: Path) -> None:
-    """Add o+x to path and each ancestor lacking it."""
+def _grant_traverse(path: Path) -> list[str]:
+    """Add o+x (enter, not list) to path and each ancestor lacking it; say which."""
+    changed = []
     for directory in (path, *path.parents):
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            changed.append(directory)
+    return [
+        f"let other users pass through {d} (o+x: enter, not list), so that user "
+        f"{SYSTEM_USER!r} can reach the server's files"
+        for d in changed
+    ]
 
 
-@functools.cache
-def _grant_install_access() -> None:
-    """Make the wheel's binaries, libraries and share files usable by other users."""
+_INSTALL_GRANTED = False
+
+
+def _grant_install_access() -> list[str]:
+    """Make the wheel's binaries, libraries and share files usable by other users; say
+    what changed (once per process: afterwards there is nothing left to change)."""
+    global _INSTALL_GRANTED
+    if _INSTALL_GRANTED:
+        return []
     install = _install_dir()
-    _grant_traverse(install.parent)
+    changes = _grant_traverse(install.parent)
+    changed = 0
     for root, _dirs, files in os.walk(install):
-        _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
+        changed += _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
         for name in files:
             path = Path(root, name)
             mode = path.lstat().st_mode
             if stat.S_ISREG(mode):
-                _add_mode(path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
+                changed += _add_mode(
+                    path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+                )
+    _INSTALL_GRANTED = True
+    if changed:
+        changes.append(
+            f"made {changed} files and folders of the PostgreSQL install in {install} "
+            "readable (and its programs runnable) by other users"
+        )
+    return changes
 
 
-def _add_mode(path: Path, bits: int) -> None:
+def _add_mode(path: Path, bits: int) -> int:
+    """Add ``bits`` to the mode of ``path``; 1 if that changed it, else 0."""
     mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & bits != bits:
-        path.chmod(mode | bits)
+    if mode & bits == bits:
+        return 0
+    path.chmod(mode | bits)
+    return 1
