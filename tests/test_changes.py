@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -316,17 +317,28 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 async def test_server_crash_loses_no_acknowledged_change(tmp_path: Path) -> None:
     server = EmbeddedServer(tmp_path / "crash")
     server.start()
-    writes = 300
+    writes, kill_after = 300, 100
     try:
         async with await Store.connect(server.dsn, schema="crash") as store:
             await store.init_schema()
             stream = await store.changes().start()
-            writer = subprocess.Popen(  # noqa: ASYNC220 (a real second process)
-                [sys.executable, "-c", WRITER, server.dsn, "crash", str(writes)],
+            writer = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                WRITER,
+                server.dsn,
+                "crash",
+                str(writes),
                 stdout=subprocess.PIPE,
-                text=True,
                 env=os.environ.copy(),
             )
+            acknowledged: list[str] = []
+
+            async def read_acks() -> None:
+                assert writer.stdout is not None
+                async for line in writer.stdout:
+                    acknowledged.append(line.decode().strip())
+
             received: list[Change] = []
 
             async def consume() -> None:
@@ -335,19 +347,25 @@ async def test_server_crash_loses_no_acknowledged_change(tmp_path: Path) -> None
                     if len(received) >= writes:
                         return
 
+            reader = asyncio.create_task(read_acks())
             consumer = asyncio.create_task(consume())
-            await asyncio.sleep(0.8)
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < kill_after:  # the crash comes mid-stream of writes
+                assert time.monotonic() < deadline, "the writer never got going"
+                await asyncio.sleep(0.01)
+            before_kill = len(acknowledged)
             server.kill()
-            await asyncio.sleep(0.5)
             server.start()
-            assert await asyncio.to_thread(writer.wait, 120) == 0
-            acknowledged = writer.stdout.read().split()  # type: ignore[union-attr]
-            assert len(acknowledged) == writes
+            assert await asyncio.wait_for(writer.wait(), 120) == 0
+            await reader
+            # Writes were acknowledged before the kill and after it.
+            assert kill_after <= before_kill < writes and len(acknowledged) == writes
             await asyncio.wait_for(consumer, 60)
             await stream.close()
+            feed = store._feed
+            assert feed is not None and feed.reconnects >= 1  # the stream lived through it
     finally:
         server.stop()
-    assert store._feed is not None
     seen: dict[str, int] = {}
     for change in received:
         assert change.version > seen.get(change.id, 0), "a version went backwards"

@@ -142,6 +142,23 @@ async def test_bad_dsn_is_a_config_error() -> None:
         await Store.connect("host=localhost port=notaport bogus_key=1")
 
 
+async def _until_waiting_on_a_lock(dsn: str, statement: str) -> None:
+    """Return once a session whose query starts with ``statement`` waits on a lock."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as probe:
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            cur = await probe.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND ltrim(query) LIKE %s",
+                [statement + "%"],
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"no {statement} waits"
+            await asyncio.sleep(0.01)
+
+
 async def test_batch_conflict_with_concurrent_single_writer(pg_store: Store, pg_dsn: str) -> None:
     """A create-only batch racing an uncommitted insert of the same key writes nothing."""
     table = sql.Identifier(pg_store.config.schema, "pgactors_state")
@@ -156,7 +173,7 @@ async def test_batch_conflict_with_concurrent_single_writer(pg_store: Store, pg_
                 "T", {"x": {"mine": 1}, "y": {"mine": 1}}, expected_versions={"x": 0}
             )
         )
-        await asyncio.sleep(0.5)
+        await _until_waiting_on_a_lock(pg_dsn, "WITH")  # the batch waits on the insert
         assert not batch.done()
         await other.commit()
         with pytest.raises(VersionConflict) as info:
@@ -315,8 +332,8 @@ async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
                 [_SaveRequest("T", "a", '{"n": 1}', 1), _SaveRequest("T", "b", '{"n": 1}', 1)]
             )
         )
-        await asyncio.sleep(0.3)
-        assert not batch.done()  # waiting for the row lock
+        await _until_waiting_on_a_lock(pg_dsn, "UPDATE")  # the batch waits on the row
+        assert not batch.done()
         other.commit()
         conflict, saved = await asyncio.wait_for(batch, 10)
     assert isinstance(conflict, VersionConflict)
