@@ -145,10 +145,12 @@ async def test_coalesced_compare_and_set_fails_only_the_stale_callers(pg_store: 
 
 async def test_coalescing_actually_batches(pg_store: Store) -> None:
     coalesced = pg_store._backend._coalesced  # type: ignore[attr-defined]
-    before = coalesced.lww.batches
+    before, items_before = coalesced.lww.batches, coalesced.lww.items
     await asyncio.gather(*(pg_store.save("T", f"b{n}", {"n": n}) for n in range(64)))
-    made = coalesced.lww.batches - before
-    assert 1 <= made < 64
+    # All 64 are submitted before any answer: two go alone (the two statement slots),
+    # the other 62 wait and go together in the next free slot.
+    assert coalesced.lww.batches - before == 1
+    assert coalesced.lww.items - items_before == 62
     loaded = await asyncio.gather(*(pg_store.load("T", f"b{n}") for n in range(64)))
     assert [r.data for r in loaded] == [{"n": n} for n in range(64)]  # type: ignore[union-attr]
 

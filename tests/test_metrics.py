@@ -214,8 +214,12 @@ async def test_server_stats(pg_store: Store, pg_dsn: str) -> None:
         )
     async with pg_store.changes() as stream:
         assert stream is not None
-        stats = await pg_store.server_stats()
-        assert stats.listeners >= 1
+        # The listener connects in the background after the subscription: wait for it.
+        deadline = asyncio.get_running_loop().time() + 10
+        while (stats := await pg_store.server_stats()).listeners < 1:
+            assert asyncio.get_running_loop().time() < deadline, "the listener never showed"
+            await asyncio.sleep(0.01)
+        assert stats.listeners == 1
     assert stats.types == {"T": 10}
     assert stats.writes_last_minute == 4
     assert stats.writes_per_second == pytest.approx(4 / 60)
