@@ -514,3 +514,44 @@ async def test_fail_mode_aborts_when_a_record_is_created_during_the_import(
         await importing
     record = await pg_store.load("T", "k")
     assert record is not None and record.data == {}  # the writer's, untouched
+
+
+_RSS_SCRIPT = """
+import asyncio, json, resource, sys
+from pgactors import Store
+
+def lines(type, n):
+    for i in range(n):
+        yield json.dumps({"type": type, "id": f"m{i:06d}", "data": {"i": i, "pad": "x" * 200}})
+
+async def main(dsn, schema, type, n):
+    async with await Store.connect(dsn, schema=schema) as store:
+        await store.init_schema()
+        result = await store.import_jsonl(lines(type, n))
+        exported = 0
+        async for block in store.export_jsonl(type):
+            exported += block.count(b"\\n")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"imported": result.imported, "exported": exported, "peak_kb": peak}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+
+@pytest.mark.slow
+def test_import_and_export_memory_stays_flat(pg_dsn: str, schema_name: str) -> None:
+    """100,000 records (~25 MB of JSON) in and out cost about what 1,000 do: nothing is
+    held whole in memory."""
+    peaks = {}
+    for type, n in (("Small", 1_000), ("Big", 100_000)):
+        done = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, pg_dsn, schema_name, type, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout.splitlines()[-1])
+        assert report["imported"] == report["exported"] == n
+        peaks[type] = report["peak_kb"]
+    assert peaks["Big"] - peaks["Small"] < 25 * 1024, peaks  # KiB
