@@ -106,7 +106,8 @@ def test_verify_status_and_reset(db_env: dict[str, str], pg_dsn: str, schema_nam
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["types"] == {"T": 1} and report["schema_version"] == latest_version()
-    assert report["changes"]["last_position"] >= 1 or report["changes"]["rows"] >= 1
+    # The put numbered its change as it exited (a store drains its sequencer on close).
+    assert report["changes"]["last_position"] == 1 and report["changes"]["rows"] == 1
     assert report["table_bytes"] > 0 and report["latency_ms"] >= 0
     assert "PostgreSQL" in run("status", env=db_env).stdout
 
@@ -147,9 +148,9 @@ def test_partitioned_init_status_and_metrics(db_env: dict[str, str]) -> None:
     assert stats["partitions"] == 3
     assert stats["heap_bytes"] > 0 and stats["index_bytes"] > 0 and stats["toast_bytes"] >= 0
     assert report["table_bytes"] > 0  # summed over the partitions
-    # Both writes were numbered as the put commands exited, normally seconds ago (the
-    # window itself is tested in test_metrics.py, without depending on the clock).
-    assert stats["writes_last_minute"] in (0, 1, 2)
+    # Both writes were numbered as the put commands exited, seconds ago (the window's
+    # edge is tested in test_metrics.py, without depending on the clock).
+    assert stats["writes_last_minute"] == 2
     assert stats["writes_per_second"] == round(stats["writes_last_minute"] / 60, 3)
     assert stats["changes_rows"] == 2
     assert stats["connections"] >= 1 and stats["listeners"] == 0
