@@ -255,20 +255,30 @@ async def test_metadata_fields(store: Store) -> None:
 @ALL_STORES
 async def test_pages_see_every_match_once_while_records_are_inserted(store: Store) -> None:
     await store.save_many("I", {f"k{i:03d}": {"n": i} for i in range(0, 200, 2)})
-    seen: list[str] = []
+    seen: list[tuple[int, str]] = []
+    ahead: set[str] = set()  # inserted past the cursor: a later page must show them
+    behind: set[str] = set()  # inserted before it: no page may show them
     after = None
-    inserted = 0
+    page_number = 0
     while True:
         page = await store.query("I", {"n": {"$gte": 0}}, order_by=["n"], limit=9, after=after)
-        seen += [r.id for r in page.items]
-        # Inserts land both before and after the cursor, between pages.
-        await store.save_many("I", {f"k{inserted * 2 + 1:03d}": {"n": inserted * 2 + 1}})
-        inserted += 1
+        seen += [(r.data["n"], r.id) for r in page.items]  # type: ignore[call-overload, index]
+        # Between pages, one insert lands behind the cursor and one ahead of it.
+        last = seen[-1][0]
+        low, high = 2 * page_number + 1, 199 - 2 * page_number
+        await store.save_many("I", {f"k{low:03d}": {"n": low}, f"k{high:03d}": {"n": high}})
+        for n in (low, high):
+            (ahead if n > last else behind).add(f"k{n:03d}")
+        page_number += 1
         if page.next is None:
             break
         after = page.next
-    assert len(seen) == len(set(seen))
-    assert {f"k{i:03d}" for i in range(0, 200, 2)} <= set(seen)
+    ids = [id for _, id in seen]
+    assert [n for n, _ in seen] == sorted(n for n, _ in seen)  # in order, across pages
+    assert len(ids) == len(set(ids))  # none twice
+    assert {f"k{i:03d}" for i in range(0, 200, 2)} <= set(ids)  # none missed
+    assert ahead and behind  # both kinds happened
+    assert ahead - behind <= set(ids) and not (behind - ahead) & set(ids)
 
 
 async def test_offset_and_query_all(store: Store) -> None:
