@@ -323,12 +323,25 @@ async def test_export_import_export_is_byte_identical(
     assert b"".join([block async for block in other_pg_store.export_jsonl()]).decode() == first
 
 
-async def test_import_is_logged_in_the_change_feed(pg_store: Store) -> None:
+async def test_import_is_logged_in_the_change_feed(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "CHUNK_ROWS", 20)  # several chunks per import
+    fresh = [line("T", f"k{n:02d}", n, version=4) for n in range(50)]  # COPY straight in
+    again = [line("T", f"k{n:02d}", -n, version=7) for n in range(0, 50, 5)]  # staged
     async with pg_store.changes("T", since=0) as stream:
-        await pg_store.import_jsonl([line("T", "a", 1, version=4)])
+        await pg_store.import_jsonl(fresh)
+        await pg_store.import_jsonl(again, on_conflict="overwrite")
+        await pg_store.import_jsonl(again)  # skip: all exist, nothing logged
+        await pg_store.save("T", "last", 0)
+        changes = []
         async for change in stream:
-            assert (change.type, change.id, change.version, change.op) == ("T", "a", 4, "save")
-            break
+            changes.append((change.id, change.version, change.op))
+            if change.id == "last":
+                break
+    expected = [(f"k{n:02d}", 4, "save") for n in range(50)]
+    expected += [(f"k{n:02d}", 7, "save") for n in range(0, 50, 5)]
+    assert changes == [*expected, ("last", 1, "save")]  # each once, in commit order
 
 
 # -- the command line ----------------------------------------------------------------------------
