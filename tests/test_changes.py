@@ -215,6 +215,29 @@ async def test_slow_transaction_with_earlier_number_commits_later(
     assert late[0].position == early[-1].position + 1
 
 
+async def test_a_store_that_only_listens_numbers_writes_nobody_numbered(
+    pg_store: Store, pg_dsn: str
+) -> None:
+    """Plain psycopg writers (or a writer that died right after committing) leave their
+    changes unnumbered; a store that only listens numbers and delivers them."""
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    insert = sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('P', %s, 1, '{{}}')")
+    async with pg_store.changes("P") as stream:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as plain:
+            for id in ("p1", "p2", "p3"):
+                await plain.execute(insert.format(table), [id])
+            cur = await plain.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE position IS NULL").format(
+                    sql.Identifier(pg_store.config.schema, "pgactors_changes")
+                )
+            )
+            row = await cur.fetchone()
+            assert row is not None and row[0] == 3  # committed, not numbered by anyone
+        got = await take(stream, 3)
+    assert [(c.id, c.op) for c in got] == [("p1", "save"), ("p2", "save"), ("p3", "save")]
+    assert [c.position for c in got] == list(range(got[0].position, got[0].position + 3))
+
+
 async def test_plain_listen_sees_keys_not_state(pg_store: Store, pg_dsn: str) -> None:
     big = {"blob": "x" * 20_000}
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
