@@ -43,6 +43,7 @@ from .objects import (
     check_versioning,
 )
 from .record import Encoded, check_id, check_type
+from .retry import DEFAULT_MAX_RETRIES
 from .store import Store
 from .turns import PESSIMISTIC_AFTER, Turns
 
@@ -51,7 +52,6 @@ logger = logging.getLogger("pgactors.actors")
 S = TypeVar("S")
 Persistence = Literal["write_through", "write_behind", "manual"]
 POLICIES: tuple[str, ...] = typing.get_args(Persistence)
-DEFAULT_MAX_RETRIES = 50
 
 
 class Actor(Generic[S]):

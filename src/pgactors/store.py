@@ -10,7 +10,6 @@ import asyncio
 import copy
 import inspect
 import os
-import random
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -62,6 +61,7 @@ from .record import (
     check_version,
     encode_data,
 )
+from .retry import DEFAULT_MAX_RETRIES, back_off
 from .transfer import (
     EXPORT_CHUNK,
     ImportResult,
@@ -76,7 +76,6 @@ from .transfer import (
     run_import,
 )
 
-DEFAULT_MAX_RETRIES: Final = 100
 MAX_LIST_LIMIT: Final = 100_000
 MAX_PURGE_LIMIT: Final = 1_000_000
 MAX_PARTITIONS: Final = 1024
@@ -497,8 +496,7 @@ class Store:
                         type, id, conflict.expected, conflict.actual
                     ) from conflict
                 self._metrics.retried("update")
-            # Jittered backoff spreads contending writers so each round has a winner.
-            await asyncio.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.05)))  # noqa: S311
+            await back_off(attempt)
         raise AssertionError("unreachable")
 
     # -- batches ----------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from .config import StoreConfig
 from .metrics import MetricsSnapshot
 from .query import Page
 from .record import JSON, AppliedCall, Encoded, Record
-from .store import DEFAULT_MAX_RETRIES, MISSING, InMemoryStore, Store, Transaction
+from .retry import DEFAULT_MAX_RETRIES
+from .store import MISSING, InMemoryStore, Store, Transaction
 from .transfer import ImportResult, OnConflict
 
 T = TypeVar("T")

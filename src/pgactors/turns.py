@@ -8,9 +8,7 @@ again; after ``PESSIMISTIC_AFTER`` conflicts, run under the record's row lock.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ from .actor_state import decode_json_state, decode_state, encode_state, return_h
 from .errors import CallAlreadyApplied, InvalidInput, VersionConflict
 from .objects import state_from_json, state_to_json
 from .record import AppliedCall, Encoded, Record
+from .retry import back_off
 from .store import Store
 
 if TYPE_CHECKING:
@@ -86,9 +85,7 @@ class Turns:
                 raise
             self.reruns += 1
             maybe_applied = True  # the winner may have been this very call
-            # Back off first, then reload: the rerun starts from the newest state.
-            delay = min(0.001 * 2**attempt, 0.05)
-            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+            await back_off(attempt)  # first, then reload: rerun on the newest state
             await self._reload(activation)
         raise AssertionError("unreachable")
 
