@@ -23,7 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
-from . import schema
 from .backend import (
     Backend,
     CallRequest,
@@ -898,8 +897,3 @@ def _types_list(types: Sequence[str] | str | None) -> list[str] | None:
     if types is None:
         return None
     return [types] if isinstance(types, str) else list(types)
-
-
-def latest_schema_version() -> int:
-    """The schema version this pgactors creates."""
-    return schema.latest_version()
