@@ -80,6 +80,10 @@ async def test_bad_call_arguments_are_refused_and_nothing_written(store: Store) 
         ({"expected_version": 0, "call_id": "x\n"}, "invalid call_id"),
         ({"expected_version": 0, "call_id": 5}, "invalid call_id"),
         ({"expected_version": 0, "call_id": "c", "result": float("nan")}, "NaN"),
+        (
+            {"expected_version": 0, "call_id": "c", "result": store.encode_binary(b"x", "raw")},
+            "cannot be a binary state",
+        ),
     ]:
         with pytest.raises(InvalidInput, match=message):
             await store.save_call("T", "bad", {"n": 1}, **kwargs)  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from .errors import InvalidQuery
-from .record import Record, check_type, is_unicode
+from .record import MISSING, Record, check_type, is_unicode
 
 META_FIELDS: Final = ("id", "version", "created_at", "updated_at")
 MAX_LIMIT: Final = 10_000
@@ -46,7 +46,6 @@ _OPERATORS: Final = (
     "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$not",
 )  # fmt: skip
 _KIND_RANK: Final = {"null": 0, "string": 1, "number": 2, "boolean": 3, "array": 4, "object": 5}
-MISSING: Final = object()
 
 
 # -- the tree ---------------------------------------------------------------------------------

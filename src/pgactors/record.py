@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from .errors import InvalidInput
 
@@ -35,6 +35,15 @@ class Record:
     payload: bytes | None = None
     manifest: str | None = None
     expires_at: datetime | None = None
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Final = _Missing()
+"""The one "no value" sentinel: a missing path in a record, an ``update`` without a default."""
 
 
 @dataclass(frozen=True, slots=True)

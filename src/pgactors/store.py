@@ -48,6 +48,7 @@ from .query import (
 )
 from .record import (
     JSON,
+    MISSING,
     AppliedCall,
     Encoded,
     Record,
@@ -80,13 +81,6 @@ MAX_PURGE_LIMIT: Final = 1_000_000
 MAX_PARTITIONS: Final = 1024
 MAX_PURGE_CALLS_LIMIT: Final = 1_000_000
 
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-MISSING: Final = _Missing()
 
 UpdateFn: TypeAlias = Callable[[Any], Any | Awaitable[Any]]
 
@@ -882,6 +876,8 @@ def _call_request(
 ) -> CallRequest:
     expected = check_version("expected_version", expected_version, allow_none=False)
     assert expected is not None
+    if isinstance(result, Encoded) and result.text is None:
+        raise InvalidInput("a call's result is stored as JSON: it cannot be a binary state")
     state = data if isinstance(data, Encoded) else Encoded(encode_data(data, max_bytes))
     return CallRequest(
         check_type(type),

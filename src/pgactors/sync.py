@@ -26,9 +26,9 @@ from .changes import Change, ChangeStream
 from .config import StoreConfig
 from .metrics import MetricsSnapshot
 from .query import Page
-from .record import JSON, AppliedCall, Encoded, Record
+from .record import JSON, MISSING, AppliedCall, Encoded, Record
 from .retry import DEFAULT_MAX_RETRIES
-from .store import MISSING, InMemoryStore, Store, Transaction
+from .store import InMemoryStore, Store, Transaction
 from .transfer import ImportResult, OnConflict
 
 T = TypeVar("T")
