@@ -15,10 +15,10 @@ from pgactors.metrics import (
     LATENCY_BUCKETS,
     MetricsSnapshot,
     OperationStats,
-    PoolStats,
     prometheus_text,
     serve_metrics,
 )
+from pgactors.stats import PoolStats
 
 # One sample line of the text format: name, optional labels, value.
 SAMPLE = re.compile(r'^([a-z_]+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? (\S+)$')

@@ -11,81 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .changes import FeedSource
-from .metrics import PoolStats
 from .query import Aggregate, Node, Path, Query
 from .record import AppliedCall, Encoded, Record
+from .stats import FeedStats, PoolStats, ServerInfo, ServerStats
 from .transfer import Importer, OnConflict
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """Facts about the server and schema, for ``status``."""
-
-    server_version: str
-    latency_ms: float
-    schema_version: int | None
-    types: dict[str, int]
-    table_bytes: int
-    index_bytes: int
-    database_bytes: int
-
-
-@dataclass(frozen=True)
-class ServerStats:
-    """Health of the state table and the server, for ``status`` and metrics.
-
-    Sizes and vacuum figures are summed over every partition; row counts are the
-    statistics collector's estimates. ``writes_last_minute`` counts the change log's
-    entries numbered in the last minute (None when this store logs no changes).
-    """
-
-    types: dict[str, int]
-    partitions: int
-    heap_bytes: int
-    toast_bytes: int
-    index_bytes: int
-    live_rows: int
-    dead_rows: int
-    last_autovacuum: datetime | None
-    last_autoanalyze: datetime | None
-    writes_total: int
-    writes_last_minute: int | None
-    changes_rows: int | None
-    changes_bytes: int | None
-    connections: int
-    active_connections: int
-    listeners: int
-    notification_queue_usage: float
-
-    @property
-    def writes_per_second(self) -> float | None:
-        """Average record writes per second over the last minute."""
-        return None if self.writes_last_minute is None else self.writes_last_minute / 60
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible values (timestamps in ISO 8601)."""
-        data = asdict(self)
-        for key in ("last_autovacuum", "last_autoanalyze"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        data["writes_per_second"] = self.writes_per_second
-        return data
-
-
-@dataclass(frozen=True)
-class FeedStats:
-    """The change log: newest and pruned positions, oldest retained, rows, bytes."""
-
-    last_position: int
-    pruned_through: int
-    oldest_position: int | None
-    rows: int
-    bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .backend import ServerStats
 from .config import StoreConfig
 from .embedded import EmbeddedServer
 from .errors import (
@@ -45,6 +44,7 @@ from .errors import (
     VersionConflict,
 )
 from .record import Record
+from .stats import ServerStats
 from .store import Store
 from .transfer import ImportResult, OnConflict, json_files
 

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from . import query as queries
 from . import schema
-from .backend import CallRequest, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
+from .backend import CallRequest, SaveItem, TransactionBackend
 from .changes import Change, FeedListener
 from .errors import CallAlreadyApplied, VersionConflict
 from .record import AppliedCall, Record
+from .stats import FeedStats, ServerInfo, ServerStats
 from .transfer import (
     ImportOutcome,
     ImportRow,

@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from time import perf_counter_ns
 from typing import (
-    TYPE_CHECKING,
     Any,
     Concatenate,
     Final,
@@ -27,9 +26,7 @@ from typing import (
 )
 
 from .errors import VersionConflict
-
-if TYPE_CHECKING:
-    from .backend import ServerStats
+from .stats import PoolStats, ServerStats
 
 # Upper bounds (seconds) of the latency buckets: a save is ~0.1-2 ms, a large batch or a
 # contended update can take far longer.
@@ -158,21 +155,6 @@ class OperationStats:
     conflicts: int
     sum_seconds: float
     buckets: tuple[tuple[float, int], ...]
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """The connection pool: configured bounds, connections open and idle, waiting callers."""
-
-    min_size: int
-    max_size: int
-    size: int
-    available: int
-    waiting: int
-    requests: int = 0
-    requests_queued: int = 0
-    requests_wait_seconds: float = 0.0
-    connections_lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -426,7 +408,6 @@ __all__ = [
     "MetricsServer",
     "MetricsSnapshot",
     "OperationStats",
-    "PoolStats",
     "prometheus_text",
     "serve_metrics",
     "timed",

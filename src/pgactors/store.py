@@ -26,10 +26,7 @@ from typing import Any, Final, Self, TypeAlias
 from .backend import (
     Backend,
     CallRequest,
-    FeedStats,
     SaveItem,
-    ServerInfo,
-    ServerStats,
     TransactionBackend,
 )
 from .changes import ChangeFeed, ChangeStream
@@ -62,6 +59,7 @@ from .record import (
     encode_data,
 )
 from .retry import DEFAULT_MAX_RETRIES, back_off
+from .stats import FeedStats, ServerInfo, ServerStats
 from .transfer import (
     EXPORT_CHUNK,
     ImportResult,

@@ -21,13 +21,13 @@ from collections.abc import (
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
-from .backend import FeedStats, ServerInfo, ServerStats
 from .changes import Change, ChangeStream
 from .config import StoreConfig
 from .metrics import MetricsSnapshot
 from .query import Page
 from .record import JSON, MISSING, AppliedCall, Encoded, Record
 from .retry import DEFAULT_MAX_RETRIES
+from .stats import FeedStats, ServerInfo, ServerStats
 from .store import InMemoryStore, Store, Transaction
 from .transfer import ImportResult, OnConflict
 

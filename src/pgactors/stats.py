@@ -1,0 +1,89 @@
+"""Figures about the server, the schema, the change log and the pool: plain values,
+reported by a backend and shown by ``status`` and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Facts about the server and schema, for ``status``."""
+
+    server_version: str
+    latency_ms: float
+    schema_version: int | None
+    types: dict[str, int]
+    table_bytes: int
+    index_bytes: int
+    database_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """Health of the state table and the server, for ``status`` and metrics.
+
+    Sizes and vacuum figures are summed over every partition; row counts are the
+    statistics collector's estimates. ``writes_last_minute`` counts the change log's
+    entries numbered in the last minute (None when this store logs no changes).
+    """
+
+    types: dict[str, int]
+    partitions: int
+    heap_bytes: int
+    toast_bytes: int
+    index_bytes: int
+    live_rows: int
+    dead_rows: int
+    last_autovacuum: datetime | None
+    last_autoanalyze: datetime | None
+    writes_total: int
+    writes_last_minute: int | None
+    changes_rows: int | None
+    changes_bytes: int | None
+    connections: int
+    active_connections: int
+    listeners: int
+    notification_queue_usage: float
+
+    @property
+    def writes_per_second(self) -> float | None:
+        """Average record writes per second over the last minute."""
+        return None if self.writes_last_minute is None else self.writes_last_minute / 60
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible values (timestamps in ISO 8601)."""
+        data = asdict(self)
+        for key in ("last_autovacuum", "last_autoanalyze"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        data["writes_per_second"] = self.writes_per_second
+        return data
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    """The change log: newest and pruned positions, oldest retained, rows, bytes."""
+
+    last_position: int
+    pruned_through: int
+    oldest_position: int | None
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """The connection pool: configured bounds, connections open and idle, waiting callers."""
+
+    min_size: int
+    max_size: int
+    size: int
+    available: int
+    waiting: int
+    requests: int = 0
+    requests_queued: int = 0
+    requests_wait_seconds: float = 0.0
+    connections_lost: int = 0
