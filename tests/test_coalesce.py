@@ -144,7 +144,7 @@ async def test_coalesced_compare_and_set_fails_only_the_stale_callers(pg_store: 
 
 
 async def test_coalescing_actually_batches(pg_store: Store) -> None:
-    coalesced = pg_store._backend._coalesced  # type: ignore[attr-defined]
+    coalesced = pg_store._backend.records.coalesced  # type: ignore[attr-defined]
     before, items_before = coalesced.lww.batches, coalesced.lww.items
     await asyncio.gather(*(pg_store.save("T", f"b{n}", {"n": n}) for n in range(64)))
     # All 64 are submitted before any answer: two go alone (the two statement slots),

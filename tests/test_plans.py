@@ -20,7 +20,8 @@ from psycopg import sql
 
 from pgactors import Store
 from pgactors.backend import CallRequest
-from pgactors.postgres import _call_params, _key_params, _save_params, _SaveRequest
+from pgactors.postgres.connection import key_params
+from pgactors.postgres.ops import SaveRequest, call_params, save_params
 from pgactors.record import Encoded
 
 ROWS = 3000
@@ -36,14 +37,14 @@ def _params() -> dict[str, dict[str, Any]]:
     ids = _ids()
     keys = [(TYPE, i) for i in ids]
     one_type = {"type": TYPE, "ids": json.dumps(ids)}
-    cas = [_SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
+    cas = [SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
     calls = [CallRequest(TYPE, i, Encoded('{"n": 1}'), 1, f"call-{i}", "null") for i in ids]
     return {
-        "save_call_batch": _call_params(calls),
-        "applied_calls": {**_key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
-        "load_batch": _key_params(keys),
-        "versions_batch": _key_params(keys),
-        "save_cas_batch": _save_params(cas),
+        "save_call_batch": call_params(calls),
+        "applied_calls": {**key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
+        "load_batch": key_params(keys),
+        "versions_batch": key_params(keys),
+        "save_cas_batch": save_params(cas),
         "load_many": one_type,
         "current_versions": one_type,
         "delete_many": one_type,
@@ -116,7 +117,7 @@ async def loaded(
     )
     conn.execute(sql.SQL("ANALYZE {}").format(calls))
     try:
-        yield store._backend._queries, conn
+        yield store._backend.connections.statements, conn
     finally:
         await store.close()
         conn.close()

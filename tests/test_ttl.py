@@ -436,9 +436,9 @@ async def test_background_purger_starts_on_first_ttl_save(pg_dsn: str, schema_na
         await store.init_schema()
         backend: Any = store._backend
         await store.save("T", "plain", {})
-        assert backend._purger is None
+        assert backend.records._purger is None
         await store.save("T", "brief", {}, ttl=0.01)
-        purger = backend._purger
+        purger = backend.records._purger
         assert purger is not None and not purger.done()
         await _wait_for_rows(store, 1)
         assert await store.list_ids("T") == ["plain"]
@@ -451,7 +451,7 @@ async def test_background_purger_survives_failures(
     async with await Store.connect(pg_dsn, schema=schema_name, purge_interval=0.05) as store:
         await store.init_schema()
         backend: Any = store._backend
-        real = backend.purge_expired
+        real = backend.records.purge_expired
         calls = 0
 
         async def flaky(type: str | None, limit: int) -> int:
@@ -461,11 +461,11 @@ async def test_background_purger_survives_failures(
                 raise RuntimeError(f"boom {calls}")
             return int(await real(type, limit))
 
-        backend.purge_expired = flaky
+        backend.records.purge_expired = flaky
         with caplog.at_level(logging.WARNING, logger="pgactors.postgres"):
             await store.save("T", "brief", {}, ttl=0.01)
             await _wait_for_rows(store, 0)
-        assert calls >= 3 and not backend._purger.done()
+        assert calls >= 3 and not backend.records._purger.done()
         assert "boom 1" in caplog.text and "boom 2" in caplog.text
         await store.save("T", "after", {"still": "works"})
         assert await store.load("T", "after") is not None

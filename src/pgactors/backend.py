@@ -1,15 +1,17 @@
 """The interface between the public ``Store`` and a storage engine.
 
 ``Store`` validates input and encodes data to JSON text; a backend only moves
-already-valid records. Two backends exist: ``postgres.PostgresBackend`` (the real
-one, the only module that imports the driver) and ``memory.MemoryBackend`` (the
-in-memory twin for fast tests). One conformance suite runs against both.
+already-valid records. A backend is a set of roles (records, queries, the change
+feed's source, transfer, admin), each a small protocol. Two backends exist:
+``postgres.PostgresBackend`` (the real one; its package is the only one that imports
+the driver) and ``memory.MemoryBackend`` (the in-memory twin for fast tests, one
+object playing every role). One conformance suite runs against both.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +30,16 @@ class SaveItem:
     id: str
     text: str
     expected: int | None
+
+
+def stale(items: Sequence[SaveItem], current: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """``(expected, actual)`` by id, for each item whose expected version is not the
+    ``current`` one (a missing id is version 0)."""
+    return {
+        i.id: (i.expected, current.get(i.id, 0))
+        for i in items
+        if i.expected is not None and i.expected != current.get(i.id, 0)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +115,8 @@ class TransactionBackend(Protocol):
         ...
 
 
-class Backend(TransactionBackend, FeedSource, Protocol):
-    """A storage engine for the store's records."""
+class RecordsBackend(TransactionBackend, Protocol):
+    """Records: single, batched, listed, expired; transactions; recorded calls."""
 
     async def exists(self, type: str, id: str) -> bool:
         """True if the record exists."""
@@ -149,6 +161,22 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Every type with its record count."""
         ...
 
+    async def purge_calls(self, older_than: float, limit: int) -> int:
+        """Forget calls recorded more than ``older_than`` seconds ago; return how many."""
+        ...
+
+    async def purge_expired(self, type: str | None, limit: int) -> int:
+        """Delete expired records (of ``type``), ``limit`` at a time; return how many."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:
+        """Open a transaction: commit on normal exit, roll back on an exception."""
+        ...
+
+
+class QueryBackend(Protocol):
+    """Queries over the records' JSON, and the indexes that serve them."""
+
     async def query(self, query: Query) -> list[tuple[Record, tuple[Any, ...]]]:
         """Up to ``query.limit + 1`` matching records in order, each with its sort values."""
         ...
@@ -177,13 +205,9 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Every path index as ``(type, path, index name)``."""
         ...
 
-    async def purge_calls(self, older_than: float, limit: int) -> int:
-        """Forget calls recorded more than ``older_than`` seconds ago; return how many."""
-        ...
 
-    async def purge_expired(self, type: str | None, limit: int) -> int:
-        """Delete expired records (of ``type``), ``limit`` at a time; return how many."""
-        ...
+class TransferBackend(Protocol):
+    """Export and import of records in bulk."""
 
     def export_records(
         self, types: list[str] | None, chunk: int, where: Node | None = None
@@ -203,9 +227,9 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Open an import: one transaction, committed at a normal exit, else rolled back."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[TransactionBackend]:
-        """Open a transaction: commit on normal exit, roll back on an exception."""
-        ...
+
+class AdminBackend(Protocol):
+    """The schema, and figures about the server, the change log and the pool."""
 
     async def init_schema(self, partitions: int | None = None) -> int:
         """Create or migrate the schema; return the number of migrations applied.
@@ -231,6 +255,10 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Sizes, vacuum state, write rate, connections, listeners, NOTIFY queue."""
         ...
 
+    async def feed_stats(self) -> FeedStats:
+        """Size and range of the change log, for ``status``."""
+        ...
+
     def pool_stats(self) -> PoolStats | None:
         """The connection pool's usage now (None: no pool)."""
         ...
@@ -243,8 +271,33 @@ class Backend(TransactionBackend, FeedSource, Protocol):
         """Drop every record and schema object (``pgactors reset``)."""
         ...
 
-    async def feed_stats(self) -> FeedStats:
-        """Size and range of the change log, for ``status``."""
+
+class Backend(Protocol):
+    """A storage engine: one object per role, and ``close``."""
+
+    @property
+    def records(self) -> RecordsBackend:
+        """Records, batches, transactions."""
+        ...
+
+    @property
+    def queries(self) -> QueryBackend:
+        """Queries and indexes."""
+        ...
+
+    @property
+    def feed(self) -> FeedSource:
+        """The change log, for the change feed."""
+        ...
+
+    @property
+    def transfer(self) -> TransferBackend:
+        """Bulk export and import."""
+        ...
+
+    @property
+    def admin(self) -> AdminBackend:
+        """Schema and statistics."""
         ...
 
     async def close(self) -> None:

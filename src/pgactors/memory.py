@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 from typing import Any, Literal
 
-from . import query as queries
+from . import query as querying
 from . import schema
-from .backend import CallRequest, SaveItem, TransactionBackend
+from .backend import CallRequest, SaveItem, TransactionBackend, stale
 from .changes import Change, FeedListener
 from .errors import CallAlreadyApplied, VersionConflict
 from .record import AppliedCall, Record
@@ -84,8 +84,7 @@ def _write(
 ) -> Record:
     old = _get(rows, type, id)
     actual = old.version if old else 0
-    if expected is not None and expected != actual:
-        raise VersionConflict(type, id, expected, actual)
+    VersionConflict.check(type, id, expected, actual)
     now = datetime.now(UTC)
     payload, manifest = binary or (None, None)
     if ttl is None and old is not None and old.sliding_ttl is not None:
@@ -109,8 +108,7 @@ def _remove(rows: _Rows, type: str, id: str, expected: int | None) -> int:
     """Delete; return the deleted version, 0 if nothing was there."""
     old = _get(rows, type, id)
     actual = old.version if old else 0
-    if expected is not None and expected != actual:
-        raise VersionConflict(type, id, expected, actual)
+    VersionConflict.check(type, id, expected, actual)
     if old is not None:
         del rows[(type, id)]
     return actual
@@ -245,7 +243,10 @@ class _MemoryListener:
 
 
 class MemoryBackend:
-    """A backend holding records in a dict; same semantics as PostgreSQL."""
+    """A backend holding records in a dict; same semantics as PostgreSQL.
+
+    One object plays every role (records, queries, feed, transfer, admin).
+    """
 
     def __init__(self, retention: float = 86400.0, *, changes: bool = True) -> None:
         self._rows: _Rows = {}
@@ -259,6 +260,31 @@ class MemoryBackend:
         self._changes = changes
         self._listeners: set[_MemoryListener] = set()
 
+    @property
+    def records(self) -> MemoryBackend:
+        """Records, batches, transactions: this object."""
+        return self
+
+    @property
+    def queries(self) -> MemoryBackend:
+        """Queries and indexes: this object."""
+        return self
+
+    @property
+    def feed(self) -> MemoryBackend:
+        """The change log: this object."""
+        return self
+
+    @property
+    def transfer(self) -> MemoryBackend:
+        """Export and import: this object."""
+        return self
+
+    @property
+    def admin(self) -> MemoryBackend:
+        """Schema and statistics: this object."""
+        return self
+
     def _publish(self, events: list[_Event]) -> None:
         if not self._changes:
             return
@@ -267,16 +293,7 @@ class MemoryBackend:
             self._position += 1
             change = Change(type, id, version, op, now, self._position)
             self._log.append(change)
-            payload = json.dumps(
-                {
-                    "type": type,
-                    "id": id,
-                    "version": version,
-                    "op": op,
-                    "position": change.position,
-                    "at": now.isoformat(),
-                }
-            )
+            payload = change.payload()
             for listener in self._listeners:
                 listener.queue.put_nowait(payload)
 
@@ -351,15 +368,10 @@ class MemoryBackend:
         sliding: bool = False,
     ) -> dict[str, Record]:
         async with self._write_lock:
-            conflicts = {}
-            for item in items:
-                old = _get(self._rows, type, item.id)
-                actual = old.version if old else 0
-                if item.expected is not None and item.expected != actual:
-                    conflicts[item.id] = (item.expected, actual)
+            current = {i.id: row.version for i in items if (row := _get(self._rows, type, i.id))}
+            conflicts = stale(items, current)
             if conflicts:
-                first = min(conflicts)
-                raise VersionConflict(type, first, *conflicts[first], conflicts=conflicts)
+                raise VersionConflict.in_batch(type, conflicts)
             saved = {
                 item.id: _write(self._rows, type, item.id, item.text, None, None, ttl, sliding)
                 for item in sorted(items, key=lambda i: i.id)
@@ -386,35 +398,35 @@ class MemoryBackend:
         )
         return found[:limit]
 
-    def _of_type(self, type: str, where: queries.Node) -> list[Record]:
+    def _of_type(self, type: str, where: querying.Node) -> list[Record]:
         now = datetime.now(UTC)
         records = (
             _record(t, id, row)
             for (t, id), row in self._rows.items()
             if t == type and row.live(now)
         )
-        return [r for r in records if queries.matches(where, r)]
+        return [r for r in records if querying.matches(where, r)]
 
-    async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
-        found = [(r, queries.sort_values(q.order, r)) for r in self._of_type(q.type, q.where)]
+    async def query(self, q: querying.Query) -> list[tuple[Record, tuple[Any, ...]]]:
+        found = [(r, querying.sort_values(q.order, r)) for r in self._of_type(q.type, q.where)]
         if q.after is not None:
             cursor = q.after
-            found = [(r, v) for r, v in found if queries.after_cursor(q.order, v, cursor)]
-        ordered = queries.sort_records(q.order, [r for r, _ in found])
+            found = [(r, v) for r, v in found if querying.after_cursor(q.order, v, cursor)]
+        ordered = querying.sort_records(q.order, [r for r, _ in found])
         values = {id(r): v for r, v in found}
         page = ordered[q.offset : q.offset + q.limit + 1]
         return [(r, values[id(r)]) for r in page]
 
-    async def count(self, type: str, where: queries.Node) -> int:
+    async def count(self, type: str, where: querying.Node) -> int:
         return len(self._of_type(type, where))
 
-    async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
-        return queries.aggregate_records(spec, self._of_type(spec.type, spec.where))
+    async def aggregate(self, spec: querying.Aggregate) -> list[dict[str, Any]]:
+        return querying.aggregate_records(spec, self._of_type(spec.type, spec.where))
 
-    async def explain(self, q: queries.Query) -> str:
+    async def explain(self, q: querying.Query) -> str:
         return "in-memory scan of every record of the type"
 
-    async def create_index(self, type: str, path: queries.Path) -> str:
+    async def create_index(self, type: str, path: querying.Path) -> str:
         self._indexes.add((type, path.text))
         return f"memory:{type}:{path.text}"
 
@@ -457,7 +469,7 @@ class MemoryBackend:
             self._publish(tx.events)
 
     async def export_records(
-        self, types: list[str] | None, chunk: int, where: queries.Node | None = None
+        self, types: list[str] | None, chunk: int, where: querying.Node | None = None
     ) -> AsyncIterator[list[Record]]:
         rows = dict(self._rows)  # a snapshot: rows are immutable, the dict is not
         now = datetime.now(UTC)
@@ -467,12 +479,12 @@ class MemoryBackend:
         for start in range(0, len(keys), chunk):
             records = [_record(t, i, rows[(t, i)]) for t, i in keys[start : start + chunk]]
             if where is not None:
-                records = [r for r in records if queries.matches(where, r)]
+                records = [r for r in records if querying.matches(where, r)]
             if records:
                 yield records
 
     async def export_jsonl(
-        self, types: list[str] | None, chunk: int, where: queries.Node | None = None
+        self, types: list[str] | None, chunk: int, where: querying.Node | None = None
     ) -> AsyncIterator[bytes]:
         async for records in self.export_records(types, chunk, where):
             yield "".join(record_line(r) + "\n" for r in records).encode()

@@ -1,0 +1,46 @@
+"""``PostgresBackend``: the roles, sharing one connection pool and one change sequencer."""
+
+from __future__ import annotations
+
+from ..changes import Sequencer
+from ..config import StoreConfig
+from .admin import PostgresAdmin
+from .connection import Connections
+from .feed import SEQUENCE_MAX_ROWS, PostgresFeed
+from .queries import PostgresQueries
+from .records import PostgresRecords
+from .transfer import PostgresTransfer
+
+# Under a stream of writes, changes are numbered at most this often (seconds): fewer,
+# larger numbering transactions, for at most this much added delivery latency.
+SEQUENCE_INTERVAL = 0.002
+
+
+class PostgresBackend:
+    """Records in a PostgreSQL table, reached through an async connection pool."""
+
+    def __init__(self, db: Connections) -> None:
+        self.config = db.config
+        self.connections = db
+        self.records = PostgresRecords(db)
+        self.queries = PostgresQueries(db)
+        self.feed = PostgresFeed(db)
+        self.transfer = PostgresTransfer(db)
+        self.admin = PostgresAdmin(db)
+        self._sequencer = Sequencer(
+            self.feed.sequence_changes, max_rows=SEQUENCE_MAX_ROWS, min_interval=SEQUENCE_INTERVAL
+        )
+        if db.config.changes:
+            # Each committed write has its change numbered and notified soon.
+            db.changed = self._sequencer.kick
+
+    @classmethod
+    async def open(cls, config: StoreConfig) -> PostgresBackend:
+        """Check that the server is reachable and the schema compatible, then open a pool."""
+        return cls(await Connections.open(config))
+
+    async def close(self) -> None:
+        """Stop the background work, number the last changes, close every connection."""
+        await self.records.close()
+        await self._sequencer.drain()
+        await self.connections.close()

@@ -1,0 +1,353 @@
+"""Connections: the pool, the named statements, and translating driver errors.
+
+Every driver exception becomes a ``PgActorsError`` here; connection failures name
+the host and port (never the password) and say what to check. The caller's own
+exceptions pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.errors import DeadlockDetected
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .. import schema
+from ..config import StoreConfig, redact
+from ..errors import (
+    ConfigError,
+    DatabaseError,
+    InvalidInput,
+    PgActorsError,
+    RetryableError,
+    SchemaMismatch,
+    StoreTimeout,
+    StoreUnavailable,
+)
+from ..stats import PoolStats
+
+Conn = psycopg.AsyncConnection[Any]
+# A connection idle for longer than this is pinged before use, so a restarted
+# server does not hand out dead connections; busy connections skip the ping.
+IDLE_CHECK_SECONDS = 2.0
+POOL_WAIT_SECONDS = 30.0
+RETRIES = 3
+# Queries with placeholders beyond the configured identifiers, composed on use.
+_TEMPLATES = frozenset({"create_state_partition"})
+
+
+def build_conninfo(config: StoreConfig) -> str:
+    """The libpq connection string for ``config``; ConfigError if the DSN is malformed."""
+    params: dict[str, Any] = dict(config.conninfo_params())
+    options = []
+    if config.statement_timeout is not None:
+        options.append(f"-c statement_timeout={math.ceil(config.statement_timeout * 1000)}")
+    if not config.changes:
+        options.append("-c pgactors.changes=off")
+    if options:
+        params["options"] = " ".join(options)
+    try:
+        conninfo = make_conninfo(config.dsn or "", **params)
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        message = redact(str(exc), config)
+        raise ConfigError(f"dsn is not a valid connection string: {message}") from None
+    return conninfo
+
+
+def hint(message: str) -> str:
+    """What to check, for a connection failure's message."""
+    lowered = message.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return "authentication failed: check the user name and password"
+    if "authentication failed" in lowered or "pg_hba.conf" in lowered:
+        return "authentication failed: check the user, password and the server's pg_hba.conf"
+    if "database" in lowered and "does not exist" in lowered:
+        return "the database does not exist: create it (createdb) or fix the database name"
+    if "role" in lowered and "does not exist" in lowered:
+        return "the user (role) does not exist on the server: fix the user name or create it"
+    if "permission denied" in lowered:
+        return "permission denied: the user lacks the privilege to connect or use this schema"
+    if "timeout" in lowered or "timed out" in lowered:
+        return "the server did not answer in time: check host, port and any firewall"
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return "the host name does not resolve: check the host"
+    if "ssl" in lowered:
+        return "the TLS handshake failed: check sslmode and the certificate settings"
+    return (
+        "the server is down or not accepting connections: check that PostgreSQL is running "
+        "and listening on that host and port"
+    )
+
+
+def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
+    """The ``PgActorsError`` that stands for a driver exception."""
+    message = redact(str(exc).strip() or type(exc).__name__, config)
+    if isinstance(exc, PoolTimeout):
+        return StoreTimeout(
+            f"no database connection to {config.target()} became free in time "
+            f"(pool_max_size={config.pool_max_size}): {message}"
+        )
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return StoreTimeout(f"the operation was cancelled (statement_timeout?): {message}")
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+        return SchemaMismatch(
+            f"the pgactors schema is missing in {config.schema!r} "
+            f"(table prefix {config.table_prefix!r}): run `pgactors init` or "
+            f"`await store.init_schema()` ({message})"
+        )
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return DatabaseError(f"permission denied on {config.target()}: {message}")
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded | psycopg.DataError):
+        return InvalidInput(f"PostgreSQL refused the data: {message}")
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
+        # Class 40 (deadlock, serialization failure) is an OperationalError to
+        # psycopg, but the server is fine.
+        return RetryableError(
+            f"PostgreSQL rolled back the transaction on {config.target()} (it conflicted "
+            f"with a concurrent one; nothing it did was kept, so it can be retried): {message}"
+        )
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+        # OSError: only from connecting (``_connect``); psycopg wraps the rest.
+        return StoreUnavailable(
+            f"cannot reach PostgreSQL at {config.target()}: {message} -- {hint(message)}"
+        )
+    return DatabaseError(f"PostgreSQL error on {config.target()}: {message}")
+
+
+@contextmanager
+def translated(config: StoreConfig) -> Iterator[None]:
+    """Driver exceptions become ``PgActorsError``s; anything else (ours, or the caller's
+    own, raised inside a transaction or by the lines of an import) passes untouched."""
+    try:
+        yield
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise translate(exc, config) from None
+
+
+async def connect(conninfo: str, config: StoreConfig) -> Conn:
+    """A new autocommit connection outside the pool (for checks and the listener)."""
+    try:
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(conninfo, autocommit=True),
+            timeout=config.connect_timeout + 1,
+        )
+    except TimeoutError:
+        raise StoreUnavailable(
+            f"cannot reach PostgreSQL at {config.target()}: no answer within "
+            f"{config.connect_timeout:g} s -- {hint('timeout')}"
+        ) from None
+    except (psycopg.Error, OSError) as exc:
+        raise translate(exc, config) from None
+
+
+async def read_schema_version(conn: Conn, queries: Statements, config: StoreConfig) -> int | None:
+    """The newest applied migration, or None when the schema is not installed."""
+    table = schema.identifiers(config)["migrations"]
+    cur = await conn.execute(
+        queries.migrations_table_exists, {"schema": config.schema, "table": table}
+    )
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return None
+    cur = await conn.execute(queries.schema_version)
+    row = await cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def too_new(version: int, config: StoreConfig) -> SchemaMismatch:
+    """The error for a schema newer than this pgactors."""
+    return SchemaMismatch(
+        f"the database schema {config.schema!r} is at version {version}, newer than this "
+        f"pgactors understands ({schema.latest_version()}): upgrade pgactors"
+    )
+
+
+def json_list(values: list[str]) -> str:
+    """A list as one JSON text parameter."""
+    # Lists travel as one JSON text parameter: far cheaper for the client to build
+    # than a PostgreSQL array literal, and cheap for the server to unpack.
+    return json.dumps(values, ensure_ascii=False)
+
+
+def key_params(keys: list[tuple[str, str]]) -> dict[str, str]:
+    """``(type, id)`` keys as the ``types`` and ``ids`` parameters."""
+    return {"types": json_list([k[0] for k in keys]), "ids": json_list([k[1] for k in keys])}
+
+
+class Statements:
+    """The named queries (``sql/queries.sql``), composed once with the configured identifiers."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._idents = {k: sql.Identifier(v) for k, v in schema.identifiers(config).items()}
+        self.by_name = {
+            name: self.compose(text)
+            for name, text in schema.queries().items()
+            if name not in _TEMPLATES
+        }
+
+    def compose(self, text: str, **extra: sql.Composable) -> bytes:
+        """SQL text with its ``{name}`` identifiers (and ``extra``) filled in, quoted by psycopg."""
+        return sql.SQL(text).format(**self._idents, **extra).as_string().encode()
+
+    def __getattr__(self, name: str) -> bytes:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Connections:
+    """The connection pool, with the statements and the error translation every role uses."""
+
+    def __init__(
+        self,
+        config: StoreConfig,
+        conninfo: str,
+        pool: AsyncConnectionPool[Conn],
+        statements: Statements,
+        last_used: weakref.WeakKeyDictionary[Conn, float],
+    ) -> None:
+        self.config = config
+        self._config = config
+        self.conninfo = conninfo
+        self.pool = pool
+        self.statements = statements
+        self._last_used = last_used
+        self.retries = {"read": 0, "deadlock": 0}
+        # Called after a write commits (the backend points it at the change sequencer).
+        self.changed: Callable[[], None] = _nothing
+
+    @classmethod
+    async def open(cls, config: StoreConfig) -> Connections:
+        """Check that the server is reachable and the schema compatible, then open the pool."""
+        conninfo = build_conninfo(config)
+        statements = Statements(config)
+        conn = await connect(conninfo, config)
+        try:
+            with translated(config):
+                version = await read_schema_version(conn, statements, config)
+        finally:
+            await conn.close()
+        if version is not None and version > schema.latest_version():
+            raise too_new(version, config)
+        # Recorded by our own code rather than a pool ``reset`` callback: a reset
+        # callback sends every returned connection through the pool's worker tasks,
+        # which cost a third of the throughput.
+        last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+        async def check(conn: Conn) -> None:
+            if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+                await AsyncConnectionPool.check_connection(conn)
+
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True},
+            min_size=config.pool_min_size,
+            max_size=config.pool_max_size,
+            open=False,
+            check=check,
+            timeout=max(POOL_WAIT_SECONDS, config.connect_timeout),
+            reconnect_timeout=max(60.0, config.connect_timeout),
+            name=f"pgactors-{config.schema}-{config.table_prefix}",
+        )
+        try:
+            await pool.open(wait=True, timeout=config.connect_timeout + 1)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise translate(exc, config) from None
+        return cls(config, conninfo, pool, statements, last_used)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection; driver errors in the block become ``PgActorsError``s."""
+        with translated(self._config):
+            async with self.pool.connection() as conn:
+                try:
+                    yield conn
+                finally:
+                    self._last_used[conn] = time.monotonic()
+
+    async def read(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a statement that changes nothing (retried on a dead connection)."""
+        return await self.fetch(query, params, idempotent=True)
+
+    async def write(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a statement that writes."""
+        return await self.fetch(query, params, idempotent=False)
+
+    async def fetch(
+        self,
+        query: bytes,
+        params: Mapping[str, Any],
+        *,
+        idempotent: bool,
+        prepare: bool | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection and return its rows.
+
+        A read retries once on a connection that died while idle; any statement
+        retries when PostgreSQL picked it as a deadlock victim (only possible
+        against a user transaction locking rows out of order): it was atomic, so
+        nothing was applied.
+        """
+        for attempt in range(RETRIES + 1):
+            conn = None
+            try:
+                async with self.pool.connection() as conn:
+                    try:
+                        cur = await conn.execute(query, params, prepare=prepare)
+                        return await cur.fetchall()
+                    finally:
+                        self._last_used[conn] = time.monotonic()
+            except PoolTimeout as exc:
+                raise translate(exc, self._config) from None
+            except DeadlockDetected as exc:
+                if attempt == RETRIES:
+                    raise translate(exc, self._config) from None
+                self.retries["deadlock"] += 1
+            except psycopg.OperationalError as exc:
+                if not idempotent or attempt > 0 or conn is None or not conn.broken:
+                    raise translate(exc, self._config) from None
+                self.retries["read"] += 1
+            except psycopg.Error as exc:
+                raise translate(exc, self._config) from None
+        raise AssertionError("unreachable")
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's usage now."""
+        stats = self.pool.get_stats()
+        return PoolStats(
+            min_size=stats.get("pool_min", self._config.pool_min_size),
+            max_size=stats.get("pool_max", self._config.pool_max_size),
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            requests=stats.get("requests_num", 0),
+            requests_queued=stats.get("requests_queued", 0),
+            requests_wait_seconds=stats.get("requests_wait_ms", 0) / 1000,
+            connections_lost=stats.get("connections_lost", 0),
+        )
+
+    def retry_counts(self) -> dict[str, int]:
+        """Statements retried so far, by reason."""
+        return dict(self.retries)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,254 @@
+"""Single-record statements on one connection, their parameters, and transactions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..backend import CallRequest
+from ..config import StoreConfig
+from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
+from ..record import AppliedCall, Record
+from .connection import Conn, Statements, json_list, key_params, translated
+
+
+def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
+    """A ``Record`` from the columns data, version, created_at, updated_at, payload,
+    manifest, expires_at."""
+    data, version, created_at, updated_at, payload, manifest, expires_at = row
+    if payload is None:
+        return Record(type, id, data, version, created_at, updated_at, None, None, expires_at)
+    return Record(
+        type, id, None, version, created_at, updated_at, bytes(payload), manifest, expires_at
+    )
+
+
+def decode(text: str) -> Any:
+    """Stored JSON text as Python values."""
+    return json.loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRequest:
+    """One save waiting to be written (alone, or in a coalesced batch)."""
+
+    type: str
+    id: str
+    text: str
+    expected: int | None
+    ttl: float | None = None
+    sliding: bool = False
+
+    def record(self, row: tuple[Any, ...]) -> Record:
+        """The saved record, from the statement's (version, times, expiry) row."""
+        version, created_at, updated_at, expires_at = row
+        data = decode(self.text)
+        return Record(
+            self.type, self.id, data, version, created_at, updated_at, None, None, expires_at
+        )
+
+    def conflict(self, actual: Mapping[tuple[str, str], int]) -> VersionConflict:
+        """The conflict of a save that lost, given the current versions."""
+        assert self.expected is not None
+        return VersionConflict(
+            self.type, self.id, self.expected, actual.get((self.type, self.id), 0)
+        )
+
+
+def call_params(batch: list[CallRequest]) -> dict[str, str]:
+    """The parameters of ``save_call_batch``."""
+    return {
+        **key_params([(r.type, r.id) for r in batch]),
+        "datas": "[" + ",".join(r.state.text or "null" for r in batch) + "]",
+        "payloads": json.dumps(
+            [
+                None if r.state.payload is None else base64.b64encode(r.state.payload).decode()
+                for r in batch
+            ]
+        ),
+        "manifests": json.dumps([r.state.manifest for r in batch]),
+        "expected": json.dumps([r.expected for r in batch]),
+        "call_ids": json_list([r.call_id for r in batch]),
+        "results": "[" + ",".join(r.result for r in batch) + "]",
+    }
+
+
+def save_params(batch: list[SaveRequest]) -> dict[str, str]:
+    """The parameters of the ``save_*_batch`` statements."""
+    # The data is already JSON text: joining it is the cheapest way to send a batch.
+    return {
+        **key_params([(r.type, r.id) for r in batch]),
+        "datas": "[" + ",".join(r.text for r in batch) + "]",
+        "expected": json.dumps([r.expected for r in batch]),
+        "ttls": json.dumps([r.ttl for r in batch]),
+        "slidings": json.dumps([r.sliding for r in batch]),
+    }
+
+
+class Ops:
+    """Single-record operations on a given connection (pooled or in a transaction)."""
+
+    def __init__(self, queries: Statements) -> None:
+        self.q = queries
+
+    async def load_on(
+        self, conn: Conn, type: str, id: str, *, for_update: bool = False
+    ) -> Record | None:
+        query = self.q.load_for_update if for_update else self.q.load
+        cur = await conn.execute(query, {"type": type, "id": id})
+        row = await cur.fetchone()
+        return record_from_row(type, id, row) if row else None
+
+    async def save_on(
+        self,
+        conn: Conn,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        params = {"data": text}
+        queries = (self.q.save_lww, self.q.save_create, self.q.save_cas)
+        row = await self._saved_on(conn, queries, type, id, expected, ttl, sliding, params)
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, decode(text), version, created_at, updated_at, None, None, expires_at
+        )
+
+    async def _saved_on(
+        self,
+        conn: Conn,
+        queries: tuple[bytes, bytes, bytes],
+        type: str,
+        id: str,
+        expected: int | None,
+        ttl: float | None,
+        sliding: bool,
+        params: dict[str, Any],
+    ) -> tuple[Any, ...]:
+        """Run the last-write-wins, create or compare-and-set form of a save; its row,
+        or ``VersionConflict`` naming the current version."""
+        lww, create, cas = queries
+        query = lww if expected is None else create if expected == 0 else cas
+        params.update(type=type, id=id, expected=expected, ttl=ttl, sliding=sliding)
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        if row is None:
+            assert expected is not None
+            raise VersionConflict(type, id, expected, await self.version_on(conn, type, id))
+        return tuple(row)
+
+    async def delete_on(self, conn: Conn, type: str, id: str, expected: int | None) -> bool:
+        params = {"type": type, "id": id, "expected": expected}
+        query = self.q.delete if expected is None else self.q.delete_cas
+        cur = await conn.execute(query, params)
+        if await cur.fetchone() is not None:
+            return True
+        if expected is None:
+            return False
+        VersionConflict.check(type, id, expected, await self.version_on(conn, type, id))
+        return False
+
+    async def save_binary_on(
+        self,
+        conn: Conn,
+        type: str,
+        id: str,
+        payload: bytes,
+        manifest: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        params = {"payload": payload, "manifest": manifest}
+        queries = (self.q.save_binary_lww, self.q.save_binary_create, self.q.save_binary_cas)
+        row = await self._saved_on(conn, queries, type, id, expected, ttl, sliding, params)
+        version, created_at, updated_at, expires_at = row
+        return Record(
+            type, id, None, version, created_at, updated_at, payload, manifest, expires_at
+        )
+
+    async def save_call_on(self, conn: Conn, request: CallRequest) -> Record:
+        cur = await conn.execute(self.q.save_call_batch, call_params([request]))
+        row = await cur.fetchone()
+        if row is not None:
+            return request.record(row[2:])
+        raise await self.call_lost_on(conn, request)
+
+    async def call_lost_on(self, conn: Conn, request: CallRequest) -> PgActorsError:
+        """Why ``request`` was not saved: its call was applied already, or a stale version."""
+        applied = await self.applied_call_on(conn, request.type, request.id, request.call_id)
+        if applied is not None:
+            return CallAlreadyApplied(request.type, request.id, applied)
+        actual = await self.version_on(conn, request.type, request.id)
+        return VersionConflict(request.type, request.id, request.expected, actual)
+
+    async def applied_call_on(
+        self, conn: Conn, type: str, id: str, call_id: str
+    ) -> AppliedCall | None:
+        params = {
+            "types": json_list([type]),
+            "ids": json_list([id]),
+            "call_ids": json_list([call_id]),
+        }
+        cur = await conn.execute(self.q.applied_calls, params)
+        row = await cur.fetchone()
+        return None if row is None else AppliedCall(row[2], row[3], row[4])
+
+    async def version_on(self, conn: Conn, type: str, id: str) -> int:
+        cur = await conn.execute(self.q.current_version, {"type": type, "id": id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+class PostgresTransaction:
+    """The records role inside one transaction, on its connection."""
+
+    def __init__(
+        self, conn: Conn, ops: Ops, config: StoreConfig, expiring: Callable[[], None]
+    ) -> None:
+        self._conn = conn
+        self._ops = ops
+        self._config = config
+        self._expiring = expiring
+
+    async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
+        with translated(self._config):
+            return await self._ops.load_on(self._conn, type, id, for_update=for_update)
+
+    async def save(
+        self,
+        type: str,
+        id: str,
+        text: str,
+        expected: int | None,
+        ttl: float | None = None,
+        sliding: bool = False,
+    ) -> Record:
+        if ttl is not None:
+            self._expiring()
+        with translated(self._config):
+            return await self._ops.save_on(self._conn, type, id, text, expected, ttl, sliding)
+
+    async def delete(self, type: str, id: str, expected: int | None) -> bool:
+        with translated(self._config):
+            return await self._ops.delete_on(self._conn, type, id, expected)
+
+    async def save_binary(
+        self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
+    ) -> Record:
+        with translated(self._config):
+            return await self._ops.save_binary_on(self._conn, type, id, payload, manifest, expected)
+
+    async def save_call(self, request: CallRequest) -> Record:
+        with translated(self._config):
+            return await self._ops.save_call_on(self._conn, request)
+
+    async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
+        with translated(self._config):
+            return await self._ops.applied_call_on(self._conn, type, id, call_id)

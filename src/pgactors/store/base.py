@@ -1,0 +1,25 @@
+"""What every part of ``Store`` shares: the backend, the configuration, the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..backend import Backend
+from ..config import StoreConfig
+from ..metrics import Metrics
+
+
+class StoreBase:
+    """The state of a ``Store``; its methods are grouped by role in the sibling modules."""
+
+    config: StoreConfig
+    _backend: Backend
+    _metrics: Metrics
+    _max_bytes: int
+
+
+def types_list(types: Sequence[str] | str | None) -> list[str] | None:
+    """``types`` as a list (one name, several, or None for every type)."""
+    if types is None:
+        return None
+    return [types] if isinstance(types, str) else list(types)
