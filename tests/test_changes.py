@@ -277,11 +277,35 @@ async def test_changes_off_writes_nothing_to_the_log(pg_store: Store, pg_dsn: st
     assert (await pg_store.feed_stats()).rows == 1
 
 
+async def test_postgres_sends_the_payload_the_memory_backend_sends(pg_store: Store) -> None:
+    """The change payload is built in SQL (``sequence_changes``) and in Python
+    (``Change.payload``, for the in-memory twin): they must carry the same fields."""
+    listener = pg_store._backend.feed.feed_listener()  # type: ignore[attr-defined]
+    await listener.connect()
+    try:
+        await pg_store.save("P", "one", {"n": 1})
+        deadline = time.monotonic() + 10
+        payloads: list[str] = []
+        while not payloads:
+            assert time.monotonic() < deadline, "no notification arrived"
+            payloads = await listener.wait(0.5)
+    finally:
+        await listener.close()
+    sent = json.loads(payloads[0])
+    change = Change.from_payload(payloads[0])
+    assert (change.type, change.id, change.version, change.op) == ("P", "one", 1, "save")
+    made = json.loads(change.payload())
+    # Timestamps may be written with different digits; they are the same instant.
+    assert {**sent, "at": None} == {**made, "at": None}
+    assert Change.from_payload(change.payload()) == change
+
+
 async def test_listener_refuses_a_connection_where_notify_never_arrives(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a transaction-pooling PgBouncer looks like: LISTEN succeeds, nothing arrives."""
-    from pgactors import ConfigError, postgres
+    from pgactors import ConfigError
+    from pgactors.postgres import feed
 
     async def silent(
         self: psycopg.AsyncConnection[object], **kwargs: object
@@ -290,9 +314,9 @@ async def test_listener_refuses_a_connection_where_notify_never_arrives(
         return
         yield
 
-    monkeypatch.setattr(postgres, "_PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(feed, "PROBE_SECONDS", 0.1)
     monkeypatch.setattr(psycopg.AsyncConnection, "notifies", silent)
-    listener = pg_store._backend.feed_listener()  # type: ignore[attr-defined]
+    listener = pg_store._backend.feed.feed_listener()  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="PgBouncer"):
         await listener.connect()
     await listener.close()

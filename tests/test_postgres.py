@@ -324,7 +324,8 @@ async def test_open_uses_the_environment_else_the_embedded_server(
 async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
     pg_store: Store, pg_dsn: str
 ) -> None:
-    from pgactors.postgres import PostgresBackend, _SaveRequest
+    from pgactors.postgres import PostgresBackend
+    from pgactors.postgres.ops import SaveRequest
 
     await pg_store.save("T", "a", {"n": 0})
     await pg_store.save("T", "b", {"n": 0})
@@ -335,8 +336,8 @@ async def test_cas_batch_reports_a_change_committed_after_its_snapshot(
         # Another transaction changes "a" and holds the row while the batch starts.
         other.execute(sql.SQL("UPDATE {} SET version = version + 1 WHERE id = 'a'").format(table))
         batch = asyncio.create_task(
-            backend._save_cas_batch(
-                [_SaveRequest("T", "a", '{"n": 1}', 1), _SaveRequest("T", "b", '{"n": 1}', 1)]
+            backend.records.coalesced._save_cas_batch(
+                [SaveRequest("T", "a", '{"n": 1}', 1), SaveRequest("T", "b", '{"n": 1}', 1)]
             )
         )
         await _until_waiting_on_a_lock(pg_dsn, "UPDATE")  # the batch waits on the row
@@ -408,14 +409,14 @@ async def test_drop_schema_outlives_being_a_deadlock_victim(pg_store: Store, pg_
             )
         )
         drop = asyncio.create_task(pg_store.drop_schema())
-        await asyncio.sleep(0.3)
+        await _until_waiting_on_a_lock(pg_dsn, "DROP TABLE")
         assert not drop.done()
         count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "pgactors_state"))
         row = await asyncio.to_thread(lambda: other.execute(count).fetchone())
         assert row == (1,)
         other.commit()
         await asyncio.wait_for(drop, 10)
-    assert backend._retries["deadlock"] >= 1
+    assert backend.admin.retry_counts()["deadlock"] >= 1
     with psycopg.connect(pg_dsn) as conn:
         left = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema]

@@ -47,6 +47,19 @@ class Change:
     at: datetime
     position: int
 
+    def payload(self) -> str:
+        """The notification payload (PostgreSQL's ``sequence_changes`` sends the same)."""
+        return json.dumps(
+            {
+                "type": self.type,
+                "id": self.id,
+                "version": self.version,
+                "op": self.op,
+                "position": self.position,
+                "at": self.at.isoformat(),
+            }
+        )
+
     @classmethod
     def from_payload(cls, payload: str) -> Change:
         """Parse a notification payload."""

@@ -68,6 +68,18 @@ class VersionConflict(PgActorsError):
             )
         super().__init__(message)
 
+    @classmethod
+    def in_batch(cls, type: str, conflicts: Mapping[str, tuple[int, int]]) -> VersionConflict:
+        """The conflict of a batch: ``conflicts`` maps ids to ``(expected, actual)``."""
+        first = min(conflicts)
+        return cls(type, first, *conflicts[first], conflicts=conflicts)
+
+    @classmethod
+    def check(cls, type: str, id: str, expected: int | None, actual: int) -> None:
+        """Raise unless ``expected`` (None: any version) is the ``actual`` one (0: absent)."""
+        if expected is not None and expected != actual:
+            raise cls(type, id, expected, actual)
+
 
 class CallAlreadyApplied(PgActorsError):
     """``Store.save_call``: this call id is already recorded for the record, so nothing
