@@ -119,7 +119,7 @@ class Actor(Generic[S]):
 
     async def save(self) -> None:
         """Save the state now (for ``persistence="manual"``; harmless otherwise)."""
-        await self._activation.system._flush(self._activation)
+        await self._activation.system.save_activation(self._activation)
 
 
 @dataclass(eq=False)
@@ -358,7 +358,7 @@ class ActorSystem(Turns):
             if not activation.dirty:
                 return
             try:
-                await self._flush(activation)
+                await self.save_activation(activation)
             except VersionConflict:
                 self._lost(activation)
 
@@ -389,7 +389,7 @@ class ActorSystem(Turns):
         async with activation.lock:
             if activation.policy == "write_behind" and activation.dirty:
                 try:
-                    await self._flush(activation)
+                    await self.save_activation(activation)
                 except VersionConflict:
                     self._lost(activation)
             if activation.actor is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
-from .objects import Upcaster, _Bookkeeping, _Persistent
+from .objects import Bookkeeping, Persistent, Upcaster
 
 try:
     import pydantic
@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - pydantic is optional
 
 if _HAVE_PYDANTIC:
 
-    class PersistentModel(_Persistent, pydantic.BaseModel):
+    class PersistentModel(Persistent, pydantic.BaseModel):
         """Base for pydantic v2 models stored by ``(type_name, id)``; ``id`` is a field.
 
         ``to_data`` is ``model_dump(mode="json", exclude={"id"})``, ``from_data`` is
@@ -31,7 +31,7 @@ if _HAVE_PYDANTIC:
         type_name: ClassVar[str]
         state_version: ClassVar[int] = 1
         upcasters: ClassVar[Mapping[int, Upcaster]] = {}
-        _pgactors: _Bookkeeping = pydantic.PrivateAttr(default_factory=_Bookkeeping)
+        _pgactors: Bookkeeping = pydantic.PrivateAttr(default_factory=Bookkeeping)
 
         def to_data(self) -> dict[str, Any]:
             """``model_dump(mode="json", exclude={"id"})``."""
@@ -47,7 +47,7 @@ if _HAVE_PYDANTIC:
             """The field names except ``id``."""
             return frozenset(name for name in cls.model_fields if name != "id")
 
-        def _pgactors_attach(self, bookkeeping: _Bookkeeping) -> None:
+        def _pgactors_attach(self, bookkeeping: Bookkeeping) -> None:
             self._pgactors = bookkeeping
 
 else:  # pragma: no cover - pydantic is optional

@@ -54,7 +54,7 @@ class StateError(PgActorsError):
     """Stored state cannot be turned into an object of this class (e.g. it is newer)."""
 
 
-class _Bookkeeping:
+class Bookkeeping:
     """Stored version and unknown keys, attached to an object; immutable, replaced on change.
 
     Equal to every other instance, so it never affects the owner's ``==``.
@@ -67,7 +67,7 @@ class _Bookkeeping:
         self.unknown: Mapping[str, Any] = types.MappingProxyType(dict(unknown or {}))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Bookkeeping)
+        return isinstance(other, Bookkeeping)
 
     def __hash__(self) -> int:
         return 0
@@ -75,11 +75,11 @@ class _Bookkeeping:
     def __repr__(self) -> str:
         return f"<pgactors version={self.version}>"
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Bookkeeping:
-        return _Bookkeeping(self.version, copy.deepcopy(dict(self.unknown), memo))
+    def __deepcopy__(self, memo: dict[int, Any]) -> Bookkeeping:
+        return Bookkeeping(self.version, copy.deepcopy(dict(self.unknown), memo))
 
 
-_NO_BOOKKEEPING: Final = _Bookkeeping()
+_NO_BOOKKEEPING: Final = Bookkeeping()
 
 
 def check_versioning(cls: type) -> None:
@@ -96,7 +96,7 @@ def check_versioning(cls: type) -> None:
         )
 
 
-class _Persistent:
+class Persistent:
     """What ``save_object`` and ``load_object`` need; shared by both base classes."""
 
     id: str
@@ -147,11 +147,11 @@ class _Persistent:
             )
         return copy.deepcopy(data)
 
-    def _pgactors_bookkeeping(self) -> _Bookkeeping:
+    def _pgactors_bookkeeping(self) -> Bookkeeping:
         value = getattr(self, _BOOKKEEPING_ATTR, _NO_BOOKKEEPING)
-        return value if isinstance(value, _Bookkeeping) else _NO_BOOKKEEPING
+        return value if isinstance(value, Bookkeeping) else _NO_BOOKKEEPING
 
-    def _pgactors_attach(self, bookkeeping: _Bookkeeping) -> None:
+    def _pgactors_attach(self, bookkeeping: Bookkeeping) -> None:
         # object.__setattr__ also works on frozen dataclasses.
         object.__setattr__(self, _BOOKKEEPING_ATTR, bookkeeping)
 
@@ -168,7 +168,7 @@ _RESERVED_FIELDS: Final = frozenset({"type_name", "state_version", "upcasters", 
 
 
 @dataclasses.dataclass
-class PersistentObject(_Persistent):
+class PersistentObject(Persistent):
     """Base for dataclasses stored by ``(type_name, id)``; ``id`` is a keyword-only field.
 
     Class attributes: ``type_name`` (default: the class name), ``state_version`` and
@@ -414,10 +414,10 @@ def _from_json(hint: Any, value: Any) -> Any:
 
 # -- storing -------------------------------------------------------------------------------
 
-P = TypeVar("P", bound=_Persistent)
+P = TypeVar("P", bound=Persistent)
 
 
-def _stored_data(obj: _Persistent) -> dict[str, Any]:
+def _stored_data(obj: Persistent) -> dict[str, Any]:
     cls = type(obj)
     data = obj.snapshot()
     unknown = obj._pgactors_bookkeeping().unknown
@@ -428,7 +428,7 @@ def _stored_data(obj: _Persistent) -> dict[str, Any]:
     return data
 
 
-async def save_object(store: Store, obj: _Persistent) -> Record:
+async def save_object(store: Store, obj: Persistent) -> Record:
     """Store ``obj`` as a compare-and-set on the version it carries (0: create only).
 
     The state is snapshotted synchronously, before the first ``await``: asyncio does
@@ -441,7 +441,7 @@ async def save_object(store: Store, obj: _Persistent) -> Record:
     record = await store.save(
         type(obj).type_name, obj.id, data, expected_version=bookkeeping.version
     )
-    obj._pgactors_attach(_Bookkeeping(record.version, bookkeeping.unknown))
+    obj._pgactors_attach(Bookkeeping(record.version, bookkeeping.unknown))
     return record
 
 
@@ -466,11 +466,11 @@ async def load_object(store: Store, cls: type[P], id: str) -> P | None:
             f"stored {cls.type_name}/{id!r} does not fit {cls.__qualname__}: {exc}"
         ) from exc
     unknown = {k: v for k, v in data.items() if k not in known}
-    obj._pgactors_attach(_Bookkeeping(record.version, unknown))
+    obj._pgactors_attach(Bookkeeping(record.version, unknown))
     return obj
 
 
-async def delete_object(store: Store, obj: _Persistent) -> bool:
+async def delete_object(store: Store, obj: Persistent) -> bool:
     """Delete ``obj`` if still at the version it carries; False if it did not exist.
 
     A changed stored version raises ``VersionConflict``. Afterwards the object counts
@@ -478,11 +478,11 @@ async def delete_object(store: Store, obj: _Persistent) -> bool:
     """
     bookkeeping = obj._pgactors_bookkeeping()
     deleted = await store.delete(type(obj).type_name, obj.id, expected_version=bookkeeping.version)
-    obj._pgactors_attach(_Bookkeeping(0, bookkeeping.unknown))
+    obj._pgactors_attach(Bookkeeping(0, bookkeeping.unknown))
     return deleted
 
 
-def _upcast(cls: type[_Persistent], id: str, data: dict[str, Any]) -> dict[str, Any]:
+def _upcast(cls: type[Persistent], id: str, data: dict[str, Any]) -> dict[str, Any]:
     return upcast(cls, data, f"stored {cls.type_name}/{id!r}")
 
 

@@ -187,7 +187,7 @@ class Turns:
             state, activation.unknown = decode_json_state(cls, activation.id, record_data)
             actor.state = state
 
-    async def _flush(self, activation: Activation) -> None:
+    async def save_activation(self, activation: Activation) -> None:
         """Save the state if it changed (compare-and-set on the version it was loaded at);
         the caller holds the activation's lock."""
         if activation.actor is not None:
