@@ -44,11 +44,6 @@ _STATEMENT_TIMEOUT_MIN = 0.001
 _STATEMENT_TIMEOUT_MAX = 2_147_483.647
 
 
-def validate_identifier(field: str, value: str) -> str:
-    """Return ``value`` if it matches :data:`IDENTIFIER_RE`, else raise :class:`ConfigError`."""
-    return _check_identifier(field, value)
-
-
 def _check_identifier(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{field} must be a string matching {_IDENTIFIER_RULE}, {_got(value)}")
@@ -262,16 +257,6 @@ class StoreConfig:
                 text = repr(value)
             shown.append(f"{f.name}={text}")
         return f"StoreConfig({', '.join(shown)})"
-
-    @property
-    def state_table(self) -> str:
-        """Name of the table holding records."""
-        return f"{self.table_prefix}_state"
-
-    @property
-    def migrations_table(self) -> str:
-        """Name of the table recording applied schema migrations."""
-        return f"{self.table_prefix}_migrations"
 
     @property
     def has_target(self) -> bool:
@@ -841,5 +826,4 @@ __all__ = [
     "IDENTIFIER_RE",
     "StoreConfig",
     "redact",
-    "validate_identifier",
 ]
