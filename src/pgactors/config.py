@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 import yaml
 
+from pgactors.checks import int_in_range
 from pgactors.errors import ConfigError
 
 DEFAULT_MAX_DATA_BYTES = 16 * 1024 * 1024
@@ -81,11 +82,9 @@ def _check_int(field: str, value: object, minimum: int | None, maximum: int | No
         rule = f"an integer >= {minimum}"
     else:
         rule = f"an integer between {minimum} and {maximum}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not int_in_range(value):
         raise ConfigError(f"{field} must be {rule}, {_got(value)}")
-    if minimum is None:
-        return value
-    if value < minimum or (maximum is not None and value > maximum):
+    if not int_in_range(value, minimum, maximum):
         raise ConfigError(f"{field} must be {rule}, got {value}")
     return value
 
