@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from pgactors.config import (
     DEFAULT_MAX_DATA_BYTES,
     IDENTIFIER_RE,
     StoreConfig,
-    _analyze_dsn,
     redact,
 )
+from pgactors.config.dsn import analyze_dsn
+from pgactors.config.fields import FIELD_NAMES
 from pgactors.errors import ConfigError
 
 SECRET = "hunter2-Secret"
@@ -41,6 +43,10 @@ def test_defaults() -> None:
     assert config.max_data_bytes == DEFAULT_MAX_DATA_BYTES == 16 * 1024 * 1024
     assert config.changes is True
     assert config.has_target is False
+
+
+def test_every_field_is_checked_in_order() -> None:
+    assert tuple(f.name for f in dataclasses.fields(StoreConfig)) == FIELD_NAMES
 
 
 def test_has_target() -> None:
@@ -493,7 +499,7 @@ def test_target(config: StoreConfig, expected: str) -> None:
     ],
 )
 def test_dsn_parsing_agrees_with_libpq(dsn: str) -> None:
-    assert _analyze_dsn(dsn).params == conninfo_to_dict(dsn)
+    assert analyze_dsn(dsn).params == conninfo_to_dict(dsn)
 
 
 # --- from_env ------------------------------------------------------------------------------
