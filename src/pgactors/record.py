@@ -15,7 +15,8 @@ JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 
 TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]{0,254}$")
 MAX_ID_LENGTH = 255
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""Finds an escaped NUL (``\\u0000``) in JSON text; PostgreSQL's jsonb cannot hold one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,7 @@ def encode_data(data: object, max_bytes: int) -> str:
         raise InvalidInput("data contains NaN or Infinity, which JSON cannot represent") from None
     except RecursionError:
         raise InvalidInput("data is nested too deeply") from None
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+    if "\\u0000" in text and ESCAPED_NUL.search(text):
         raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
     try:
         size = len(text) if text.isascii() else len(text.encode())

@@ -34,7 +34,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
 from .checks import int_in_range
 from .errors import ImportAborted, InvalidInput
-from .record import _ESCAPED_NUL, Record, check_binary, check_id, check_type, encode_data
+from .record import ESCAPED_NUL, Record, check_binary, check_id, check_type, encode_data
 
 OnConflict: TypeAlias = Literal["skip", "overwrite", "fail"]
 ON_CONFLICT: tuple[OnConflict, ...] = ("skip", "overwrite", "fail")
@@ -213,7 +213,7 @@ def json_error(text: bytes) -> str | None:
 
 def _check_data_text(text: bytes, max_bytes: int) -> None:
     """``encode_data``'s NUL and size rules, on data that stays as it is in the input."""
-    if b"\\u0000" in text and _ESCAPED_NUL.search(text.decode(errors="replace")):
+    if b"\\u0000" in text and ESCAPED_NUL.search(text.decode(errors="replace")):
         raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
     if len(text) > max_bytes:
         raise InvalidInput(
