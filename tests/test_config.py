@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from pgactors.config import (
     DEFAULT_MAX_DATA_BYTES,
     IDENTIFIER_RE,
     StoreConfig,
-    _analyze_dsn,
     redact,
-    validate_identifier,
 )
+from pgactors.config.dsn import analyze_dsn
+from pgactors.config.fields import FIELD_NAMES
 from pgactors.errors import ConfigError
 
 SECRET = "hunter2-Secret"
@@ -42,14 +43,10 @@ def test_defaults() -> None:
     assert config.max_data_bytes == DEFAULT_MAX_DATA_BYTES == 16 * 1024 * 1024
     assert config.changes is True
     assert config.has_target is False
-    assert config.state_table == "pgactors_state"
-    assert config.migrations_table == "pgactors_migrations"
 
 
-def test_table_names_follow_prefix() -> None:
-    config = StoreConfig(table_prefix="app_v2")
-    assert config.state_table == "app_v2_state"
-    assert config.migrations_table == "app_v2_migrations"
+def test_every_field_is_checked_in_order() -> None:
+    assert tuple(f.name for f in dataclasses.fields(StoreConfig)) == FIELD_NAMES
 
 
 def test_has_target() -> None:
@@ -75,8 +72,8 @@ def test_int_timeouts_are_normalised_to_float() -> None:
 
 
 @pytest.mark.parametrize("name", ["a", "_", "public", "my_app_2", "a" * 48])
-def test_validate_identifier_accepts(name: str) -> None:
-    assert validate_identifier("schema", name) == name
+def test_identifier_accepted(name: str) -> None:
+    assert StoreConfig(schema=name).schema == name
     assert IDENTIFIER_RE.fullmatch(name)
 
 
@@ -95,20 +92,18 @@ def test_validate_identifier_accepts(name: str) -> None:
         "a.b",
     ],
 )
-def test_validate_identifier_refuses(name: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        validate_identifier("channel", name)
-    message = str(info.value)
+def test_identifier_refused(name: str) -> None:
+    message = config_error(channel=name)
     assert message.startswith("channel must match ")
     assert IDENTIFIER_RE.pattern in message
     assert repr(name) in message
 
 
-def test_validate_identifier_refuses_non_string() -> None:
+def test_identifier_refuses_non_string() -> None:
     with pytest.raises(
         ConfigError, match=r"^table_prefix must be a string matching .*got 5 \(int\)"
     ):
-        validate_identifier("table_prefix", 5)  # type: ignore[arg-type]
+        StoreConfig(table_prefix=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("field", ["schema", "table_prefix"])
@@ -504,7 +499,7 @@ def test_target(config: StoreConfig, expected: str) -> None:
     ],
 )
 def test_dsn_parsing_agrees_with_libpq(dsn: str) -> None:
-    assert _analyze_dsn(dsn).params == conninfo_to_dict(dsn)
+    assert analyze_dsn(dsn).params == conninfo_to_dict(dsn)
 
 
 # --- from_env ------------------------------------------------------------------------------

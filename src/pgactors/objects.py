@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar, Final, Self, TypeVar, Union
 
+from .checks import int_in_range
 from .errors import InvalidInput, PgActorsError
 from .record import Record, check_type
 from .store import Store
@@ -85,7 +86,7 @@ _NO_BOOKKEEPING: Final = Bookkeeping()
 def check_versioning(cls: type) -> None:
     """Refuse a class whose ``state_version`` or ``upcasters`` are malformed."""
     version = getattr(cls, "state_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not int_in_range(version, 1):
         raise InvalidInput(f"{cls.__qualname__}.state_version must be an int >= 1, got {version!r}")
     upcasters = getattr(cls, "upcasters", {})
     if not isinstance(upcasters, Mapping) or not all(
@@ -494,7 +495,7 @@ def upcast(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     stored = data.pop(STATE_VERSION_KEY, 1)
     target: int = getattr(cls, "state_version", 1)
     upcasters: Mapping[int, Upcaster] = getattr(cls, "upcasters", {})
-    if isinstance(stored, bool) or not isinstance(stored, int) or stored < 1:
+    if not int_in_range(stored, 1):
         raise StateError(f"{where} has an invalid state version {STATE_VERSION_KEY}={stored!r}")
     if stored > target:
         raise StateError(

@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .actors import Actor, ActorSystem, Persistence
+from .checks import int_in_range
 from .config import StoreConfig
 from .errors import ConfigError, InvalidInput, PgActorsError, SiloUnavailable
 from .record import check_id
@@ -265,9 +266,7 @@ def _begin(
 def _check_options(
     silos: int | None, namespace: str, call_retention: float, idle_timeout: float | None
 ) -> None:
-    if silos is not None and (
-        isinstance(silos, bool) or not isinstance(silos, int) or not 1 <= silos <= MAX_SILOS
-    ):
+    if silos is not None and not int_in_range(silos, 1, MAX_SILOS):
         raise InvalidInput(f"silos must be an int from 1 to {MAX_SILOS} or None, got {silos!r}")
     if not isinstance(namespace, str) or not namespace or not namespace.isprintable():
         raise InvalidInput(f"namespace must be a non-empty printable str, got {namespace!r}")

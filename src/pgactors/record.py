@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeAlias
 
+from .checks import int_in_range
 from .errors import InvalidInput
 
 JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
@@ -156,7 +157,7 @@ def check_version(name: str, version: object, *, allow_none: bool = True) -> int
     """Validate an expected version: None (when allowed) or an int >= 0."""
     if version is None and allow_none:
         return None
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if not int_in_range(version, 0):
         allowed = "None or an int >= 0" if allow_none else "an int >= 0"
         raise InvalidInput(f"{name} must be {allowed}, got {version!r}")
     return version

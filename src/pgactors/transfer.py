@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
+from .checks import int_in_range
 from .errors import ImportAborted, InvalidInput
 from .record import ESCAPED_NUL, Record, check_binary, check_id, check_type, encode_data
 
@@ -296,9 +297,7 @@ def _parse_object(line: str, where: Where, type: str | None, max_bytes: int) -> 
     record_id = check_id(obj.get("id"))
     _check_text("id", record_id)
     version = obj.get("version")
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63
-    ):
+    if version is not None and not int_in_range(version, 1, 2**63 - 1):
         raise InvalidInput(f"version must be an int >= 1, got {version!r}")
     created_at, updated_at = _timestamp(obj, "created_at"), _timestamp(obj, "updated_at")
     if "payload" in obj:

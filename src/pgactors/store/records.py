@@ -11,6 +11,7 @@ from typing import Any, Final
 from ..backend import (
     SaveItem,
 )
+from ..checks import int_in_range
 from ..errors import InvalidInput, VersionConflict
 from ..metrics import timed
 from ..record import (
@@ -136,11 +137,7 @@ class RecordMethods(StoreBase):
             or not 0 <= older_than < float("inf")
         ):
             raise InvalidInput(f"older_than must be a number of seconds >= 0, got {older_than!r}")
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_PURGE_CALLS_LIMIT
-        ):
+        if not int_in_range(limit, 1, MAX_PURGE_CALLS_LIMIT):
             raise InvalidInput(
                 f"limit must be an int from 1 to {MAX_PURGE_CALLS_LIMIT}, got {limit!r}"
             )
@@ -202,7 +199,7 @@ class RecordMethods(StoreBase):
         """
         type, id = check_type(type), check_id(id)
         seconds = check_ttl(ttl, sliding)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        if not int_in_range(max_retries, 0):
             raise InvalidInput(f"max_retries must be an int >= 0, got {max_retries!r}")
         if default is not MISSING:
             encode_data(default, self._max_bytes)
@@ -294,11 +291,7 @@ class RecordMethods(StoreBase):
         for name, value in (("prefix", prefix), ("after", after)):
             if value is not None and (not isinstance(value, str) or "\x00" in value):
                 raise InvalidInput(f"{name} must be a str without NUL, got {value!r}")
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_LIST_LIMIT
-        ):
+        if not int_in_range(limit, 1, MAX_LIST_LIMIT):
             raise InvalidInput(f"limit must be an int from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
         return await self._backend.records.list_ids(
             type, prefix=prefix or "", after=after or "", limit=limit
@@ -322,10 +315,6 @@ class RecordMethods(StoreBase):
         """
         if type is not None:
             type = check_type(type)
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_PURGE_LIMIT
-        ):
+        if not int_in_range(limit, 1, MAX_PURGE_LIMIT):
             raise InvalidInput(f"limit must be an int from 1 to {MAX_PURGE_LIMIT}, got {limit!r}")
         return await self._backend.records.purge_expired(type, limit)

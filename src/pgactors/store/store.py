@@ -20,6 +20,7 @@ from ..backend import (
     Backend,
 )
 from ..changes import ChangeFeed, ChangeStream
+from ..checks import int_in_range
 from ..config import StoreConfig
 from ..errors import InvalidInput
 from ..memory import MemoryBackend
@@ -113,11 +114,7 @@ class Store(RecordMethods, QueryMethods, TransferMethods):
         (for very large deployments); it must match an existing table. 0 or None:
         not partitioned.
         """
-        if partitions is not None and (
-            isinstance(partitions, bool)
-            or not isinstance(partitions, int)
-            or not 0 <= partitions <= MAX_PARTITIONS
-        ):
+        if partitions is not None and not int_in_range(partitions, 0, MAX_PARTITIONS):
             raise InvalidInput(
                 f"partitions must be an int from 0 to {MAX_PARTITIONS}, got {partitions!r}"
             )
