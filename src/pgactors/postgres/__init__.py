@@ -30,13 +30,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import query as queries
-from . import schema
-from .backend import CallRequest, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
-from .changes import Change, FeedListener, Sequencer
-from .coalesce import Coalescer
-from .config import StoreConfig, redact
-from .errors import (
+from .. import query as queries
+from .. import schema
+from ..backend import CallRequest, FeedStats, SaveItem, ServerInfo, ServerStats, TransactionBackend
+from ..changes import Change, FeedListener, Sequencer
+from ..coalesce import Coalescer
+from ..config import StoreConfig, redact
+from ..errors import (
     CallAlreadyApplied,
     ConfigError,
     DatabaseError,
@@ -49,9 +49,9 @@ from .errors import (
     StoreUnavailable,
     VersionConflict,
 )
-from .metrics import PoolStats
-from .record import AppliedCall, Record
-from .transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
+from ..metrics import PoolStats
+from ..record import AppliedCall, Record
+from ..transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
 
 _Conn = psycopg.AsyncConnection[Any]
 logger = logging.getLogger("pgactors.postgres")
