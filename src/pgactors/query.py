@@ -7,8 +7,8 @@ A filter is a JSON-able dict, so the CLI and other languages can send one::
 Keys are dotted paths into the data; ``@id``, ``@version``, ``@created_at`` and
 ``@updated_at`` address the metadata. ``parse_filter`` turns the dict into a tree or
 raises :class:`InvalidQuery` before any SQL runs. The PostgreSQL backend compiles the tree
-with :func:`filter_sql` (paths and values are always parameters, never SQL text); the
-in-memory backend evaluates it with :func:`matches`. Both follow the same rules:
+with ``pgactors.postgres.compiler`` (paths and values are always parameters, never SQL
+text); the in-memory backend evaluates it with :func:`matches`. Both follow the same rules:
 
 - ``$eq`` (and a bare value): present and JSON-equal (1 equals 1.0; true is not 1);
   ``$ne``: not ``$eq``, so a missing value matches. ``$in`` / ``$nin`` likewise.
@@ -40,7 +40,7 @@ from .record import MISSING, Record, check_type, is_unicode
 
 META_FIELDS: Final = ("id", "version", "created_at", "updated_at")
 MAX_LIMIT: Final = 10_000
-_SEGMENT_INT = re.compile(r"-?[0-9]+")
+INDEX_SEGMENT: Final = re.compile(r"-?[0-9]+")  # a segment that can index an array
 _COMPARISONS: Final = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS: Final = (
     "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$not",
@@ -488,7 +488,7 @@ def lookup(record: Record, path: Path) -> Any:
             if key not in value:
                 return MISSING
             value = value[key]
-        elif isinstance(value, list) and _SEGMENT_INT.fullmatch(key):
+        elif isinstance(value, list) and INDEX_SEGMENT.fullmatch(key):
             index = int(key)
             if not -len(value) <= index < len(value):
                 return MISSING
@@ -723,219 +723,16 @@ def number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-# -- compiling to SQL (the PostgreSQL backend) ----------------------------------------------
-# Fragments hold only fixed SQL and %(qN)s placeholders: paths and values are parameters.
-
-_META_SQL: Final = {
-    "id": ("s.id", "text"),
-    "version": ("s.version", "bigint"),
-    "created_at": ("s.created_at", "timestamptz"),
-    "updated_at": ("s.updated_at", "timestamptz"),
-}
-_RANK_SQL: Final = (
-    "CASE jsonb_typeof({x}) WHEN 'null' THEN 0 WHEN 'string' THEN 1 WHEN 'number' THEN 2 "
-    "WHEN 'boolean' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 ELSE 0 END"
-)
-_NUM_SQL: Final = "CASE WHEN jsonb_typeof({x}) = 'number' THEN ({x})::numeric END"
-_TEXT_SQL: Final = (
-    "(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> ARRAY[]::text[] "
-    "WHEN 'boolean' THEN ({x})::text ELSE '' END) COLLATE \"C\""
-)
-_COMPONENT_CAST: Final = {"missing": "boolean", "rank": "integer", "num": "numeric", "text": "text"}
-
-
-class SqlParams:
-    """Collects parameter values and hands out their placeholders.
-
-    ``indexed``: the paths of the queried type that have a b-tree index; equality on
-    them is compiled for that index rather than for the GIN containment index.
-    """
-
-    def __init__(self, indexed: frozenset[str] = frozenset()) -> None:
-        self.values: dict[str, Any] = {}
-        self.indexed = indexed
-        self._paths: dict[tuple[str, ...], str] = {}
-
-    def add(self, value: Any, cast: str) -> str:
-        name = f"q{len(self.values)}"
-        self.values[name] = value
-        return f"%({name})s::{cast}"
-
-    def path(self, keys: tuple[str, ...]) -> str:
-        """``s.data #> <path>``, one parameter per distinct path."""
-        placeholder = self._paths.get(keys)
-        if placeholder is None:
-            placeholder = self._paths[keys] = self.add(list(keys), "text[]")
-        return f"(s.data #> {placeholder})"
-
-
-def filter_sql(node: Node, params: SqlParams) -> str:
-    """The filter as a SQL boolean over the state table aliased ``s``."""
-    if isinstance(node, All):
-        if not node.items:
-            return "TRUE"
-        return "(" + " AND ".join(filter_sql(n, params) for n in node.items) + ")"
-    if isinstance(node, Any_):
-        return "(" + " OR ".join(filter_sql(n, params) for n in node.items) + ")"
-    if isinstance(node, Not):
-        # SQL's NULL would make NOT unknown; a test that cannot match is simply false.
-        return f"(NOT COALESCE({filter_sql(node.item, params)}, FALSE))"
-    if node.path.meta is not None:
-        return _meta_sql(node, params)
-    x = params.path(node.path.keys)
-    if node.op == "exists":
-        return f"({x} IS NOT NULL)"
-    if node.op == "eq":
-        return _eq_sql(node, x, params)
-    if node.op == "in":
-        if not node.value:
-            return "FALSE"
-        return f"({x} = ANY({params.add([_dumps(v) for v in node.value], 'jsonb[]')}))"
-    if node.op == "contains":
-        return _contains_sql(node, x, params)
-    operator = _COMPARISONS["$" + node.op]
-    if isinstance(node.value, str):
-        text = f'({x} #>> ARRAY[]::text[]) COLLATE "C"'
-        return (
-            f"(jsonb_typeof({x}) = 'string' AND {text} {operator} {params.add(node.value, 'text')})"
-        )
-    # jsonb orders numbers by value, so an expression index on the path serves this.
-    operand = params.add(_dumps(node.value), "jsonb")
-    return f"({x} {operator} {operand} AND jsonb_typeof({x}) = 'number')"
-
-
-def _by_keys(node: Cmp) -> bool:
-    """True when every segment is an object key, so containment can stand for the path."""
-    return not any(_SEGMENT_INT.fullmatch(k) for k in node.path.keys)
-
-
-def _nested(keys: tuple[str, ...], value: Any) -> Any:
-    for key in reversed(keys):
-        value = {key: value}
-    return value
-
-
-def _eq_sql(node: Cmp, x: str, params: SqlParams) -> str:
-    equal = f"({x} = {params.add(_dumps(node.value), 'jsonb')})"
-    if node.path.text in params.indexed or not _by_keys(node):
-        return equal  # the path's own b-tree index serves it (in id order)
-    # Containment, which the GIN index on data serves: for a scalar it is the same test;
-    # for an array or object it is looser, so the exact equality follows.
-    contained = f"(s.data @> {params.add(_dumps(_nested(node.path.keys, node.value)), 'jsonb')})"
-    if isinstance(node.value, dict | list):
-        return f"({contained} AND {equal})"
-    return contained
-
-
-def _contains_sql(node: Cmp, x: str, params: SqlParams) -> str:
-    contains = f"({x} @> {params.add(_dumps(node.value), 'jsonb')})"
-    if not _by_keys(node):
-        return contains
-    # Below the top, containment does not let an array contain a bare scalar, so a
-    # scalar operand is: equal to the value, or an element of an array there.
-    candidates = [node.value] if isinstance(node.value, dict | list) else [node.value, [node.value]]
-    tests = [
-        f"s.data @> {params.add(_dumps(_nested(node.path.keys, c)), 'jsonb')}" for c in candidates
-    ]
-    return "(" + " OR ".join(tests) + ")"
-
-
-def _meta_sql(node: Cmp, params: SqlParams) -> str:
-    assert node.path.meta is not None
-    column, cast = _META_SQL[node.path.meta]
-    if node.op == "exists":
-        return "TRUE"
-    if node.op == "eq":
-        return f"({column} = {params.add(node.value, cast)})"
-    if node.op == "in":
-        if not node.value:
-            return "FALSE"
-        return f"({column} = ANY({params.add(list(node.value), cast + '[]')}))"
-    operator = _COMPARISONS["$" + node.op]
-    return f"({column} {operator} {params.add(node.value, cast)})"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def component_sql(component: Component, params: SqlParams) -> tuple[str, str]:
-    """The SQL expression of a sort component and the cast of its cursor parameter."""
-    path = component.key.path
-    if path.meta is not None:
-        return _META_SQL[path.meta]
-    x = params.path(path.keys)
-    if component.kind == "missing":
-        return f"({x} IS NULL)", "boolean"
-    if component.kind == "rank":
-        return _RANK_SQL.format(x=x), "integer"
-    if component.kind == "num":
-        return f"COALESCE({_NUM_SQL.format(x=x)}, 0)", "numeric"
-    return _TEXT_SQL.format(x=x), "text"
-
-
-def order_sql(order: tuple[SortKey, ...], params: SqlParams) -> tuple[list[str], str]:
-    """The sort component expressions (to select) and the ORDER BY list."""
-    exprs: list[str] = []
-    terms: list[str] = []
-    for component in components(order):
-        expr, _ = component_sql(component, params)
-        exprs.append(expr)
-        terms.append(expr + (" DESC" if component.descending else ""))
-    return exprs, ", ".join(terms)
-
-
-def keyset_sql(order: tuple[SortKey, ...], cursor: tuple[Any, ...], params: SqlParams) -> str:
-    """Rows strictly after the cursor's row in query order."""
-    parts = []
-    for component, value in zip(components(order), cursor, strict=True):
-        expr, cast = component_sql(component, params)
-        parts.append((expr, params.add(value, cast), component.descending))
-    alternatives = []
-    for i, (expr, placeholder, descending) in enumerate(parts):
-        tests = [f"{e} = {p}" for e, p, _ in parts[:i]]
-        tests.append(f"{expr} {'<' if descending else '>'} {placeholder}")
-        alternatives.append("(" + " AND ".join(tests) + ")")
-    return "(" + " OR ".join(alternatives) + ")"
-
-
-def aggregate_sql(spec: Aggregate, params: SqlParams) -> tuple[str, str, str]:
-    """The SELECT list, GROUP BY list and ORDER BY list of an aggregate."""
-    select: list[str] = []
-    for path in spec.group_by:
-        select.append(_META_SQL[path.meta][0] if path.meta else params.path(path.keys))
-    for metric in spec.metrics:
-        select.append(_metric_sql(metric, params))
-    group = ", ".join(str(i + 1) for i in range(len(spec.group_by)))
-    _, order = order_sql(spec.order, params) if spec.order else ([], "")
-    return ", ".join(select), group, order
-
-
-def _metric_sql(metric: Metric, params: SqlParams) -> str:
-    if metric.path is None:
-        return "count(*)"
-    if metric.path.meta is not None:
-        return f"{metric.function}({_META_SQL[metric.path.meta][0]})"
-    x = params.path(metric.path.keys)
-    if metric.function == "count":
-        return f"count({x})"
-    return f"{metric.function}({_NUM_SQL.format(x=x)})"
-
-
 __all__ = [
     "MAX_LIMIT",
     "META_FIELDS",
     "Aggregate",
     "Page",
     "Query",
-    "SqlParams",
     "aggregate_records",
     "build_aggregate",
     "build_query",
-    "filter_sql",
-    "keyset_sql",
     "matches",
-    "order_sql",
     "parse_filter",
     "parse_order",
 ]

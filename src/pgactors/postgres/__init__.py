@@ -52,6 +52,7 @@ from ..errors import (
 from ..metrics import PoolStats
 from ..record import AppliedCall, Record
 from ..transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
+from . import compiler
 
 _Conn = psycopg.AsyncConnection[Any]
 logger = logging.getLogger("pgactors.postgres")
@@ -858,13 +859,13 @@ class PostgresBackend:
 
     # -- queries: each statement is built for its filter, so none is prepared -----------
 
-    async def _query_rows(self, text: bytes, params: queries.SqlParams) -> list[tuple[Any, ...]]:
-        return await self._fetch(text, params.values, idempotent=True, prepare=False)
+    async def _query_rows(self, statement: compiler.Statement) -> list[tuple[Any, ...]]:
+        query = statement.query.as_bytes(None)  # only fixed SQL and quoted identifiers
+        return await self._fetch(query, statement.params, idempotent=True, prepare=False)
 
     async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
-        text, params = await self._query_text(q)
         result = []
-        for row in await self._query_rows(text, params):
+        for row in await self._query_rows(await self._query_text(q)):
             record = _record(q.type, row[0], row[1:8])
             result.append((record, tuple(row[8:])))
         return result
@@ -881,41 +882,23 @@ class PostgresBackend:
             self._index_cache = (now, cache)
         return self._index_cache[1].get(type, frozenset())
 
-    async def _query_text(self, q: queries.Query) -> tuple[bytes, queries.SqlParams]:
-        params = queries.SqlParams(await self._indexed_paths(q.type))
-        params.values.update(type=q.type, limit=q.limit + 1, offset=q.offset)
-        where = queries.filter_sql(q.where, params)
-        if q.after is not None:
-            where += " AND " + queries.keyset_sql(q.order, q.after, params)
-        exprs, order = queries.order_sql(q.order, params)
-        text = b" ".join(
-            [
-                self._queries.query_columns,
-                "".join(", " + e for e in exprs).encode(),
-                self._queries.query_from,
-                f"AND {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s".encode(),
-            ]
-        )
-        return text, params
+    async def _query_text(self, q: queries.Query) -> compiler.Statement:
+        columns = sql.SQL(self._queries.query_columns.decode())
+        source = sql.SQL(self._queries.query_from.decode())
+        indexed = await self._indexed_paths(q.type)
+        return compiler.query_statement(q, indexed, columns, source)
 
     async def count(self, type: str, where: queries.Node) -> int:
-        params = queries.SqlParams(await self._indexed_paths(type))
-        params.values["type"] = type
-        text = b"SELECT count(*) " + self._queries.query_from
-        text += f" AND {queries.filter_sql(where, params)}".encode()
-        rows = await self._query_rows(text, params)
+        source = sql.SQL(self._queries.query_from.decode())
+        indexed = await self._indexed_paths(type)
+        rows = await self._query_rows(compiler.count_statement(type, where, indexed, source))
         return int(rows[0][0])
 
     async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
-        params = queries.SqlParams(await self._indexed_paths(spec.type))
-        params.values["type"] = spec.type
-        select, group, order = queries.aggregate_sql(spec, params)
-        text = f"SELECT {select} ".encode() + self._queries.query_from
-        text += f" AND {queries.filter_sql(spec.where, params)}".encode()
-        if group:
-            text += f" GROUP BY {group} ORDER BY {order}".encode()
+        source = sql.SQL(self._queries.query_from.decode())
+        indexed = await self._indexed_paths(spec.type)
         result = []
-        for row in await self._query_rows(text, params):
+        for row in await self._query_rows(compiler.aggregate_statement(spec, indexed, source)):
             values = dict(zip([p.text for p in spec.group_by], row, strict=False))
             for metric, value in zip(spec.metrics, row[len(spec.group_by) :], strict=True):
                 values[metric.name] = _metric_value(metric.function, value)
@@ -954,15 +937,12 @@ class PostgresBackend:
         *,
         binary: bool = False,
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
-        params = queries.SqlParams()
-        params.values["types"] = None if types is None else _json_list(types)
-        if where is not None:
-            query += f" AND {queries.filter_sql(where, params)}".encode()
-        query += b" ORDER BY type, id"
+        selected = None if types is None else _json_list(types)
+        statement = compiler.export_statement(sql.SQL(query.decode()), selected, where)
         fetch = sql.SQL(self._queries.export_fetch.decode()).format(sql.Literal(chunk))
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.export_utc)
-            await conn.execute(query, params.values, prepare=False)
+            await conn.execute(statement.query, statement.params, prepare=False)
             # Pipelined: the server computes the next page while this one is used.
             async with conn.pipeline():
                 pages = [conn.cursor(binary=binary), conn.cursor(binary=binary)]
@@ -1232,8 +1212,7 @@ class PostgresBackend:
     # -- query support: EXPLAIN and expression indexes on hot paths ----------------------
 
     async def explain(self, q: queries.Query) -> str:
-        text, params = await self._query_text(q)
-        rows = await self._fetch(b"EXPLAIN " + text, params.values, idempotent=True, prepare=False)
+        rows = await self._query_rows(compiler.explain_statement(await self._query_text(q)))
         return "\n".join(row[0] for row in rows)
 
     def _index_name(self, type: str, path: str) -> str:
@@ -1242,11 +1221,6 @@ class PostgresBackend:
 
     async def create_index(self, type: str, path: queries.Path) -> str:
         name = self._index_name(type, path.text)
-        expression: sql.Composable
-        if path.meta is not None:
-            expression = sql.Identifier(path.meta)
-        else:
-            expression = sql.SQL("(data #> {}::text[])").format(sql.Literal(list(path.keys)))
         # With id second, an equality on the path reads matches in id order (the default
         # ordering), so a page stops after its last row instead of sorting every match.
         ddl = sql.SQL(
@@ -1256,7 +1230,7 @@ class PostgresBackend:
         parts = {
             "name": sql.Identifier(name),
             "table": sql.Identifier(self.config.schema, self._names["state"]),
-            "expr": expression,
+            "expr": compiler.index_expression(path),
             "type": sql.Literal(type),
         }
         comment = sql.SQL("COMMENT ON INDEX {} IS {}").format(
