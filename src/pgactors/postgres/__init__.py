@@ -166,7 +166,7 @@ def _translated(config: StoreConfig) -> Iterator[None]:
 
 
 # Queries with placeholders beyond the configured identifiers, composed on use.
-_TEMPLATES = frozenset({"create_state_partition"})
+_TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
 _NOT_PARTITIONED = sql.SQL("")
 _PARTITION_BY = sql.SQL(" PARTITION BY HASH (id)")
 
@@ -939,7 +939,7 @@ class PostgresBackend:
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         selected = None if types is None else _json_list(types)
         statement = compiler.export_statement(sql.SQL(query.decode()), selected, where)
-        fetch = sql.SQL(self._queries.export_fetch.decode()).format(sql.Literal(chunk))
+        fetch = self._queries.compose(schema.queries()["export_fetch"], chunk=sql.Literal(chunk))
         async with self._connection() as conn, conn.transaction():
             await conn.execute(self._queries.export_utc)
             await conn.execute(statement.query, statement.params, prepare=False)

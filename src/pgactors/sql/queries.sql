@@ -616,7 +616,7 @@ FROM {schema}.{feed} f
 SET LOCAL TimeZone = 'UTC'
 
 -- name: export_fetch
-FETCH FORWARD {{}} FROM pgactors_export
+FETCH FORWARD {chunk} FROM pgactors_export
 
 -- name: export_records
 -- The export queries end with their WHERE: postgres/compiler.py appends the query
