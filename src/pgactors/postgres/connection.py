@@ -44,7 +44,7 @@ IDLE_CHECK_SECONDS = 2.0
 POOL_WAIT_SECONDS = 30.0
 RETRIES = 3
 # Queries with placeholders beyond the configured identifiers, composed on use.
-_TEMPLATES = frozenset({"create_state_partition"})
+_TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
 
 
 def build_conninfo(config: StoreConfig) -> str:
@@ -200,6 +200,10 @@ class Statements:
     def compose(self, text: str, **extra: sql.Composable) -> bytes:
         """SQL text with its ``{name}`` identifiers (and ``extra``) filled in, quoted by psycopg."""
         return sql.SQL(text).format(**self._idents, **extra).as_string().encode()
+
+    def composable(self, name: str) -> sql.Composable:
+        """A named query as a fragment to compose into a larger statement."""
+        return sql.SQL(self.by_name[name].decode())
 
     def __getattr__(self, name: str) -> bytes:
         try:

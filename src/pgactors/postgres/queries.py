@@ -15,6 +15,7 @@ from psycopg import sql
 from .. import query as queries
 from .. import schema
 from ..record import Record
+from . import compiler
 from .connection import Connections
 from .ops import record_from_row
 
@@ -38,13 +39,13 @@ class PostgresQueries:
         self._names = schema.identifiers(db.config)
         self._index_cache: tuple[float, dict[str, frozenset[str]]] | None = None
 
-    async def _query_rows(self, text: bytes, params: queries.SqlParams) -> list[tuple[Any, ...]]:
-        return await self._db.fetch(text, params.values, idempotent=True, prepare=False)
+    async def _query_rows(self, statement: compiler.Statement) -> list[tuple[Any, ...]]:
+        query = statement.query.as_bytes(None)  # only fixed SQL and quoted identifiers
+        return await self._db.fetch(query, statement.params, idempotent=True, prepare=False)
 
     async def query(self, q: queries.Query) -> list[tuple[Record, tuple[Any, ...]]]:
-        text, params = await self._query_text(q)
         result = []
-        for row in await self._query_rows(text, params):
+        for row in await self._query_rows(await self._statement(q)):
             record = record_from_row(q.type, row[0], row[1:8])
             result.append((record, tuple(row[8:])))
         return result
@@ -61,41 +62,21 @@ class PostgresQueries:
             self._index_cache = (now, cache)
         return self._index_cache[1].get(type, frozenset())
 
-    async def _query_text(self, q: queries.Query) -> tuple[bytes, queries.SqlParams]:
-        params = queries.SqlParams(await self._indexed_paths(q.type))
-        params.values.update(type=q.type, limit=q.limit + 1, offset=q.offset)
-        where = queries.filter_sql(q.where, params)
-        if q.after is not None:
-            where += " AND " + queries.keyset_sql(q.order, q.after, params)
-        exprs, order = queries.order_sql(q.order, params)
-        text = b" ".join(
-            [
-                self._q.query_columns,
-                "".join(", " + e for e in exprs).encode(),
-                self._q.query_from,
-                f"AND {where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s".encode(),
-            ]
-        )
-        return text, params
+    async def _statement(self, q: queries.Query) -> compiler.Statement:
+        columns, source = self._q.composable("query_columns"), self._q.composable("query_from")
+        return compiler.query_statement(q, await self._indexed_paths(q.type), columns, source)
 
     async def count(self, type: str, where: queries.Node) -> int:
-        params = queries.SqlParams(await self._indexed_paths(type))
-        params.values["type"] = type
-        text = b"SELECT count(*) " + self._q.query_from
-        text += f" AND {queries.filter_sql(where, params)}".encode()
-        rows = await self._query_rows(text, params)
+        indexed = await self._indexed_paths(type)
+        statement = compiler.count_statement(type, where, indexed, self._q.composable("query_from"))
+        rows = await self._query_rows(statement)
         return int(rows[0][0])
 
     async def aggregate(self, spec: queries.Aggregate) -> list[dict[str, Any]]:
-        params = queries.SqlParams(await self._indexed_paths(spec.type))
-        params.values["type"] = spec.type
-        select, group, order = queries.aggregate_sql(spec, params)
-        text = f"SELECT {select} ".encode() + self._q.query_from
-        text += f" AND {queries.filter_sql(spec.where, params)}".encode()
-        if group:
-            text += f" GROUP BY {group} ORDER BY {order}".encode()
+        indexed = await self._indexed_paths(spec.type)
+        source = self._q.composable("query_from")
         result = []
-        for row in await self._query_rows(text, params):
+        for row in await self._query_rows(compiler.aggregate_statement(spec, indexed, source)):
             values = dict(zip([p.text for p in spec.group_by], row, strict=False))
             for metric, value in zip(spec.metrics, row[len(spec.group_by) :], strict=True):
                 values[metric.name] = metric_value(metric.function, value)
@@ -103,10 +84,7 @@ class PostgresQueries:
         return result
 
     async def explain(self, q: queries.Query) -> str:
-        text, params = await self._query_text(q)
-        rows = await self._db.fetch(
-            b"EXPLAIN " + text, params.values, idempotent=True, prepare=False
-        )
+        rows = await self._query_rows(compiler.explain_statement(await self._statement(q)))
         return "\n".join(row[0] for row in rows)
 
     def _index_name(self, type: str, path: str) -> str:
@@ -115,11 +93,6 @@ class PostgresQueries:
 
     async def create_index(self, type: str, path: queries.Path) -> str:
         name = self._index_name(type, path.text)
-        expression: sql.Composable
-        if path.meta is not None:
-            expression = sql.Identifier(path.meta)
-        else:
-            expression = sql.SQL("(data #> {}::text[])").format(sql.Literal(list(path.keys)))
         # With id second, an equality on the path reads matches in id order (the default
         # ordering), so a page stops after its last row instead of sorting every match.
         ddl = sql.SQL(
@@ -129,7 +102,7 @@ class PostgresQueries:
         parts = {
             "name": sql.Identifier(name),
             "table": sql.Identifier(self._config.schema, self._names["state"]),
-            "expr": expression,
+            "expr": compiler.index_expression(path),
             "type": sql.Literal(type),
         }
         comment = sql.SQL("COMMENT ON INDEX {} IS {}").format(

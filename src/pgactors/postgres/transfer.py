@@ -14,10 +14,12 @@ import psycopg.errors
 from psycopg import sql
 
 from .. import query as queries
+from .. import schema
 from ..config import StoreConfig, redact
 from ..errors import ImportAborted
 from ..record import Record
 from ..transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
+from . import compiler
 from .connection import Conn, Connections, Statements, json_list
 from .ops import record_from_row
 
@@ -168,15 +170,12 @@ class PostgresTransfer:
         *,
         binary: bool = False,
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
-        params = queries.SqlParams()
-        params.values["types"] = None if types is None else json_list(types)
-        if where is not None:
-            query += f" AND {queries.filter_sql(where, params)}".encode()
-        query += b" ORDER BY type, id"
-        fetch = sql.SQL(self._q.export_fetch.decode()).format(sql.Literal(chunk))
+        selected = None if types is None else json_list(types)
+        statement = compiler.export_statement(sql.SQL(query.decode()), selected, where)
+        fetch = self._q.compose(schema.queries()["export_fetch"], chunk=sql.Literal(chunk))
         async with self._db.connection() as conn, conn.transaction():
             await conn.execute(self._q.export_utc)
-            await conn.execute(query, params.values, prepare=False)
+            await conn.execute(statement.query, statement.params, prepare=False)
             # Pipelined: the server computes the next page while this one is used.
             async with conn.pipeline():
                 pages = [conn.cursor(binary=binary), conn.cursor(binary=binary)]

@@ -396,8 +396,8 @@ DELETE FROM {schema}.{state} s
 USING doomed d
 WHERE s.type = d.type AND s.id = d.id AND s.expires_at <= now()
 
--- Queries (store.query/count/aggregate): query.py compiles the filter, ordering and
--- keyset to a fragment of fixed SQL and %(qN)s parameters, appended to these heads.
+-- Queries (store.query/count/aggregate): postgres/compiler.py composes the filter,
+-- ordering and keyset (fixed SQL and %(qN)s parameters) onto these heads.
 
 -- name: query_columns
 SELECT s.id, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
@@ -616,11 +616,11 @@ FROM {schema}.{feed} f
 SET LOCAL TimeZone = 'UTC'
 
 -- name: export_fetch
-FETCH FORWARD {{}} FROM pgactors_export
+FETCH FORWARD {chunk} FROM pgactors_export
 
 -- name: export_records
--- The export queries end with their WHERE: postgres.py appends the query filter (if
--- any) and ORDER BY type, id.
+-- The export queries end with their WHERE: postgres/compiler.py appends the query
+-- filter (if any) and ORDER BY type, id.
 DECLARE pgactors_export NO SCROLL CURSOR FOR
 SELECT type, id, data, version, created_at, updated_at, payload, manifest
 FROM {schema}.{state} s
