@@ -46,6 +46,7 @@ from .errors import (
 from .record import Record
 from .stats import ServerStats
 from .store import Store
+from .target import resolve_target
 from .transfer import ImportResult, OnConflict, json_files
 
 T = TypeVar("T")
@@ -90,18 +91,18 @@ class Options:
             StoreConfig.from_file(self.config_file) if self.config_file else StoreConfig.from_env()
         )
         config = base.replace(dsn=self.dsn, schema=self.schema, table_prefix=self.table_prefix)
-        if config.has_target:
-            return config
-        server = self.server()
-        started = server.start()
-        _print_system_changes(server)
-        verb = "started" if started else "using"
-        err.print(
-            f"[dim]{verb} the embedded PostgreSQL server in {server.data_dir}"
-            + (" (stop it with `pgactors server stop`)" if started else "")
-            + "[/dim]"
-        )
-        return config.replace(dsn=server.dsn)
+        return resolve_target(config, self.data_dir, on_embedded=_print_embedded)
+
+
+def _print_embedded(server: EmbeddedServer, started: bool) -> None:
+    """Say which embedded server the command uses, and what starting it changed."""
+    _print_system_changes(server)
+    verb = "started" if started else "using"
+    err.print(
+        f"[dim]{verb} the embedded PostgreSQL server in {server.data_dir}"
+        + (" (stop it with `pgactors server stop`)" if started else "")
+        + "[/dim]"
+    )
 
 
 def _print_system_changes(server: EmbeddedServer) -> None:
