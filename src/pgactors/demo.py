@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from rich.console import Console
 
+from .cli.render import types_table
+from .config import StoreConfig
+from .embedded import EmbeddedServer
 from .errors import VersionConflict
 from .store import Store
-
-if TYPE_CHECKING:
-    from .cli import Options
 
 PROFILES = {
     "demo-alice": {"username": "alice", "score": 100, "tags": ["admin"]},
@@ -24,10 +25,23 @@ WRITERS = 8
 MESSAGES_EACH = 5
 
 
-async def run_demo(options: Options, out: Console) -> None:
-    """Run the tour; raises ``PgActorsError`` on any failure."""
-    from .cli import types_table
+class DemoOptions(Protocol):
+    """What the tour needs from the command's global options."""
 
+    dsn: str | None
+    config_file: Path | None
+
+    def config(self) -> StoreConfig:
+        """The store configuration, on the embedded server when none is given."""
+        ...
+
+    def server(self) -> EmbeddedServer:
+        """The embedded server of the data directory."""
+        ...
+
+
+async def run_demo(options: DemoOptions, out: Console) -> None:
+    """Run the tour; raises ``PgActorsError`` on any failure."""
     started = time.perf_counter()
     config = await asyncio.to_thread(options.config)
     uses_embedded = not (options.dsn or options.config_file) and config.dsn is not None

@@ -66,11 +66,10 @@ class Store(RecordMethods, QueryMethods, TransferMethods):
         cls, data_dir: str | os.PathLike[str] | None = None, /, **overrides: Any
     ) -> Self:
         """Start (or reuse) the embedded PostgreSQL server in ``data_dir`` and connect to it."""
-        from ..embedded import EmbeddedServer
+        from ..target import resolve_target
 
-        server = EmbeddedServer(data_dir)
-        await asyncio.to_thread(server.start)
-        return await cls.connect(StoreConfig(dsn=server.dsn), **overrides)
+        config = await asyncio.to_thread(resolve_target, StoreConfig(), data_dir)
+        return await cls.connect(config, **overrides)
 
     @classmethod
     async def open(
@@ -81,14 +80,10 @@ class Store(RecordMethods, QueryMethods, TransferMethods):
         The same rule as the ``pgactors`` command: with no server configured, the
         embedded one in ``data_dir`` (default ``$PGACTORS_DATA_DIR`` or ``./.pgactors``).
         """
-        config = StoreConfig.resolve(None, **overrides)
-        if not config.has_target:
-            from ..embedded import EmbeddedServer
+        from ..target import resolve_target
 
-            server = EmbeddedServer(data_dir)
-            await asyncio.to_thread(server.start)
-            config = config.replace(dsn=server.dsn)
-        return await cls.connect(config)
+        config = StoreConfig.resolve(None, **overrides)
+        return await cls.connect(await asyncio.to_thread(resolve_target, config, data_dir))
 
     async def close(self) -> None:
         """Release every connection."""

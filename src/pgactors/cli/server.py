@@ -1,0 +1,100 @@
+"""The embedded server's commands (``server start/stop/status/url``), ``psql`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+
+import typer
+
+from ..embedded import EmbeddedServer
+from ..errors import PgActorsError
+from .app import EXIT_FAILED, EXIT_USAGE, JsonOption, fail, get_options, run
+from .render import key_value_table, out, print_system_changes
+
+__all__ = ["demo", "psql", "server_start", "server_status", "server_stop", "server_url"]
+
+
+def on_server(ctx: typer.Context, action: Callable[[EmbeddedServer], None]) -> None:
+    """Run ``action`` on the embedded server of ``--data-dir``; errors exit 2."""
+    options = get_options(ctx)
+    try:
+        action(options.server())
+    except PgActorsError as exc:
+        fail(options, exc, EXIT_USAGE)
+
+
+def server_start(ctx: typer.Context) -> None:
+    """Start the embedded server (no-op if it is running)."""
+
+    def action(server: EmbeddedServer) -> None:
+        started = server.start()
+        print_system_changes(server)
+        out.print(("started" if started else "already running") + f": {server.data_dir}")
+        print(server.dsn)
+
+    on_server(ctx, action)
+
+
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the embedded server."""
+
+    def action(server: EmbeddedServer) -> None:
+        stopped = server.stop()
+        out.print(("stopped" if stopped else "not running") + f": {server.data_dir}")
+
+    on_server(ctx, action)
+
+
+def server_status(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+) -> None:
+    """Whether the embedded server runs, its pid, socket and version (exit 1 if stopped)."""
+
+    def action(server: EmbeddedServer) -> None:
+        info = server.status()
+        report = {
+            "running": info.running,
+            "data_dir": str(info.data_dir),
+            "pid": info.pid,
+            "socket_dir": str(info.socket_dir) if info.socket_dir else None,
+            "port": info.port,
+            "dsn": info.dsn,
+            "version": info.version,
+        }
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            out.print(key_value_table("embedded PostgreSQL", report))
+        if not info.running:
+            raise typer.Exit(EXIT_FAILED)
+
+    on_server(ctx, action)
+
+
+def server_url(ctx: typer.Context) -> None:
+    """Print the embedded server's DSN (for psql and other clients)."""
+    on_server(ctx, lambda server: print(server.dsn))
+
+
+def psql(ctx: typer.Context) -> None:
+    """Open the bundled psql on the configured database (extra arguments pass through)."""
+    from ..embedded import bin_path
+    from ..postgres import build_conninfo
+
+    options = get_options(ctx)
+    try:
+        conninfo = build_conninfo(options.config())
+        command = [str(bin_path("psql")), conninfo, *ctx.args]
+    except PgActorsError as exc:
+        fail(options, exc, EXIT_USAGE)
+    raise typer.Exit(subprocess.call(command))
+
+
+def demo(ctx: typer.Context) -> None:
+    """A tour: profiles, a chat room, concurrent compare-and-set, durability, status."""
+    from ..demo import run_demo
+
+    run(ctx, lambda options: run_demo(options, out))
