@@ -29,6 +29,7 @@ from pgactors import (
     SyncStore,
     transfer,
 )
+from pgactors.transfer import record_json, record_line
 
 STAMP = "2026-01-02T03:04:05.123456+00:00"
 
@@ -104,6 +105,16 @@ async def test_export_lines_hold_the_records(store: Store) -> None:
         else:
             assert base64.b64decode(obj["payload"]) == record.payload
             assert obj["manifest"] == record.manifest and "data" not in obj
+        # One format: the backend's line, record_json (the CLI's) and record_line agree
+        # (timestamps may differ in digits only, checked as instants above).
+        made = record_json(record)
+        assert list(obj) == list(made)
+        assert {**obj, "created_at": 0, "updated_at": 0} == {
+            **made,
+            "created_at": 0,
+            "updated_at": 0,
+        }
+        assert json.loads(record_line(record)) == made
     blocks = b"".join([block async for block in store.export_jsonl()]).decode()
     assert blocks == "".join(text + "\n" for text in lines)
 

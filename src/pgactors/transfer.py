@@ -154,8 +154,22 @@ class ImportResult:
 # -- export -----------------------------------------------------------------------------
 
 
+def record_json(record: Record) -> dict[str, Any]:
+    """A record as the JSON object of its export line (``record_line`` writes the same,
+    faster): type, id, version, data (or base64 payload and manifest), UTC timestamps."""
+    body: dict[str, Any] = {"type": record.type, "id": record.id, "version": record.version}
+    if record.payload is not None:
+        body["payload"] = base64.b64encode(record.payload).decode()
+        body["manifest"] = record.manifest
+    else:
+        body["data"] = record.data
+    body["created_at"] = _iso(record.created_at)
+    body["updated_at"] = _iso(record.updated_at)
+    return body
+
+
 def record_line(record: Record) -> str:
-    """The JSONL line (without newline) for a record."""
+    """The JSONL line (without newline) for a record: ``record_json``, written directly."""
     head = (
         f'{{"type":{json.dumps(record.type)},"id":{json.dumps(record.id, ensure_ascii=False)},'
         f'"version":{record.version},'

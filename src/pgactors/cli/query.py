@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidQuery
-from ..record import Record
 from ..store import Store
+from ..transfer import record_json
 from .app import EXIT_USAGE, Failed, JsonOption, handle_errors, with_store
 from .render import err, out
 
@@ -52,18 +52,6 @@ def parse_metric(spec: str) -> tuple[str, str | tuple[str, str]]:
     if not name or not function:
         raise InvalidQuery(f"--metric {spec!r}: expected NAME=count or NAME=FUNCTION:PATH")
     return name, (function if not path else (function, path))
-
-
-def record_json(record: Record) -> dict[str, Any]:
-    """A record as the JSON object ``query --json`` prints."""
-    return {
-        "type": record.type,
-        "id": record.id,
-        "version": record.version,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-        "data": record.data,
-    }
 
 
 def query(

@@ -10,6 +10,7 @@ import typer
 
 from ..record import JSON
 from ..store import Store
+from ..transfer import record_json
 from .app import EXIT_USAGE, Failed, JsonOption, with_store
 from .render import err, out, types_table
 
@@ -32,15 +33,8 @@ async def get(
         raise Failed(f"not found: {type}/{id}")
     shown: Any = record.data
     if meta:
-        shown = {
-            "type": record.type,
-            "id": record.id,
-            "version": record.version,
-            "created_at": record.created_at.isoformat(),
-            "updated_at": record.updated_at.isoformat(),
-            "expires_at": record.expires_at and record.expires_at.isoformat(),
-            "data": record.data,
-        }
+        expires = record.expires_at
+        shown = {**record_json(record), "expires_at": expires and expires.isoformat()}
     print(json.dumps(shown, indent=2, ensure_ascii=False))
 
 
