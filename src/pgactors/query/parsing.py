@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from ..checks import int_in_range
 from ..errors import InvalidQuery
 from ..record import check_type, is_unicode
 from .cursors import decode_cursor
@@ -236,11 +237,11 @@ def build_query(
     type = check_type(type)
     node = parse_filter(where)
     order = parse_order(order_by)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+    if not int_in_range(limit, 1, MAX_LIMIT):
         raise InvalidQuery(f"limit: an int from 1 to {MAX_LIMIT}, got {limit!r}")
     if offset is None:
         offset = 0
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+    if not int_in_range(offset, 0):
         raise InvalidQuery(f"offset: an int >= 0, got {offset!r}")
     fingerprint = _fingerprint(type, where, order)
     values = None
