@@ -230,6 +230,18 @@ def test_embedded_server_commands_and_demo(tmp_path: Path) -> None:
         run("server", "stop", env=env)
 
 
+def test_demo_on_a_server_from_database_url_leaves_the_embedded_one_alone(
+    pg_dsn: str, schema_name: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    env = {"DATABASE_URL": pg_dsn, "PGACTORS_SCHEMA": schema_name, "PGACTORS_DATA_DIR": str(data)}
+    demo = run("demo", env=env)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "5. closed the store\n" in demo.stdout
+    assert "embedded" not in demo.stdout + demo.stderr
+    assert not data.exists()  # no embedded server was started (or stopped) for it
+
+
 def test_purge_expired_records(db_env: dict[str, str], pg_dsn: str, schema_name: str) -> None:
     assert run("init", env=db_env).returncode == 0
     for type, id, ttl in [("A", "a1", "3600"), ("A", "a2", "3600"), ("B", "b1", "3600")]:

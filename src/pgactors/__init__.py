@@ -32,6 +32,7 @@ from .objects import (
 )
 from .query import Page
 from .record import JSON, AppliedCall, Encoded, Record
+from .reminders import Reminder, ReminderStats
 from .store import InMemoryStore, Store, Transaction
 from .sync import SyncChangeStream, SyncStore, SyncTransaction
 from .transfer import ImportIssue, ImportResult
@@ -76,6 +77,8 @@ __all__ = [
     "PersistentObject",
     "PgActorsError",
     "Record",
+    "Reminder",
+    "ReminderStats",
     "RetryableError",
     "SchemaMismatch",
     "ServerError",

@@ -32,17 +32,20 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from .actor_state import decode_state, encode_state, is_protobuf_class
 from .changes import ChangeStream
 from .codecs import BinaryCodec, ProtobufCodec
 from .errors import InvalidInput, PgActorsError, VersionConflict
+from .firing import ReminderFiring
 from .objects import (
     Upcaster,
     check_versioning,
 )
 from .record import Encoded, check_id, check_type
+from .reminders import Reminder, ReminderRequest, check_name, reminder_request
 from .retry import DEFAULT_MAX_RETRIES
 from .store import Store
 from .turns import PESSIMISTIC_AFTER, Turns
@@ -121,6 +124,38 @@ class Actor(Generic[S]):
         """Save the state now (for ``persistence="manual"``; harmless otherwise)."""
         await self._activation.system.save_activation(self._activation)
 
+    async def on_reminder(self, name: str) -> None:
+        """Called, as a turn of this actor, when its reminder ``name`` is due (override it).
+
+        Reminders fire on a system created with this class in ``actors=[...]``."""
+        logger.warning("%s has no on_reminder: reminder %r did nothing", type(self).__name__, name)
+
+    async def remind(
+        self,
+        name: str,
+        *,
+        at: datetime | None = None,
+        after: float | None = None,
+        every: float | None = None,
+    ) -> None:
+        """Set (or replace) this actor's reminder ``name``: due at ``at`` (an aware
+        datetime) or ``after`` seconds; ``every`` seconds again after that (alone: first
+        due one period from now). A write-through turn stores it with its state when the
+        turn commits (a turn that raises stores nothing); other policies store it when the
+        turn ends. Raises ``InvalidInput`` at once for a bad name or time."""
+        activation = self._activation
+        request = reminder_request(activation.cls.type_name, activation.id, name, at, after, every)
+        activation.reminder_ops.append(request)
+
+    async def cancel_reminder(self, name: str) -> None:
+        """Cancel this actor's reminder ``name`` (with the turn, as ``remind`` sets one)."""
+        self._activation.reminder_ops.append(check_name(name))
+
+    async def reminders(self) -> list[Reminder]:
+        """This actor's stored reminders, soonest first (not those set by this turn yet)."""
+        store = self._activation.system.store
+        return await store.reminders(self._activation.cls.type_name, self.id)
+
 
 @dataclass(eq=False)
 class Activation:
@@ -138,6 +173,8 @@ class Activation:
     dirty: bool = False
     stale: bool = False
     last_used: float = field(default_factory=time.monotonic)
+    # Reminders the running turn set (a request) or cancelled (a name), stored with it.
+    reminder_ops: list[ReminderRequest | str] = field(default_factory=list)
 
 
 class ActorRef:
@@ -204,6 +241,7 @@ class ActorSystem(Turns):
         idle_timeout: float | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         follow_changes: bool = True,
+        actors: typing.Sequence[type[Actor[Any]]] = (),
     ) -> None:
         if persistence not in POLICIES:
             raise InvalidInput(f"persistence must be one of {POLICIES}, got {persistence!r}")
@@ -223,9 +261,19 @@ class ActorSystem(Turns):
         self._stream: ChangeStream = store.changes()
         self._closed = False
         self.flush_conflicts = 0
+        for cls in actors:
+            self._register(cls)
+        self.reminders = ReminderFiring(self, {cls.type_name: cls for cls in actors})
+        with contextlib.suppress(RuntimeError):  # no event loop yet: started on first use
+            asyncio.get_running_loop()
+            self.reminders.start()
 
     def actor(self, cls: type[Actor[Any]], id: str) -> ActorRef:
         """A reference to actor ``id`` of ``cls`` (activated on its first call)."""
+        self._register(cls)
+        return ActorRef(self, cls, check_id(id))
+
+    def _register(self, cls: type[Actor[Any]]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Actor)):
             raise InvalidInput(f"{cls!r} is not an Actor subclass")
         known = self._classes.setdefault(cls.type_name, cls)
@@ -234,7 +282,13 @@ class ActorSystem(Turns):
                 f"type_name {cls.type_name!r} is used by both {known.__qualname__} and "
                 f"{cls.__qualname__}"
             )
-        return ActorRef(self, cls, check_id(id))
+
+    async def activation(self, cls: type[Actor[Any]], id: str) -> Activation:
+        """The activation of actor ``id`` of ``cls``, activated if it is not (for runtimes
+        such as reminder firing; its ``lock`` serialises turns)."""
+        if self._closed:
+            raise PgActorsError("the actor system is shut down")
+        return self._activations.get((cls.type_name, id)) or await self._activate(cls, id)
 
     # -- turns ---------------------------------------------------------------------------
 
@@ -286,6 +340,9 @@ class ActorSystem(Turns):
             if activation.policy != "write_through":
                 result = await self._run(activation, method, args, kwargs)
                 activation.dirty = True
+                if activation.reminder_ops:
+                    async with self.store.transaction() as tx:
+                        await self.apply_reminders(tx, activation)
                 return result
             return await self._turn(activation, method, args, kwargs, call_id, maybe_applied)
 
@@ -314,6 +371,7 @@ class ActorSystem(Turns):
                 self._activations.pop(key, None)
                 raise
         self._start_background()
+        self.reminders.start()
         return activation
 
     # -- background: write-behind flushes, idle deactivation, change following -------------
@@ -418,6 +476,7 @@ class ActorSystem(Turns):
         names how many were not.
         """
         self._closed = True
+        await self.reminders.stop()
         if self._background is not None:
             self._background.cancel()
             await asyncio.gather(self._background, return_exceptions=True)

@@ -14,11 +14,13 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from .changes import FeedSource
+from .changes import FeedListener, FeedSource
 from .query import Aggregate, Node, Path, Query
 from .record import AppliedCall, Encoded, Record
+from .reminders import Reminder, ReminderRequest, ReminderStats
 from .stats import FeedStats, PoolStats, ServerInfo, ServerStats
 from .transfer import Importer, OnConflict
 
@@ -70,8 +72,8 @@ class CallRequest:
         )
 
 
-class TransactionBackend(Protocol):
-    """Operations bound to one open transaction.
+class RecordOps(Protocol):
+    """Operations on single records, in a transaction or not.
 
     An expired record (``expires_at`` passed) is absent to every operation.
     """
@@ -115,7 +117,32 @@ class TransactionBackend(Protocol):
         ...
 
 
-class RecordsBackend(TransactionBackend, Protocol):
+class TransactionBackend(RecordOps, Protocol):
+    """Operations bound to one open transaction: records and reminders."""
+
+    async def set_reminder(self, request: ReminderRequest) -> Reminder:
+        """Set or replace a reminder."""
+        ...
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        """Delete a reminder; False if there was none."""
+        ...
+
+    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
+        """The reminder if it is due and no other transaction holds it, held until the
+        transaction ends."""
+        ...
+
+    async def advance_reminder(self, reminder: Reminder) -> None:
+        """Delete a fired one-shot; move a periodic reminder past now (if unchanged)."""
+        ...
+
+    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        """Make a claimed reminder due again after ``delay`` seconds (if unchanged)."""
+        ...
+
+
+class RecordsBackend(RecordOps, Protocol):
     """Records: single, batched, listed, expired; transactions; recorded calls."""
 
     async def exists(self, type: str, id: str) -> bool:
@@ -272,6 +299,40 @@ class AdminBackend(Protocol):
         ...
 
 
+class ReminderBackend(Protocol):
+    """Reminders outside a transaction, and the listener that hears of new ones."""
+
+    async def set_reminder(self, request: ReminderRequest) -> Reminder:
+        """Set or replace a reminder."""
+        ...
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        """Delete a reminder; False if there was none."""
+        ...
+
+    async def reminders(
+        self, type: str | None, id: str | None, due_before: datetime | None, limit: int
+    ) -> list[Reminder]:
+        """Reminders (of ``type``, ``id``, due before ``due_before``), soonest first."""
+        ...
+
+    async def due(self, types: list[str], limit: int) -> list[Reminder]:
+        """Due reminders of ``types``, oldest first (not locked)."""
+        ...
+
+    async def next_due(self, types: list[str]) -> float | None:
+        """Seconds until the next reminder of ``types`` is due (negative: overdue)."""
+        ...
+
+    async def stats(self) -> ReminderStats:
+        """Counts, and the oldest overdue due time."""
+        ...
+
+    def listener(self) -> FeedListener:
+        """Hears (space-separated type names) of reminders set to be due soon."""
+        ...
+
+
 class Backend(Protocol):
     """A storage engine: one object per role, and ``close``."""
 
@@ -288,6 +349,11 @@ class Backend(Protocol):
     @property
     def feed(self) -> FeedSource:
         """The change log, for the change feed."""
+        ...
+
+    @property
+    def reminders(self) -> ReminderBackend:
+        """Reminders."""
         ...
 
     @property

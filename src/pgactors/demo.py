@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -28,15 +27,11 @@ MESSAGES_EACH = 5
 class DemoOptions(Protocol):
     """What the tour needs from the command's global options."""
 
-    dsn: str | None
-    config_file: Path | None
+    embedded: EmbeddedServer | None
 
     def config(self) -> StoreConfig:
-        """The store configuration, on the embedded server when none is given."""
-        ...
-
-    def server(self) -> EmbeddedServer:
-        """The embedded server of the data directory."""
+        """The store configuration, on the embedded server when none is given (then
+        ``embedded`` is that server)."""
         ...
 
 
@@ -44,7 +39,7 @@ async def run_demo(options: DemoOptions, out: Console) -> None:
     """Run the tour; raises ``PgActorsError`` on any failure."""
     started = time.perf_counter()
     config = await asyncio.to_thread(options.config)
-    uses_embedded = not (options.dsn or options.config_file) and config.dsn is not None
+    server = options.embedded
     out.rule("[bold]pgactors demo")
     async with await Store.connect(config) as store:
         applied = await store.init_schema()
@@ -90,8 +85,7 @@ async def run_demo(options: DemoOptions, out: Console) -> None:
             )
         version_before = room.version
 
-    if uses_embedded:
-        server = options.server()
+    if server is not None:
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
         out.print("5. closed the store and restarted the embedded PostgreSQL server")

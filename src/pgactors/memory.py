@@ -21,7 +21,17 @@ from . import schema
 from .backend import CallRequest, SaveItem, TransactionBackend, stale
 from .changes import Change, FeedListener
 from .errors import CallAlreadyApplied, VersionConflict
+from .memory_reminders import (
+    Entries,
+    MemoryListener,
+    MemoryReminders,
+    advance_entry,
+    claim_entry,
+    retry_entry,
+    set_entry,
+)
 from .record import AppliedCall, Record
+from .reminders import Reminder, ReminderRequest
 from .stats import FeedStats, ServerInfo, ServerStats
 from .transfer import (
     ImportOutcome,
@@ -134,10 +144,29 @@ def _save_call(rows: _Rows, calls: _Calls, request: CallRequest) -> Record:
 
 
 class _MemoryTransaction:
-    def __init__(self, rows: _Rows, calls: _Calls) -> None:
+    def __init__(self, rows: _Rows, calls: _Calls, reminders: Entries) -> None:
         self.rows = rows
         self.calls = calls
+        self.reminders = reminders
         self.events: list[_Event] = []
+        self.set: list[Reminder] = []
+
+    async def set_reminder(self, request: ReminderRequest) -> Reminder:
+        reminder = set_entry(self.reminders, request)
+        self.set.append(reminder)
+        return reminder
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        return self.reminders.pop((type, id, name), None) is not None
+
+    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
+        return claim_entry(self.reminders, type, id, name)
+
+    async def advance_reminder(self, reminder: Reminder) -> None:
+        advance_entry(self.reminders, reminder)
+
+    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        retry_entry(self.reminders, reminder, delay)
 
     async def save_binary(
         self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
@@ -217,31 +246,6 @@ class _MemoryImporter:
         return outcome
 
 
-class _MemoryListener:
-    def __init__(self, registry: set[_MemoryListener]) -> None:
-        self._registry = registry
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-
-    async def connect(self) -> None:
-        self._registry.add(self)
-
-    async def wait(self, seconds: float) -> list[str]:
-        try:
-            async with asyncio.timeout(seconds):
-                payloads = [await self.queue.get()]
-        except TimeoutError:
-            return []
-        while not self.queue.empty():
-            payloads.append(self.queue.get_nowait())
-        return payloads
-
-    async def ping(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._registry.discard(self)
-
-
 class MemoryBackend:
     """A backend holding records in a dict; same semantics as PostgreSQL.
 
@@ -258,7 +262,8 @@ class MemoryBackend:
         self._pruned = 0
         self._retention = retention
         self._changes = changes
-        self._listeners: set[_MemoryListener] = set()
+        self._listeners: set[MemoryListener] = set()
+        self._reminders = MemoryReminders(self._write_lock)
 
     @property
     def records(self) -> MemoryBackend:
@@ -274,6 +279,11 @@ class MemoryBackend:
     def feed(self) -> MemoryBackend:
         """The change log: this object."""
         return self
+
+    @property
+    def reminders(self) -> MemoryReminders:
+        """Reminders."""
+        return self._reminders
 
     @property
     def transfer(self) -> MemoryBackend:
@@ -463,10 +473,12 @@ class MemoryBackend:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._write_lock:
-            tx = _MemoryTransaction(dict(self._rows), dict(self._calls))
+            reminders = self._reminders
+            tx = _MemoryTransaction(dict(self._rows), dict(self._calls), dict(reminders.entries))
             yield tx
-            self._rows, self._calls = tx.rows, tx.calls
+            self._rows, self._calls, reminders.entries = tx.rows, tx.calls, tx.reminders
             self._publish(tx.events)
+        reminders.woken(tx.set)
 
     async def export_records(
         self, types: list[str] | None, chunk: int, where: querying.Node | None = None
@@ -531,7 +543,7 @@ class MemoryBackend:
         return FeedStats(self._position, self._pruned, oldest, len(self._log), 0)
 
     def feed_listener(self) -> FeedListener:
-        return _MemoryListener(self._listeners)
+        return MemoryListener(self._listeners)
 
     async def init_schema(self, partitions: int | None = None) -> int:
         return 0

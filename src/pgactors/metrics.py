@@ -80,6 +80,13 @@ class Metrics:
             op = self.operations[name] = _Operation()
         return op
 
+    def observe(self, name: str, seconds: float) -> None:
+        """Count one ``name`` that took ``seconds``."""
+        op = self.operation(name)
+        elapsed = round(seconds * 1e9)
+        op.buckets[bisect_left(_BOUNDS_NS, elapsed)] += 1
+        op.sum_ns += elapsed
+
     def retried(self, kind: str) -> None:
         """Count one retry of ``kind``."""
         self.retries[kind] = self.retries.get(kind, 0) + 1

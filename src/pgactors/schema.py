@@ -83,6 +83,9 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
         "calls": f"{prefix}_calls",
         "calls_pkey": f"{prefix}_calls_pkey",
         "calls_applied_idx": f"{prefix}_calls_applied_idx",
+        "reminders": f"{prefix}_reminders",
+        "reminders_pkey": f"{prefix}_reminders_pkey",
+        "reminders_due_idx": f"{prefix}_reminders_due_idx",
     }
 
 
@@ -123,4 +126,7 @@ def expected_objects(config: StoreConfig) -> list[SchemaObject]:
         SchemaObject("table", names["calls"]),
         SchemaObject("index", names["calls_pkey"]),
         SchemaObject("index", names["calls_applied_idx"]),
+        SchemaObject("table", names["reminders"]),
+        SchemaObject("index", names["reminders_pkey"]),
+        SchemaObject("index", names["reminders_due_idx"]),
     ]

@@ -9,6 +9,7 @@ again; after ``PESSIMISTIC_AFTER`` conflicts, run under the record's row lock.
 from __future__ import annotations
 
 import json
+import logging
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +17,14 @@ from .actor_state import decode_json_state, decode_state, encode_state, return_h
 from .errors import CallAlreadyApplied, InvalidInput, VersionConflict
 from .objects import state_from_json, state_to_json
 from .record import AppliedCall, Encoded, Record
+from .reminders import ReminderRequest
 from .retry import back_off
-from .store import Store
+from .store import Store, Transaction
 
 if TYPE_CHECKING:
     from .actors import Activation, Actor
+
+logger = logging.getLogger("pgactors.actors")
 
 # After this many conflicts in one call, the call takes a row lock for its turn: a
 # process that keeps losing the compare-and-set race then cannot starve.
@@ -110,6 +114,7 @@ class Turns:
                 if applied is not None:
                     return self._recorded_result(activation, method, applied)
             result = await self._run(activation, method, args, kwargs)
+            await self.apply_reminders(tx, activation)
             encoded = self._encode(activation)
             if encoded == activation.saved:
                 return result
@@ -140,14 +145,17 @@ class Turns:
         goes back to what was saved."""
         actor = activation.actor
         assert actor is not None
+        activation.reminder_ops.clear()
         try:
             return await getattr(actor, method)(*args, **kwargs)
         except Exception as exc:
+            activation.reminder_ops.clear()
             if activation.policy != "write_through":
                 raise
             self._restore(activation)
             raise _UserError(exc) from exc
         except BaseException:
+            activation.reminder_ops.clear()
             if activation.policy == "write_through":
                 self._restore(activation)
             raise
@@ -198,6 +206,9 @@ class Turns:
     ) -> None:
         # Encoded before the first await: the saved state is this turn's, never torn.
         encoded = self._encode(activation)
+        if activation.reminder_ops:
+            await self._save_with_reminders(activation, encoded, method, result, call_id)
+            return
         if encoded == activation.saved:
             activation.dirty = False
             return
@@ -216,6 +227,83 @@ class Turns:
                 result=self._encode_result(activation, method, result),
             )
         activation.version, activation.saved, activation.dirty = record.version, encoded, False
+
+    async def _save_with_reminders(
+        self,
+        activation: Activation,
+        encoded: Encoded,
+        method: str | None,
+        result: Any,
+        call_id: str | None,
+    ) -> None:
+        """Save the state and the reminders the turn set or cancelled, in one transaction
+        (reminders first: the order a firing takes its locks in)."""
+        type_name, id = activation.cls.type_name, activation.id
+        record = None
+        async with self.store.transaction() as tx:
+            await self.apply_reminders(tx, activation)
+            if encoded != activation.saved:
+                if call_id is None or method is None:
+                    record = await tx.save(
+                        type_name, id, encoded, expected_version=activation.version
+                    )
+                else:
+                    record = await tx.save_call(
+                        type_name,
+                        id,
+                        encoded,
+                        expected_version=activation.version,
+                        call_id=call_id,
+                        result=self._encode_result(activation, method, result),
+                    )
+        if record is not None:
+            activation.version, activation.saved = record.version, encoded
+        activation.dirty = False
+
+    async def apply_reminders(self, tx: Transaction, activation: Activation) -> None:
+        """The reminders the turn set (a request) or cancelled (a name), in ``tx``."""
+        ops, activation.reminder_ops = list(activation.reminder_ops), []
+        for op in ops:
+            if isinstance(op, ReminderRequest):
+                s = op.schedule
+                await tx.set_reminder(
+                    op.type, op.id, op.name, at=s.at, after=s.after, every=s.every
+                )
+            else:
+                await tx.cancel_reminder(activation.cls.type_name, activation.id, op)
+
+    async def reminder_turn(
+        self, tx: Transaction, activation: Activation, name: str
+    ) -> typing.Callable[[], None] | None:
+        """Run ``on_reminder(name)`` in ``tx`` (which holds the reminder) under the actor's
+        row lock; the caller holds the activation's lock. Returns what to do once ``tx``
+        commits, or None if ``on_reminder`` raised (then nothing was saved)."""
+        cls, id = activation.cls, activation.id
+        record = await tx.load(cls.type_name, id, lock=True)
+        if (record.version if record else 0) != activation.version:
+            self._install(activation, record)  # another instance changed it
+        try:
+            await self._run(activation, "on_reminder", (name,), {})
+        except Exception as exc:
+            error = exc.original if isinstance(exc, _UserError) else exc
+            logger.warning(
+                "on_reminder(%r) of %s/%s raised, it fires again later: %r",
+                name,
+                cls.type_name,
+                id,
+                error,
+            )
+            return None
+        await self.apply_reminders(tx, activation)
+        encoded = self._encode(activation)
+        if encoded == activation.saved:
+            return lambda: None
+        saved = await tx.save(cls.type_name, id, encoded, expected_version=activation.version)
+
+        def committed() -> None:
+            activation.version, activation.saved, activation.dirty = saved.version, encoded, False
+
+        return committed
 
     def _encode(self, activation: Activation) -> Encoded:
         assert activation.actor is not None

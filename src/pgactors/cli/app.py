@@ -74,6 +74,8 @@ class Options:
     table_prefix: str | None
     data_dir: Path | None
     debug: bool
+    # The embedded server ``config()`` chose, if it chose one.
+    embedded: EmbeddedServer | None = None
 
     def server(self) -> EmbeddedServer:
         """The embedded server of ``--data-dir``."""
@@ -85,7 +87,12 @@ class Options:
             StoreConfig.from_file(self.config_file) if self.config_file else StoreConfig.from_env()
         )
         config = base.replace(dsn=self.dsn, schema=self.schema, table_prefix=self.table_prefix)
-        return resolve_target(config, self.data_dir, on_embedded=print_embedded)
+
+        def chosen(server: EmbeddedServer, started: bool) -> None:
+            self.embedded = server
+            print_embedded(server, started)
+
+        return resolve_target(config, self.data_dir, on_embedded=chosen)
 
 
 @app.callback()

@@ -7,8 +7,10 @@ from ..config import StoreConfig
 from .admin import PostgresAdmin
 from .connection import Connections
 from .feed import SEQUENCE_MAX_ROWS, PostgresFeed
+from .ops import Ops, reminder_channel
 from .queries import PostgresQueries
 from .records import PostgresRecords
+from .reminders import PostgresReminders
 from .transfer import PostgresTransfer
 
 # Under a stream of writes, changes are numbered at most this often (seconds): fewer,
@@ -26,6 +28,7 @@ class PostgresBackend:
         self.queries = PostgresQueries(db)
         self.feed = PostgresFeed(db)
         self.transfer = PostgresTransfer(db)
+        self.reminders = PostgresReminders(db, Ops(db.statements, reminder_channel(db.config)))
         self.admin = PostgresAdmin(db)
         self._sequencer = Sequencer(
             self.feed.sequence_changes, max_rows=SEQUENCE_MAX_ROWS, min_interval=SEQUENCE_INTERVAL

@@ -68,25 +68,27 @@ class PostgresFeed:
 class PostgresListener:
     """A dedicated autocommit connection, outside the pool, that LISTENs for changes."""
 
-    def __init__(self, conninfo: str, config: StoreConfig) -> None:
+    def __init__(self, conninfo: str, config: StoreConfig, channel: str | None = None) -> None:
         self._conninfo = conninfo
         self._config = config
+        self._channel = channel or config.channel
         self._conn: Conn | None = None
 
     async def connect(self) -> None:
         await self.close()
         # Named so that `status` can count the listeners of a channel.
-        conninfo = make_conninfo(self._conninfo, application_name=listener_name(self._config))
+        name = listener_name(self._config, self._channel)
+        conninfo = make_conninfo(self._conninfo, application_name=name)
         conn = await connect(conninfo, self._config)
         self._conn = conn
-        channel = sql.Identifier(self._config.channel)
-        probe = sql.Identifier(f"{self._config.channel}_probe")
+        channel = sql.Identifier(self._channel)
+        probe = sql.Identifier(f"{self._channel}_probe")
         token = f"probe-{time.monotonic_ns()}"
         notify = None
         with translated(self._config):
             await conn.execute(sql.SQL("LISTEN {}").format(channel))
             await conn.execute(sql.SQL("LISTEN {}").format(probe))
-            await conn.execute("SELECT pg_notify(%s, %s)", [f"{self._config.channel}_probe", token])
+            await conn.execute("SELECT pg_notify(%s, %s)", [f"{self._channel}_probe", token])
             async with contextlib.aclosing(conn.notifies(timeout=PROBE_SECONDS)) as notifies:
                 async for notify in notifies:
                     if notify.payload == token:
@@ -100,7 +102,7 @@ class PostgresListener:
 
     async def wait(self, seconds: float) -> list[str]:
         assert self._conn is not None
-        channel = self._config.channel
+        channel = self._channel
         # aclosing: an abandoned notifies() generator would keep the connection locked.
         notifies = self._conn.notifies(timeout=seconds, stop_after=1)
         with translated(self._config):
@@ -119,7 +121,8 @@ class PostgresListener:
                 await conn.close()
 
 
-def listener_name(config: StoreConfig) -> str:
-    """The application_name of this store's listener connections."""
+def listener_name(config: StoreConfig, channel: str | None = None) -> str:
+    """The application_name of this store's listener connections on ``channel``
+    (default: the change feed's)."""
     # application_name keeps 63 bytes; a longer channel name is cut, like the server does.
-    return f"pgactors listen {config.channel}"[:63]
+    return f"pgactors listen {channel or config.channel}"[:63]

@@ -12,6 +12,7 @@ from ..backend import CallRequest
 from ..config import StoreConfig
 from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
 from ..record import AppliedCall, Record
+from ..reminders import HORIZON, Reminder, ReminderRequest
 from .connection import Conn, Statements, json_list, key_params, translated
 
 
@@ -91,8 +92,9 @@ def save_params(batch: list[SaveRequest]) -> dict[str, str]:
 class Ops:
     """Single-record operations on a given connection (pooled or in a transaction)."""
 
-    def __init__(self, queries: Statements) -> None:
+    def __init__(self, queries: Statements, channel: str) -> None:
         self.q = queries
+        self.channel = channel  # where set_reminders notifies
 
     async def load_on(
         self, conn: Conn, type: str, id: str, *, for_update: bool = False
@@ -205,6 +207,51 @@ class Ops:
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    # -- reminders ------------------------------------------------------------------------
+
+    async def set_reminders_on(self, conn: Conn, batch: list[ReminderRequest]) -> list[Reminder]:
+        """Set reminders, in ``batch`` order (keys distinct)."""
+        cur = await conn.execute(self.q.set_reminders, self._reminder_params(batch))
+        found = {
+            (t, i, n): Reminder(t, i, n, due, period)
+            for t, i, n, due, period, _ in await cur.fetchall()
+        }
+        return [found[(r.type, r.id, r.name)] for r in batch]
+
+    def _reminder_params(self, batch: list[ReminderRequest]) -> dict[str, Any]:
+        schedules = [r.schedule for r in batch]
+        return {
+            "types": json_list([r.type for r in batch]),
+            "ids": json_list([r.id for r in batch]),
+            "names": json_list([r.name for r in batch]),
+            "ats": json.dumps([None if s.at is None else s.at.isoformat() for s in schedules]),
+            "afters": json.dumps([s.after for s in schedules]),
+            "periods": json.dumps([s.every for s in schedules]),
+            "channel": self.channel,
+            "horizon": HORIZON,
+        }
+
+    async def cancel_reminder_on(self, conn: Conn, type: str, id: str, name: str) -> bool:
+        """Delete a reminder; False if there was none."""
+        cur = await conn.execute(self.q.cancel_reminder, {"type": type, "id": id, "name": name})
+        return await cur.fetchone() is not None
+
+    async def claim_reminder_on(self, conn: Conn, type: str, id: str, name: str) -> Reminder | None:
+        """The reminder, locked until the transaction ends, if it is due and no other
+        transaction holds it."""
+        params = {"type": type, "id": id, "name": name}
+        cur = await conn.execute(self.q.claim_reminder, params)
+        row = await cur.fetchone()
+        return None if row is None else Reminder(*row)
+
+    async def advance_reminder_on(self, conn: Conn, reminder: Reminder) -> None:
+        """After a firing: delete a one-shot, move a periodic one past now."""
+        await conn.execute(self.q.advance_reminder, _reminder_key(reminder))
+
+    async def retry_reminder_on(self, conn: Conn, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: due again in ``delay`` seconds."""
+        await conn.execute(self.q.retry_reminder, {**_reminder_key(reminder), "delay": delay})
+
 
 class PostgresTransaction:
     """The records role inside one transaction, on its connection."""
@@ -252,3 +299,37 @@ class PostgresTransaction:
     async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
         with translated(self._config):
             return await self._ops.applied_call_on(self._conn, type, id, call_id)
+
+    async def set_reminder(self, request: ReminderRequest) -> Reminder:
+        with translated(self._config):
+            return (await self._ops.set_reminders_on(self._conn, [request]))[0]
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        with translated(self._config):
+            return await self._ops.cancel_reminder_on(self._conn, type, id, name)
+
+    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
+        with translated(self._config):
+            return await self._ops.claim_reminder_on(self._conn, type, id, name)
+
+    async def advance_reminder(self, reminder: Reminder) -> None:
+        with translated(self._config):
+            await self._ops.advance_reminder_on(self._conn, reminder)
+
+    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        with translated(self._config):
+            await self._ops.retry_reminder_on(self._conn, reminder, delay)
+
+
+def reminder_channel(config: StoreConfig) -> str:
+    """The channel told of reminders set to be due soon."""
+    return f"{config.channel}_reminders"
+
+
+def _reminder_key(reminder: Reminder) -> dict[str, Any]:
+    return {
+        "type": reminder.type,
+        "id": reminder.id,
+        "name": reminder.name,
+        "due_at": reminder.due_at,
+    }

@@ -16,7 +16,7 @@ from ..errors import VersionConflict
 from ..record import AppliedCall, Record
 from .coalesced import Coalesced
 from .connection import Conn, Connections, json_list, translated
-from .ops import Ops, PostgresTransaction, SaveRequest, decode, record_from_row
+from .ops import Ops, PostgresTransaction, SaveRequest, decode, record_from_row, reminder_channel
 
 logger = logging.getLogger("pgactors.postgres")
 # Raised by save_many's statement when a concurrent writer created one of its records.
@@ -31,7 +31,7 @@ class PostgresRecords:
         self._db = db
         self._q = db.statements
         self._config: StoreConfig = db.config
-        self._ops = Ops(self._q)
+        self._ops = Ops(self._q, reminder_channel(db.config))
         self.coalesced = Coalesced(db, self._ops, enabled=db.config.coalesce)
         self._purger: asyncio.Task[None] | None = None
         self._closed = False

@@ -560,6 +560,7 @@ DROP TABLE IF EXISTS {schema}.{changes};
 DROP TABLE IF EXISTS {schema}.{feed};
 DROP TABLE IF EXISTS {schema}.{migrations};
 DROP TABLE IF EXISTS {schema}.{calls};
+DROP TABLE IF EXISTS {schema}.{reminders};
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
@@ -723,3 +724,94 @@ SET version = coalesce(i.version, s.version + 1), data = i.data,
     expires_at = NULL, ttl_seconds = NULL
 FROM (SELECT * FROM pgactors_import ORDER BY type, id) i
 WHERE s.type = i.type AND s.id = i.id AND (s.expires_at IS NULL OR s.expires_at > now())
+
+-- name: set_reminders
+-- Set (or replace) reminders in one statement: each due at its time, or that many
+-- seconds after now; a period repeats it. When one is due within the horizon, the
+-- reminders channel hears which types, so instances sleeping longer wake for it (the
+-- notification is delivered at commit).
+WITH i AS (
+    SELECT i.type, i.id, i.name,
+           COALESCE(i.at::timestamptz, now() + i.after::float8 * interval '1 second') AS due_at,
+           i.period::float8 AS period
+    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                    jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements_text(%(names)s::jsonb),
+                    jsonb_array_elements_text(%(ats)s::jsonb),
+                    jsonb_array_elements_text(%(afters)s::jsonb),
+                    jsonb_array_elements_text(%(periods)s::jsonb))
+         AS i(type, id, name, at, after, period)
+    ORDER BY i.type COLLATE "C", i.id COLLATE "C", i.name COLLATE "C"
+), saved AS (
+    INSERT INTO {schema}.{reminders} AS r (type, id, name, due_at, period)
+    SELECT type, id, name, due_at, period FROM i
+    ON CONFLICT (type, id, name) DO UPDATE
+        SET due_at = EXCLUDED.due_at, period = EXCLUDED.period, created_at = now()
+    RETURNING r.type, r.id, r.name, r.due_at, r.period
+), woken AS (
+    SELECT pg_notify(%(channel)s, string_agg(DISTINCT s.type, ' '))
+    FROM saved s
+    WHERE s.due_at <= now() + %(horizon)s::float8 * interval '1 second'
+    HAVING count(*) > 0
+)
+SELECT s.type, s.id, s.name, s.due_at, s.period, (SELECT count(*) FROM woken) FROM saved s
+
+-- name: cancel_reminder
+DELETE FROM {schema}.{reminders}
+WHERE type = %(type)s AND id = %(id)s AND name = %(name)s
+RETURNING 1
+
+-- name: list_reminders
+SELECT type, id, name, due_at, period FROM {schema}.{reminders}
+WHERE (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(id)s::text IS NULL OR id = %(id)s)
+  AND (%(due_before)s::timestamptz IS NULL OR due_at < %(due_before)s::timestamptz)
+ORDER BY due_at, type COLLATE "C", id COLLATE "C", name COLLATE "C"
+LIMIT %(limit)s
+
+-- name: due_reminders
+-- Due reminders of these types, oldest first; not locked: each is claimed on its own.
+SELECT type, id, name, due_at, period FROM {schema}.{reminders}
+WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND due_at <= now()
+ORDER BY due_at
+LIMIT %(limit)s
+
+-- name: claim_reminder
+-- The reminder if it is due and no other transaction holds it, locked until this
+-- transaction ends: the firing turn commits with its advance.
+SELECT type, id, name, due_at, period FROM {schema}.{reminders}
+WHERE type = %(type)s AND id = %(id)s AND name = %(name)s AND due_at <= now()
+FOR UPDATE SKIP LOCKED
+
+-- name: advance_reminder
+-- After a firing: a one-shot goes; a periodic one moves to its first due time after now
+-- (missed periods fire once, not in a burst). Only the reminder as claimed: one the
+-- turn replaced or cancelled stays as the turn left it.
+WITH gone AS (
+    DELETE FROM {schema}.{reminders}
+    WHERE type = %(type)s AND id = %(id)s AND name = %(name)s
+      AND due_at = %(due_at)s AND period IS NULL
+    RETURNING 1
+)
+UPDATE {schema}.{reminders}
+SET due_at = due_at + period * interval '1 second'
+             * (floor(extract(epoch FROM now() - due_at) / period) + 1)
+WHERE type = %(type)s AND id = %(id)s AND name = %(name)s
+  AND due_at = %(due_at)s AND period IS NOT NULL
+
+-- name: retry_reminder
+-- A firing whose turn failed: due again after the delay, unless the turn changed it.
+UPDATE {schema}.{reminders}
+SET due_at = now() + %(delay)s::float8 * interval '1 second'
+WHERE type = %(type)s AND id = %(id)s AND name = %(name)s AND due_at = %(due_at)s
+
+-- name: next_reminder
+-- Seconds until the next reminder of these types is due (negative: overdue), or null.
+SELECT extract(epoch FROM min(due_at) - now())::float8 FROM {schema}.{reminders}
+WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+
+-- name: reminder_stats
+SELECT count(*), count(*) FILTER (WHERE due_at <= now()),
+       min(due_at) FILTER (WHERE due_at <= now())
+FROM {schema}.{reminders}

@@ -29,13 +29,14 @@ from ..stats import FeedStats, ServerInfo, ServerStats
 from .base import types_list
 from .queries import QueryMethods
 from .records import RecordMethods
+from .reminders import ReminderMethods
 from .transaction import TransactionContext
 from .transfer import TransferMethods
 
 MAX_PARTITIONS: Final = 1024
 
 
-class Store(RecordMethods, QueryMethods, TransferMethods):
+class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
     """Versioned JSON state by ``(type, id)`` in PostgreSQL.
 
     Create it with :meth:`connect` or :meth:`embedded`; use it as an async context
@@ -135,6 +136,11 @@ class Store(RecordMethods, QueryMethods, TransferMethods):
         """This store's operation counts, latencies, conflicts, retries and pool usage."""
         admin = self._backend.admin
         return self._metrics.snapshot(admin.pool_stats(), admin.retry_counts())
+
+    def observe(self, operation: str, seconds: float) -> None:
+        """Record one ``operation`` taking ``seconds`` in this store's metrics (for the
+        runtimes built on it: ``reminder_fired`` records each firing's lateness)."""
+        self._metrics.observe(operation, seconds)
 
     async def drop_schema(self) -> None:
         """Drop every pgactors table and function of this schema and prefix: ALL STATE."""

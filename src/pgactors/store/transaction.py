@@ -8,6 +8,7 @@ from collections.abc import (
     Awaitable,
     Callable,
 )
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -30,6 +31,7 @@ from ..record import (
     check_version,
     encode_data,
 )
+from ..reminders import Reminder, check_name, reminder_request
 
 UpdateFn: TypeAlias = Callable[[Any], Any | Awaitable[Any]]
 
@@ -130,6 +132,38 @@ class Transaction:
         record = await self._backend.load(type, id, for_update=True)
         text, expected = await next_state(record, type, id, fn, default, self._max_bytes)
         return await self._backend.save(type, id, text, expected, seconds, sliding)
+
+    async def set_reminder(
+        self,
+        type: str,
+        id: str,
+        name: str,
+        *,
+        at: datetime | None = None,
+        after: float | None = None,
+        every: float | None = None,
+    ) -> Reminder:
+        """``Store.set_reminder``, committed with this transaction."""
+        request = reminder_request(type, id, name, at, after, every)
+        return await self._backend.set_reminder(request)
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        """``Store.cancel_reminder``, committed with this transaction."""
+        return await self._backend.cancel_reminder(check_type(type), check_id(id), check_name(name))
+
+    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
+        """The reminder, held until this transaction ends, if it is due and no other
+        transaction holds it; else None."""
+        return await self._backend.claim_reminder(check_type(type), check_id(id), check_name(name))
+
+    async def advance_reminder(self, reminder: Reminder) -> None:
+        """After firing a claimed reminder: delete a one-shot; move a periodic one to its
+        first due time after now. A reminder changed since the claim is left alone."""
+        await self._backend.advance_reminder(reminder)
+
+    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: the claimed reminder is due again ``delay`` seconds on."""
+        await self._backend.retry_reminder(reminder, delay)
 
 
 class TransactionContext:

@@ -6,9 +6,7 @@ one implementation and cannot drift. Safe to call from several threads.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -19,157 +17,26 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-from .changes import Change, ChangeStream
-from .config import StoreConfig
-from .metrics import MetricsSnapshot
-from .query import Page
-from .record import JSON, MISSING, AppliedCall, Encoded, Record
-from .retry import DEFAULT_MAX_RETRIES
-from .stats import FeedStats, ServerInfo, ServerStats
-from .store import InMemoryStore, Store, Transaction
-from .transfer import ImportResult, OnConflict
-
-T = TypeVar("T")
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="pgactors-sync", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("SyncStore cannot be called from inside its own update function")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join()
-        self.loop.close()
+from ..config import StoreConfig
+from ..metrics import MetricsSnapshot
+from ..query import Page
+from ..record import JSON, MISSING, AppliedCall, Encoded, Record
+from ..retry import DEFAULT_MAX_RETRIES
+from ..stats import FeedStats, ServerInfo, ServerStats
+from ..store import InMemoryStore, Store
+from ..transfer import ImportResult, OnConflict
+from .loop import LoopThread, T
+from .reminders import SyncReminderMethods
+from .stream import SyncChangeStream
+from .transaction import SyncTransaction
 
 
-class SyncChangeStream:
-    """The blocking view of a ``ChangeStream``: ``for change in stream`` blocks until the
-    next change; ``with`` subscribes first; ``close()`` (from any thread) ends it."""
-
-    def __init__(self, stream: ChangeStream, runner: _LoopThread) -> None:
-        self._stream = stream
-        self._run = runner.run
-
-    def start(self) -> Self:
-        """Subscribe now (so that ``since=None`` means now, not at the first read)."""
-        self._run(self._stream.start())
-        return self
-
-    @property
-    def position(self) -> int | None:
-        """The position of the last change this stream has passed."""
-        return self._stream.position
-
-    def close(self) -> None:
-        """Unsubscribe; a pending read ends (iteration stops)."""
-        self._run(self._stream.close())
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Change]:
-        return self
-
-    def __next__(self) -> Change:
-        async def step() -> Change | None:
-            try:
-                return await anext(self._stream)
-            except StopAsyncIteration:
-                return None
-
-        change = self._run(step())
-        if change is None:
-            raise StopIteration
-        return change
-
-
-class SyncTransaction:
-    """The blocking view of a ``Transaction``."""
-
-    def __init__(self, tx: Transaction, runner: _LoopThread) -> None:
-        self._tx = tx
-        self._run = runner.run
-
-    def load(self, type: str, id: str, *, lock: bool = False) -> Record | None:
-        """Read a record as this transaction sees it (``lock``: hold its row lock)."""
-        return self._run(self._tx.load(type, id, lock=lock))
-
-    def save(
-        self,
-        type: str,
-        id: str,
-        data: JSON | Encoded,
-        *,
-        expected_version: int | None = None,
-        ttl: float | None = None,
-        sliding: bool = False,
-    ) -> Record:
-        """Write a record (same version and expiry rules as ``Store.save``)."""
-        return self._run(
-            self._tx.save(
-                type, id, data, expected_version=expected_version, ttl=ttl, sliding=sliding
-            )
-        )
-
-    def delete(self, type: str, id: str, *, expected_version: int | None = None) -> bool:
-        """Delete a record; False if it did not exist."""
-        return self._run(self._tx.delete(type, id, expected_version=expected_version))
-
-    def save_call(
-        self,
-        type: str,
-        id: str,
-        data: JSON | Encoded,
-        *,
-        expected_version: int,
-        call_id: str,
-        result: JSON | Encoded = None,
-    ) -> Record:
-        """``Store.save_call`` inside this transaction."""
-        return self._run(
-            self._tx.save_call(
-                type, id, data, expected_version=expected_version, call_id=call_id, result=result
-            )
-        )
-
-    def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
-        """``Store.applied_call`` as this transaction sees it."""
-        return self._run(self._tx.applied_call(type, id, call_id))
-
-    def update(
-        self,
-        type: str,
-        id: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = MISSING,
-        ttl: float | None = None,
-        sliding: bool = False,
-    ) -> Record:
-        """Read (locking), apply ``fn`` and write within this transaction."""
-        return self._run(self._tx.update(type, id, fn, default=default, ttl=ttl, sliding=sliding))
-
-
-class SyncStore:
+class SyncStore(SyncReminderMethods):
     """Blocking ``Store``: the same operations and semantics, without ``await``."""
 
-    def __init__(self, store: Store, runner: _LoopThread) -> None:
+    def __init__(self, store: Store, runner: LoopThread) -> None:
         self._store = store
         self._runner = runner
         self._run = runner.run
@@ -177,7 +44,7 @@ class SyncStore:
 
     @classmethod
     def _open(cls, opener: Callable[[], Coroutine[Any, Any, Store]]) -> Self:
-        runner = _LoopThread()
+        runner = LoopThread()
         try:
             return cls(runner.run(opener()), runner)
         except BaseException:

@@ -1,0 +1,139 @@
+"""Firing reminders for an ``ActorSystem``: each due reminder once, on whichever
+instance claims it.
+
+A due reminder is claimed (``FOR UPDATE SKIP LOCKED``) in the transaction that runs
+the actor's ``on_reminder`` turn under the actor's row lock, saves its state and
+advances the reminder (a one-shot is deleted; a periodic one moves to its next due
+time after now). All of that commits together or not at all, so a reminder fires
+exactly once per due time, even if an instance dies mid-firing: the rollback releases
+the claim and another instance fires it. Between due times an instance sleeps until
+the next one (at most ``HORIZON`` seconds) and wakes early when told of a reminder
+set to be due sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import PgActorsError
+from .reminders import HORIZON, Reminder
+from .retry import back_off
+
+if TYPE_CHECKING:
+    from .actors import Actor, ActorSystem
+
+logger = logging.getLogger("pgactors.reminders")
+# Reminders fired at once by one instance (each in its own transaction and connection).
+CONCURRENCY = 8
+# Due reminders read per round.
+ROUND = 256
+# A firing whose on_reminder raised is tried again this many seconds later.
+RETRY_DELAY = 5.0
+
+
+class ReminderFiring:
+    """The background task of one ``ActorSystem`` that fires its classes' reminders."""
+
+    def __init__(self, system: ActorSystem, classes: dict[str, type[Actor[Any]]]) -> None:
+        self._system = system
+        self._store = system.store
+        self._classes = classes
+        self._types = sorted(classes)
+        self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self.fired = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Start firing in the background."""
+        if self._task is None and self._types:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="pgactors-reminders"
+            )
+
+    async def stop(self) -> None:
+        """Stop firing; a firing under way is rolled back (its reminder fires again)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        listener = self._store.reminder_listener()
+        failures = 0
+        while True:
+            try:
+                await listener.connect()
+                failures = 0
+                while True:
+                    if await self.fire_due():
+                        continue
+                    wait = await self._store.next_reminder_due(self._types)
+                    timeout = HORIZON if wait is None else min(max(wait, 0.0), HORIZON)
+                    if timeout > 0:
+                        await listener.wait(timeout)
+            except asyncio.CancelledError:
+                await listener.close()
+                raise
+            except Exception:
+                logger.exception("firing reminders failed; retrying")
+                await listener.close()
+                await back_off(failures)
+                failures += 1
+
+    async def fire_due(self) -> int:
+        """Fire the reminders due now (up to one round); return how many fired here."""
+        due = await self._store.due_reminders(self._types, limit=ROUND)
+        # Instances read the same due list: each takes it in its own order, so they
+        # rarely reach for the same reminder at once (a taken one is skipped).
+        random.shuffle(due)
+        results = await asyncio.gather(*(self._fire(r) for r in due), return_exceptions=True)
+        fired = 0
+        for reminder, result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                logger.warning(
+                    "firing reminder %s/%s %r failed, it stays due: %s",
+                    reminder.type,
+                    reminder.id,
+                    reminder.name,
+                    result,
+                )
+            elif result:
+                fired += 1
+        return fired
+
+    async def _fire(self, due: Reminder) -> bool:
+        """Claim and fire one reminder; False if another instance had it."""
+        cls = self._classes[due.type]
+        async with self._slots:
+            activation = await self._system.activation(cls, due.id)
+            async with activation.lock:
+                try:
+                    async with self._store.transaction() as tx:
+                        reminder = await tx.claim_reminder(due.type, due.id, due.name)
+                        if reminder is None:
+                            return False
+                        done = await self._system.reminder_turn(tx, activation, reminder.name)
+                        if done is None:
+                            self.failed += 1
+                            await tx.retry_reminder(reminder, RETRY_DELAY)
+                        else:
+                            await tx.advance_reminder(reminder)
+                except PgActorsError:
+                    activation.stale = True  # what it ran did not commit
+                    raise
+                if done is not None:
+                    done()
+                    self.fired += 1
+                    lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
+                    self._store.observe("reminder_fired", max(lateness, 0.0))
+                return True
+
+
+__all__ = ["CONCURRENCY", "RETRY_DELAY", "ReminderFiring"]

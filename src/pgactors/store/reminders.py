@@ -1,0 +1,87 @@
+"""``Store``'s reminder methods: durable, named wake-ups by ``(type, id, name)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from ..changes import FeedListener
+from ..checks import int_in_range
+from ..errors import InvalidInput
+from ..record import check_id, check_type
+from ..reminders import Reminder, ReminderStats, check_name, reminder_request
+from .base import StoreBase
+
+MAX_REMINDER_LIMIT = 100_000
+
+
+class ReminderMethods(StoreBase):
+    """Setting, cancelling and listing reminders; what a reminder runtime reads."""
+
+    async def set_reminder(
+        self,
+        type: str,
+        id: str,
+        name: str,
+        *,
+        at: datetime | None = None,
+        after: float | None = None,
+        every: float | None = None,
+    ) -> Reminder:
+        """Set (or replace) reminder ``name`` of record ``type/id``: due at ``at`` (an aware
+        datetime) or ``after`` seconds from now; ``every`` seconds again after that (alone:
+        first due one period from now). Raises ``InvalidInput`` before anything is stored."""
+        request = reminder_request(type, id, name, at, after, every)
+        return await self._backend.reminders.set_reminder(request)
+
+    async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
+        """Delete the reminder; False if there was none."""
+        return await self._backend.reminders.cancel_reminder(
+            check_type(type), check_id(id), check_name(name)
+        )
+
+    async def reminders(
+        self,
+        type: str | None = None,
+        id: str | None = None,
+        *,
+        due_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Reminder]:
+        """Reminders (of ``type``, of ``id``, due before ``due_before``), soonest first."""
+        if type is not None:
+            type = check_type(type)
+        if id is not None:
+            id = check_id(id)
+        if due_before is not None and (
+            not isinstance(due_before, datetime) or due_before.utcoffset() is None
+        ):
+            raise InvalidInput(f"due_before must be a timezone-aware datetime, got {due_before!r}")
+        if not int_in_range(limit, 1, MAX_REMINDER_LIMIT):
+            raise InvalidInput(
+                f"limit must be an int from 1 to {MAX_REMINDER_LIMIT}, got {limit!r}"
+            )
+        return await self._backend.reminders.reminders(type, id, due_before, limit)
+
+    async def due_reminders(self, types: Sequence[str], *, limit: int = 256) -> list[Reminder]:
+        """Reminders of ``types`` due now, oldest first (not claimed: see
+        ``Transaction.claim_reminder``)."""
+        if not int_in_range(limit, 1, MAX_REMINDER_LIMIT):
+            raise InvalidInput(
+                f"limit must be an int from 1 to {MAX_REMINDER_LIMIT}, got {limit!r}"
+            )
+        return await self._backend.reminders.due([check_type(t) for t in types], limit)
+
+    async def next_reminder_due(self, types: Sequence[str]) -> float | None:
+        """Seconds (server clock) until the next reminder of ``types`` is due; negative
+        when one is overdue, None when there is none."""
+        return await self._backend.reminders.next_due([check_type(t) for t in types])
+
+    async def reminder_stats(self) -> ReminderStats:
+        """How many reminders exist and are overdue, and the oldest overdue due time."""
+        return await self._backend.reminders.stats()
+
+    def reminder_listener(self) -> FeedListener:
+        """A listener told (as space-separated type names) when a reminder is set to be
+        due within ``reminders.HORIZON`` seconds; ``connect`` it before use."""
+        return self._backend.reminders.listener()
