@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from pgactors import SyncStore
 from pgactors.schema import latest_version
 
 PGACTORS = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"
@@ -272,3 +274,57 @@ def test_purge_expired_records(db_env: dict[str, str], pg_dsn: str, schema_name:
     assert left == [("A", "keep")]
     bad_type = run("purge", "--type", "no way", env=db_env)
     assert bad_type.returncode == 2 and "invalid type" in bad_type.stderr
+
+
+def test_reminder_commands_and_status(pg_store_sync: SyncStore, db_env: dict[str, str]) -> None:
+    store = pg_store_sync
+    overdue_at = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    store.set_reminder("Cart", "c1", "expire", at=overdue_at)
+    store.set_reminder("Cart", "c2", "expire", after=3600)
+    store.set_reminder("User", "u1", "digest", after=7200, every=86400)
+
+    listed = run("reminders", "ls", "--json", env=db_env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["type"], r["id"], r["name"]) for r in rows] == [
+        ("Cart", "c1", "expire"),
+        ("Cart", "c2", "expire"),
+        ("User", "u1", "digest"),
+    ]
+    assert datetime.fromisoformat(rows[0]["due_at"]) == overdue_at
+    assert [r["overdue"] for r in rows] == [True, False, False]
+    assert [r["period"] for r in rows] == [None, None, 86400.0]
+
+    only_user = json.loads(run("reminders", "ls", "--type", "User", "--json", env=db_env).stdout)
+    assert [r["id"] for r in only_user] == ["u1"]
+    soon = (datetime.now(UTC) + timedelta(minutes=90)).isoformat()
+    due_soon = json.loads(run("reminders", "ls", "--due-before", soon, "--json", env=db_env).stdout)
+    assert [r["id"] for r in due_soon] == ["c1", "c2"]
+    table = run("reminders", "ls", "--id", "c1", env=db_env)
+    assert table.returncode == 0 and "expire" in table.stdout and "yes" in table.stdout
+
+    # A time without a timezone is refused before anything connects.
+    bad = run(
+        "reminders",
+        "ls",
+        "--due-before",
+        "2026-01-01T00:00",
+        env=db_env | {"PGACTORS_DSN": "postgresql://u@127.0.0.1:1/db"},
+    )
+    assert bad.returncode == 2 and "--due-before" in bad.stderr
+    assert "cannot reach" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+    cancelled = run("reminders", "cancel", "Cart", "c2", "expire", env=db_env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled" in cancelled.stdout
+    left = json.loads(run("reminders", "ls", "--json", env=db_env).stdout)
+    assert [r["id"] for r in left] == ["c1", "u1"]
+    again = run("reminders", "cancel", "Cart", "c2", "expire", env=db_env)
+    assert again.returncode == 1 and "no reminder expire of Cart/c2" in again.stderr
+
+    status = run("status", "--json", env=db_env)
+    assert status.returncode == 0, status.stderr
+    stats = json.loads(status.stdout)["stats"]
+    assert (stats["reminders"], stats["reminders_overdue"]) == (2, 1)
+    assert datetime.fromisoformat(stats["oldest_overdue_reminder"]) == overdue_at
+    assert "2 set, 1 overdue" in run("status", env=db_env).stdout

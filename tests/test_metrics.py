@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -192,10 +194,19 @@ async def test_serve_metrics() -> None:
 
 async def test_serve_metrics_with_server_stats(pg_store: Store) -> None:
     await pg_store.save_many("Cart", {"c1": {}, "c2": {}})
+    overdue = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await pg_store.set_reminder("Cart", "c1", "expire", at=overdue)
+    await pg_store.set_reminder("Cart", "c1", "older", at=overdue - timedelta(days=1))
+    await pg_store.set_reminder("Cart", "c2", "expire", after=3600)
     async with await serve_metrics(pg_store, 0, server_stats=True) as server:
         _, body = await http_get(server.port, "/metrics")
     found = samples(body)
     assert found['pgactors_records{type="Cart"}'] == 2
+    assert found["pgactors_reminders"] == 3
+    assert found["pgactors_reminders_overdue"] == 2
+    oldest = (overdue - timedelta(days=1)).timestamp()
+    assert found["pgactors_reminders_oldest_overdue_timestamp_seconds"] == oldest
+    assert "# TYPE pgactors_reminders_overdue gauge" in body
     assert found["pgactors_state_index_bytes"] > 0
     assert found["pgactors_state_partitions"] == 0
     assert 0 <= found["pgactors_notification_queue_usage_ratio"] <= 1
@@ -262,3 +273,26 @@ async def test_in_memory_server_stats_are_reduced() -> None:
     assert stats.live_rows == 1
     assert (stats.heap_bytes, stats.connections, stats.partitions) == (0, 0, 0)
     assert math.isclose(stats.notification_queue_usage, 0.0)
+    assert (stats.reminders, stats.reminders_overdue, stats.oldest_overdue_reminder) == (0, 0, None)
+
+
+async def test_reminder_figures_in_memory() -> None:
+    store = InMemoryStore()
+    overdue = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await store.set_reminder("T", "a", "ping", at=overdue)
+    await store.set_reminder("T", "b", "ping", after=3600, every=60)
+    stats = await store.server_stats()
+    assert (stats.reminders, stats.reminders_overdue) == (2, 1)
+    assert stats.oldest_overdue_reminder == overdue
+    assert stats.as_dict()["oldest_overdue_reminder"] == overdue.isoformat()
+    found = samples(prometheus_text(replace(store.metrics(), server=stats)))
+    assert found["pgactors_reminders"] == 2 and found["pgactors_reminders_overdue"] == 1
+    assert found["pgactors_reminders_oldest_overdue_timestamp_seconds"] == overdue.timestamp()
+
+    # None overdue: the counts are 0 and the oldest-overdue gauge is absent.
+    await store.cancel_reminder("T", "a", "ping")
+    stats = await store.server_stats()
+    assert stats.as_dict()["oldest_overdue_reminder"] is None
+    found = samples(prometheus_text(replace(store.metrics(), server=stats)))
+    assert found["pgactors_reminders"] == 1 and found["pgactors_reminders_overdue"] == 0
+    assert "pgactors_reminders_oldest_overdue_timestamp_seconds" not in found

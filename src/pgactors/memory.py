@@ -564,6 +564,7 @@ class MemoryBackend:
             cutoff = datetime.now(UTC) - timedelta(minutes=1)
             newest_first = reversed(self._log)
             recent = sum(1 for _ in takewhile(lambda change: change.at >= cutoff, newest_first))
+        reminders = await self._reminders.stats()
         return ServerStats(
             types=await self.types(),
             partitions=0,
@@ -582,6 +583,9 @@ class MemoryBackend:
             active_connections=0,
             listeners=len(self._listeners),
             notification_queue_usage=0.0,
+            reminders=reminders.total,
+            reminders_overdue=reminders.overdue,
+            oldest_overdue_reminder=reminders.oldest_overdue,
         )
 
     def pool_stats(self) -> None:

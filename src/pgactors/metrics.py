@@ -253,6 +253,7 @@ def _server_samples(out: _Exposition, stats: ServerStats) -> None:
     out.family("records", "gauge", "Records per type.")
     for type, count in stats.types.items():
         out.sample("records", count, type=type)
+    oldest = stats.oldest_overdue_reminder
     gauges: Iterable[tuple[str, float | int | None, str]] = (
         ("state_partitions", stats.partitions, "Hash partitions of the state table (0: none)."),
         ("state_heap_bytes", stats.heap_bytes, "State table size without TOAST and indexes."),
@@ -279,6 +280,13 @@ def _server_samples(out: _Exposition, stats: ServerStats) -> None:
             "notification_queue_usage_ratio",
             stats.notification_queue_usage,
             "Fraction of the NOTIFY queue in use.",
+        ),
+        ("reminders", stats.reminders, "Stored reminders."),
+        ("reminders_overdue", stats.reminders_overdue, "Reminders due now or earlier."),
+        (
+            "reminders_oldest_overdue_timestamp_seconds",
+            None if oldest is None else oldest.timestamp(),
+            "Due time of the oldest overdue reminder (absent when none is overdue).",
         ),
     )
     for name, value, help in gauges:

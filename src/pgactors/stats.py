@@ -28,6 +28,8 @@ class ServerStats:
     Sizes and vacuum figures are summed over every partition; row counts are the
     statistics collector's estimates. ``writes_last_minute`` counts the change log's
     entries numbered in the last minute (None when this store logs no changes).
+    ``reminders`` counts the stored reminders, ``reminders_overdue`` those due now or
+    earlier, and ``oldest_overdue_reminder`` is the earliest of their due times.
     """
 
     types: dict[str, int]
@@ -47,6 +49,9 @@ class ServerStats:
     active_connections: int
     listeners: int
     notification_queue_usage: float
+    reminders: int
+    reminders_overdue: int
+    oldest_overdue_reminder: datetime | None
 
     @property
     def writes_per_second(self) -> float | None:
@@ -56,7 +61,7 @@ class ServerStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible values (timestamps in ISO 8601)."""
         data = asdict(self)
-        for key in ("last_autovacuum", "last_autoanalyze"):
+        for key in ("last_autovacuum", "last_autoanalyze", "oldest_overdue_reminder"):
             if data[key] is not None:
                 data[key] = data[key].isoformat()
         data["writes_per_second"] = self.writes_per_second

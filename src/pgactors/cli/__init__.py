@@ -1,16 +1,16 @@
 """The ``pgactors`` admin command line: the command table.
 
 ``app`` (the Typer app, global options, error handling) is in ``app.py``; the commands
-are grouped by area (``admin``, ``records``, ``query``, ``transfer``, ``server``), and
-everything they print is drawn by ``render.py``. Commands are registered here, in the
-order ``--help`` lists them.
+are grouped by area (``admin``, ``records``, ``query``, ``transfer``, ``reminders``,
+``server``), and everything they print is drawn by ``render.py``. Commands are
+registered here, in the order ``--help`` lists them.
 """
 
 from __future__ import annotations
 
 import typer
 
-from . import admin, query, records, server, transfer
+from . import admin, query, records, reminders, server, transfer
 from .app import app, main
 
 __all__ = ["app", "main"]
@@ -50,3 +50,8 @@ index_app.command("create")(query.index_create)
 index_app.command("drop")(query.index_drop)
 index_app.command("ls")(query.index_ls)
 app.add_typer(index_app, name="index")
+
+reminders_app = typer.Typer(help="Durable reminders of actors.", no_args_is_help=True)
+reminders_app.command("ls")(reminders.list_reminders)
+reminders_app.command("cancel")(reminders.cancel)
+app.add_typer(reminders_app, name="reminders")

@@ -70,7 +70,7 @@ async def verify(store: Store) -> None:
 
 @with_store
 async def status(store: Store, as_json: JsonOption = False) -> None:
-    """Latency, versions, records per type, sizes, vacuum, write rate, connections."""
+    """Latency, versions, records per type, sizes, vacuum, writes, connections, reminders."""
     info = await store.info()
     feed = await store.feed_stats() if info.schema_version else None
     stats = await store.server_stats() if info.schema_version else None

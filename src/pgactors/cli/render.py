@@ -19,6 +19,7 @@ __all__ = [
     "print_embedded",
     "print_status",
     "print_system_changes",
+    "reminders_summary",
     "stats_table",
     "types_table",
 ]
@@ -101,7 +102,15 @@ def stats_table(stats: dict[str, Any]) -> Table:
     )
     table.add_row("listeners", str(stats["listeners"]))
     table.add_row("NOTIFY queue", f"{stats['notification_queue_usage'] * 100:.1f}% used")
+    table.add_row("reminders", reminders_summary(stats))
     return table
+
+
+def reminders_summary(stats: dict[str, Any]) -> str:
+    """How many reminders are set and overdue, and since when the oldest overdue is due."""
+    text = f"{stats['reminders']} set, {stats['reminders_overdue']} overdue"
+    oldest = stats["oldest_overdue_reminder"]
+    return text if oldest is None else f"{text} (the oldest due {oldest})"
 
 
 def types_table(types: dict[str, int]) -> Table:

@@ -161,6 +161,8 @@ class PostgresAdmin:
                 cur = await conn.execute(q.writes_last_minute)
                 recent_row = await cur.fetchone()
                 recent = int(recent_row[0]) if recent_row else 0
+            cur = await conn.execute(q.reminder_stats)
+            reminders, overdue, oldest_overdue = await cur.fetchone() or (0, 0, None)
         feed = await self.feed_stats()
         return ServerStats(
             types=types,
@@ -180,6 +182,9 @@ class PostgresAdmin:
             active_connections=int(active),
             listeners=int(listeners),
             notification_queue_usage=float(queue),
+            reminders=int(reminders),
+            reminders_overdue=int(overdue),
+            oldest_overdue_reminder=oldest_overdue,
         )
 
     async def drop_schema(self) -> None:
