@@ -1,0 +1,320 @@
+"""Reminders: stored on both backends, fired exactly once by whichever instance runs."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgactors import Actor, ActorSystem, InvalidInput, Store
+from pgactors.firing import RETRY_DELAY
+
+DEADLINE = 30.0
+
+
+@dataclass
+class Log:
+    fired: list[str] = field(default_factory=list)
+
+
+class Session(Actor[Log]):
+    async def touch(self, after: float) -> None:
+        await self.remind("expire", after=after)
+
+    async def tick(self, every: float, after: float | None = None) -> None:
+        await self.remind("tick", every=every, after=after)
+
+    async def stop(self) -> None:
+        await self.cancel_reminder("tick")
+
+    async def note_and_remind(self) -> None:
+        self.state.fired.append("noted")
+        await self.remind("expire", after=3600)
+
+    async def fail_after_reminding(self) -> None:
+        self.state.fired.append("not kept")
+        await self.remind("doomed", after=0.01)
+        await self.cancel_reminder("kept")
+        raise RuntimeError("the turn fails")
+
+    async def fired(self) -> list[str]:
+        return list(self.state.fired)
+
+    async def on_reminder(self, name: str) -> None:
+        self.state.fired.append(name)
+
+
+class Flaky(Actor[Log]):
+    async def on_reminder(self, name: str) -> None:
+        self.state.fired.append(name)
+        raise ValueError("not now")
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def system(store: Store) -> AsyncIterator[ActorSystem]:
+    async with ActorSystem(store, actors=[Session, Flaky]) as system:
+        yield system
+
+
+async def test_set_replace_list_and_cancel(store: Store) -> None:
+    at = datetime.now(UTC) + timedelta(hours=1)
+    first = await store.set_reminder("Session", "a", "expire", at=at)
+    assert (first.name, first.due_at, first.period) == ("expire", at, None)
+    await store.set_reminder("Session", "b", "tick", every=60)
+    replaced = await store.set_reminder("Session", "a", "expire", after=7200, every=30)
+    assert replaced.period == 30 and replaced.due_at > at
+    listed = await store.reminders()
+    assert [(r.id, r.name) for r in listed] == [("b", "tick"), ("a", "expire")]
+    assert [r.name for r in await store.reminders("Session", "a")] == ["expire"]
+    assert await store.reminders(due_before=at) == [listed[0]]
+    stats = await store.reminder_stats()
+    assert (stats.total, stats.overdue, stats.oldest_overdue) == (2, 0, None)
+    assert await store.cancel_reminder("Session", "a", "expire") is True
+    assert await store.cancel_reminder("Session", "a", "expire") is False
+    assert [r.id for r in await store.reminders()] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"after": 0}, "after must be a finite number"),
+        ({"after": -1}, "after must be a finite number"),
+        ({"after": math.nan}, "after must be a finite number"),
+        ({"every": math.inf}, "every must be a finite number"),
+        ({"after": True}, "after must be a finite number"),
+        ({"at": datetime(2030, 1, 1)}, "timezone-aware"),
+        ({"at": datetime.now(UTC), "after": 1}, "not both"),
+        ({}, "needs at, after or every"),
+    ],
+)
+async def test_bad_schedules_are_refused_and_store_nothing(
+    store: Store, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await store.set_reminder("Session", "a", "x", **kwargs)
+    with pytest.raises(InvalidInput, match="reminder name"):
+        await store.set_reminder("Session", "a", "bad name", after=1)
+    assert await store.reminders() == []
+
+
+async def test_a_one_shot_fires_once_then_is_gone(store: Store, system: ActorSystem) -> None:
+    ref = system.actor(Session, "s1")
+    await ref.touch(0.05)
+    assert [r.name for r in await store.reminders("Session", "s1")] == ["expire"]
+    await until(lambda: _fired(ref, "expire", 1), "the reminder to fire")
+    assert await store.reminders() == []
+    assert await ref.fired() == ["expire"] and system.reminders.fired == 1
+    lateness = store.metrics().operations["reminder_fired"]
+    assert lateness.count == 1 and lateness.sum_seconds < DEADLINE
+
+
+async def test_a_periodic_reminder_fires_until_cancelled(store: Store, system: ActorSystem) -> None:
+    ref = system.actor(Session, "s2")
+    await ref.tick(0.05)
+    await until(lambda: _fired(ref, "tick", 3), "three ticks")
+    (reminder,) = await store.reminders()
+    assert reminder.period == 0.05
+    await ref.stop()
+    assert await store.reminders() == []
+    # Nothing is left to fire: the count is final.
+    count = len(await ref.fired())
+    assert await store.next_reminder_due(["Session"]) is None
+    assert len(await ref.fired()) == count == system.reminders.fired
+
+
+async def test_missed_periods_fire_once_then_the_period_resumes(store: Store) -> None:
+    # Due ten periods ago, as if no instance ran meanwhile.
+    start = datetime.now(UTC) - timedelta(seconds=10.3)
+    await store.set_reminder("Session", "late", "tick", at=start, every=1.0)
+    async with ActorSystem(store, actors=[Session]) as system:
+        ref = system.actor(Session, "late")
+        await until(lambda: _fired(ref, "tick", 1), "the first firing")
+        (reminder,) = await store.reminders()
+        now = datetime.now(UTC)
+        assert now < reminder.due_at <= now + timedelta(seconds=1.0)
+        periods = (reminder.due_at - start).total_seconds()
+        assert periods == pytest.approx(round(periods)) and periods >= 11  # on the grid
+        assert await ref.fired() == ["tick"]  # once, not ten times
+        await until(lambda: _fired(ref, "tick", 2), "the next period")
+        assert system.reminders.fired == 2
+
+
+async def test_a_failing_turn_sets_and_cancels_nothing(store: Store, system: ActorSystem) -> None:
+    await store.set_reminder("Session", "s3", "kept", after=3600)
+    ref = system.actor(Session, "s3")
+    with pytest.raises(RuntimeError, match="the turn fails"):
+        await ref.fail_after_reminding()
+    assert [r.name for r in await store.reminders()] == ["kept"]
+    assert await ref.fired() == []
+
+
+async def test_a_reminder_set_in_a_turn_commits_with_its_state(store: Store) -> None:
+    async with ActorSystem(store) as system:  # fires nothing: no classes registered
+        await system.actor(Session, "s4").note_and_remind()
+    record = await store.load("Session", "s4")
+    assert record is not None and record.data == {"fired": ["noted"]}
+    assert [r.name for r in await store.reminders("Session", "s4")] == ["expire"]
+
+
+async def test_a_failing_on_reminder_is_retried_later(store: Store, system: ActorSystem) -> None:
+    await store.set_reminder("Flaky", "f", "once", after=0.01)
+    await until(lambda: _retried(store), "the failed firing to be put off")
+    (reminder,) = await store.reminders()
+    put_off = (reminder.due_at - datetime.now(UTC)).total_seconds()
+    assert 0 < put_off <= RETRY_DELAY
+    assert await store.load("Flaky", "f") is None  # the failed turn saved nothing
+    assert system.reminders.fired == 0 and system.reminders.failed >= 1
+
+
+async def _fired(ref: Any, name: str, times: int) -> bool:
+    return bool((await ref.fired()).count(name) >= times)
+
+
+async def _retried(store: Store) -> bool:
+    found = await store.reminders()
+    return bool(found) and found[0].due_at > datetime.now(UTC) + timedelta(seconds=1)
+
+
+# -- several processes, and crashes (PostgreSQL) ---------------------------------------------
+
+INSTANCE = """
+import asyncio, os, sys
+from dataclasses import dataclass, field
+from pgactors import Actor, ActorSystem, Store
+
+@dataclass
+class Log:
+    fired: list = field(default_factory=list)
+
+HANG_AT = int(os.environ.get("HANG_AT", "0"))
+
+class Job(Actor[Log]):
+    async def on_reminder(self, name):
+        self.state.fired.append(name)
+        system = self._activation.system
+        if HANG_AT and system.reminders.fired + 1 >= HANG_AT:
+            print("hanging", self.id, name, flush=True)
+            await asyncio.sleep(3600)
+
+async def main(dsn, schema):
+    store = await Store.connect(dsn, schema=schema)
+    async with ActorSystem(store, actors=[Job]) as system:
+        print("ready", flush=True)
+        while not (await store.reminder_stats()).total:
+            await asyncio.sleep(0.05)
+        while (await store.reminder_stats()).total:
+            await asyncio.sleep(0.05)
+        print("fired", system.reminders.fired, flush=True)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _instance(pg_dsn: str, schema: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", INSTANCE, pg_dsn, schema],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def _line(proc: subprocess.Popen[str], starts: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith(starts), f"expected {starts!r}, got {line!r}"
+    return line.strip()
+
+
+async def _jobs_fired(pg_dsn: str, schema: str) -> dict[str, list[str]]:
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        query = sql.SQL("SELECT id, data -> 'fired' FROM {} WHERE type = 'Job'").format(
+            sql.Identifier(schema, "pgactors_state")
+        )
+        cur = await conn.execute(query)
+        return {id: list(fired) for id, fired in await cur.fetchall()}
+
+
+async def test_two_processes_fire_1000_reminders_exactly_once(
+    pg_store: Store, pg_dsn: str, schema_name: str
+) -> None:
+    procs = [_instance(pg_dsn, schema_name) for _ in range(2)]
+    try:
+        for proc in procs:
+            await asyncio.to_thread(_line, proc, "ready")
+        # 100 actors x 10 reminders, all due at once, set while both instances wait.
+        at = datetime.now(UTC) + timedelta(seconds=0.5)
+        await asyncio.gather(
+            *(
+                pg_store.set_reminder("Job", f"j{a}", f"r{n}", at=at)
+                for a in range(100)
+                for n in range(10)
+            )
+        )
+        counts = [int((await asyncio.to_thread(_line, p, "fired")).split()[1]) for p in procs]
+        assert all(p.wait(30) == 0 for p in procs)
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert sum(counts) == 1000 and min(counts) > 0, counts  # both instances took part
+    fired = await _jobs_fired(pg_dsn, schema_name)
+    assert len(fired) == 100
+    assert all(sorted(names) == sorted(f"r{n}" for n in range(10)) for names in fired.values())
+
+
+async def test_a_killed_instance_loses_no_firing_and_doubles_none(
+    pg_store: Store, pg_dsn: str, schema_name: str
+) -> None:
+    await asyncio.gather(
+        *(pg_store.set_reminder("Job", f"k{n}", "r", after=0.01) for n in range(50))
+    )
+    # The first instance fires 20 reminders, then hangs inside its 21st firing.
+    doomed = _instance(pg_dsn, schema_name, HANG_AT="21")
+    try:
+        await asyncio.to_thread(_line, doomed, "ready")
+        _, hung_id, _ = (await asyncio.to_thread(_line, doomed, "hanging")).split()
+        # Mid-firing: its claim holds the reminder row, so nobody else can take it.
+        table = sql.Identifier(schema_name, "pgactors_reminders")
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as probe:
+            query = sql.SQL("SELECT id FROM {} WHERE id = %s").format(table)
+            assert await (await probe.execute(query, [hung_id])).fetchall() == [(hung_id,)]
+            locked = sql.SQL("SELECT id FROM {} WHERE id = %s FOR UPDATE SKIP LOCKED")
+            cur = await probe.execute(locked.format(table), [hung_id])
+            assert await cur.fetchall() == []
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+    finally:
+        doomed.kill()
+    before = await _jobs_fired(pg_dsn, schema_name)  # what it committed before the kill
+    assert hung_id not in before and len(before) >= 20
+    survivor = _instance(pg_dsn, schema_name)
+    try:
+        await asyncio.to_thread(_line, survivor, "ready")
+        line = await asyncio.to_thread(_line, survivor, "fired")
+        assert survivor.wait(30) == 0
+    finally:
+        survivor.kill()
+    fired = await _jobs_fired(pg_dsn, schema_name)
+    assert sorted(fired) == sorted(f"k{n}" for n in range(50))
+    assert all(names == ["r"] for names in fired.values())  # exactly once each
+    assert int(line.split()[1]) == 50 - len(before)  # the rest, including the hung one
