@@ -90,6 +90,17 @@ class Crashy(Actor[CountState]):
         return await self.add(-k, crash)
 
 
+class RTicker(Actor[CountState]):
+    async def arm(self, after: float) -> None:
+        await self.remind("ping", after=after)
+
+    async def pings(self) -> int:
+        return self.state.n
+
+    async def on_reminder(self, name: str) -> None:
+        self.state.n += 1
+
+
 async def _until(check: Any, seconds: float = 60.0, what: Any = None) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -138,6 +149,36 @@ async def test_calls_are_routed_saved_and_restored(system: RayActorSystem, pg_st
     assert not any(s.alive for s in await system.status())
     with pytest.raises(PgActorsError, match="shut down"):
         await refs[0].get()
+
+
+async def test_silos_fire_the_reminders_of_the_actors_they_host(
+    ray_cluster: str, pg_store: Store, pg_dsn: str
+) -> None:
+    system = await RayActorSystem.start(
+        pg_dsn,
+        schema=pg_store.config.schema,
+        silos=2,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        actors=[RTicker],
+    )
+    try:
+        refs = [system.actor(RTicker, f"t{n}") for n in range(8)]
+        await asyncio.gather(*(ref.arm(0.05) for ref in refs))
+
+        async def all_fired() -> bool:
+            return await pg_store.reminders() == [] and all(
+                n == 1 for n in await asyncio.gather(*(ref.pings() for ref in refs))
+            )
+
+        await _until(all_fired, what=lambda: "reminders still set or not fired once")
+        stored = await pg_store.load_many("RTicker", [f"t{n}" for n in range(8)])
+        assert {r.data["n"] for r in stored.values()} == {1}  # type: ignore[index, call-overload]
+        hosted = [sum(silo_index("RTicker", f"t{n}", 2) == i for n in range(8)) for i in (0, 1)]
+        assert 0 not in hosted  # both silos host (and fire for) some of them
+        # No silo fired for an actor it does not host: that would have activated it there.
+        assert [s.activations for s in await system.status()] == hosted
+    finally:
+        await system.shutdown()
 
 
 async def test_start_attaches_to_running_silos(

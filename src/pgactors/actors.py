@@ -230,7 +230,12 @@ class ActorRef:
 
 
 class ActorSystem(Turns):
-    """Hosts actors on a store: activation, turns, persistence, idle deactivation."""
+    """Hosts actors on a store: activation, turns, persistence, idle deactivation.
+
+    ``actors``: the classes whose reminders this system fires (see ``firing.py``);
+    ``owns(type_name, id)``, if given, limits firing to the actors it says this
+    system hosts (the Ray silos use it).
+    """
 
     def __init__(
         self,
@@ -242,6 +247,7 @@ class ActorSystem(Turns):
         max_retries: int = DEFAULT_MAX_RETRIES,
         follow_changes: bool = True,
         actors: typing.Sequence[type[Actor[Any]]] = (),
+        owns: Callable[[str, str], bool] | None = None,
     ) -> None:
         if persistence not in POLICIES:
             raise InvalidInput(f"persistence must be one of {POLICIES}, got {persistence!r}")
@@ -263,10 +269,8 @@ class ActorSystem(Turns):
         self.flush_conflicts = 0
         for cls in actors:
             self._register(cls)
-        self.reminders = ReminderFiring(self, {cls.type_name: cls for cls in actors})
-        with contextlib.suppress(RuntimeError):  # no event loop yet: started on first use
-            asyncio.get_running_loop()
-            self.reminders.start()
+        self.reminders = ReminderFiring(self, owns)
+        self.reminders.add(actors)
 
     def actor(self, cls: type[Actor[Any]], id: str) -> ActorRef:
         """A reference to actor ``id`` of ``cls`` (activated on its first call)."""

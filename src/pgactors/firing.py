@@ -14,8 +14,10 @@ set to be due sooner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import typing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,15 +40,28 @@ RETRY_DELAY = 5.0
 class ReminderFiring:
     """The background task of one ``ActorSystem`` that fires its classes' reminders."""
 
-    def __init__(self, system: ActorSystem, classes: dict[str, type[Actor[Any]]]) -> None:
+    def __init__(
+        self, system: ActorSystem, owns: typing.Callable[[str, str], bool] | None = None
+    ) -> None:
         self._system = system
         self._store = system.store
-        self._classes = classes
-        self._types = sorted(classes)
+        self._owns = owns
+        self._classes: dict[str, type[Actor[Any]]] = {}
+        self._types: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
+
+    def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
+        """Fire the reminders of these classes too (started at once inside a running
+        event loop, else on the system's first use)."""
+        for cls in classes:
+            self._classes[cls.type_name] = cls
+        self._types = sorted(self._classes)
+        with contextlib.suppress(RuntimeError):  # no running event loop yet
+            asyncio.get_running_loop()
+            self.start()
 
     def start(self) -> None:
         """Start firing in the background."""
@@ -88,6 +103,8 @@ class ReminderFiring:
     async def fire_due(self) -> int:
         """Fire the reminders due now (up to one round); return how many fired here."""
         due = await self._store.due_reminders(self._types, limit=ROUND)
+        if self._owns is not None:
+            due = [r for r in due if self._owns(r.type, r.id)]
         # Instances read the same due list: each takes it in its own order, so they
         # rarely reach for the same reminder at once (a taken one is skipped).
         random.shuffle(due)

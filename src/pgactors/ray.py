@@ -28,7 +28,7 @@ import os
 import time
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,8 @@ class _Options:
     idle_timeout: float | None
     call_retention: float
     follow_changes: bool
+    # Fired by every silo for the actors it hosts (a restarted silo too, once called).
+    reminders: tuple[type[Actor[Any]], ...] = ()
 
 
 class _Silo:
@@ -113,11 +115,16 @@ class _Silo:
                 store = await Store.connect(self._config)
                 await store.init_schema()  # idempotent; safe from every silo at once
                 options = self._options
+                index, count = self._index, self._count
+                for cls in options.reminders:
+                    self._classes[cls.type_name] = cls
                 self._system = ActorSystem(
                     store,
                     persistence=options.persistence,
                     idle_timeout=options.idle_timeout,
                     follow_changes=options.follow_changes,
+                    actors=options.reminders,
+                    owns=lambda type_name, id: silo_index(type_name, id, count) == index,
                 )
                 self._purger = asyncio.create_task(self._purge_calls(store))
         return self._system
@@ -138,6 +145,13 @@ class _Silo:
     async def register(self, type_name: str, cls: type[Actor[Any]]) -> None:
         """Learn an actor class (sent by a driver the first time this silo needs it)."""
         self._classes[type_name] = cls
+
+    async def fire_reminders(self, classes: list[type[Actor[Any]]]) -> None:
+        """Start (now) firing the reminders of ``classes`` for the actors hosted here."""
+        for cls in classes:
+            self._classes[cls.type_name] = cls
+        system = await self._started()
+        system.reminders.add(classes)
 
     async def call(self, request: _Request) -> tuple[str, str, Any]:
         """Run one call; ``seen`` is the incarnation the driver last heard from."""
@@ -263,6 +277,13 @@ def _begin(
     return _silo_handles(config, silos, namespace, options)
 
 
+def _reminder_classes(actors: Sequence[type[Actor[Any]]]) -> tuple[type[Actor[Any]], ...]:
+    for cls in actors:
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise InvalidInput(f"actors must be Actor subclasses, got {cls!r}")
+    return tuple(actors)
+
+
 def _check_options(
     silos: int | None, namespace: str, call_retention: float, idle_timeout: float | None
 ) -> None:
@@ -379,6 +400,7 @@ class RayActorSystem:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         call_retention: float = DEFAULT_CALL_RETENTION,
         follow_changes: bool = True,
+        actors: Sequence[type[Actor[Any]]] = (),
         **overrides: Any,
     ) -> RayActorSystem:
         """Create the silos in ``namespace``, or attach to those already running there.
@@ -390,9 +412,11 @@ class RayActorSystem:
         ``StoreConfig`` given, else the environment, else the embedded server. The other
         options configure each silo's ``ActorSystem`` (they apply when the silos are
         created). ``call_retention``: how long (seconds) applied calls are remembered
-        for recognising retries.
+        for recognising retries. ``actors``: classes whose reminders the silos fire, each
+        silo for the actors it hosts.
         """
-        options = _Options(persistence, idle_timeout, call_retention, follow_changes)
+        reminders = _reminder_classes(actors)
+        options = _Options(persistence, idle_timeout, call_retention, follow_changes, reminders)
         handles, infos = await asyncio.to_thread(
             _begin, dsn_or_config, overrides, silos, namespace, options
         )
@@ -401,6 +425,8 @@ class RayActorSystem:
         except RayError as exc:
             raise _unavailable(exc, 0, namespace) from None
         _check_count(replies, len(handles), namespace)
+        if reminders:  # also when attaching to silos created without them
+            await asyncio.gather(*(h.fire_reminders.remote(list(reminders)) for h in handles))
         return cls(_Cluster(handles, namespace))
 
     def actor(self, cls: type[Actor[Any]], id: str) -> RayActorRef:
@@ -523,16 +549,20 @@ class SyncRayActorSystem:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         call_retention: float = DEFAULT_CALL_RETENTION,
         follow_changes: bool = True,
+        actors: Sequence[type[Actor[Any]]] = (),
         **overrides: Any,
     ) -> SyncRayActorSystem:
         """As :meth:`RayActorSystem.start`, blocking."""
-        options = _Options(persistence, idle_timeout, call_retention, follow_changes)
+        reminders = _reminder_classes(actors)
+        options = _Options(persistence, idle_timeout, call_retention, follow_changes, reminders)
         handles, infos = _begin(dsn_or_config, overrides, silos, namespace, options)
         try:
             replies = ray.get(infos)
         except RayError as exc:
             raise _unavailable(exc, 0, namespace) from None
         _check_count(replies, len(handles), namespace)
+        if reminders:
+            ray.get([h.fire_reminders.remote(list(reminders)) for h in handles])
         return cls(_Cluster(handles, namespace))
 
     def actor(self, cls: type[Actor[Any]], id: str) -> SyncRayActorRef:
