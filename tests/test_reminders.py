@@ -20,6 +20,7 @@ from psycopg import sql
 
 from pgactors import Actor, ActorSystem, InvalidInput, Store
 from pgactors.firing import RETRY_DELAY
+from pgactors.reminders import HORIZON
 
 DEADLINE = 30.0
 
@@ -139,6 +140,23 @@ async def test_a_periodic_reminder_fires_until_cancelled(store: Store, system: A
     count = len(await ref.fired())
     assert await store.next_reminder_due(["Session"]) is None
     assert len(await ref.fired()) == count == system.reminders.fired
+
+
+async def test_a_sleeping_instance_is_woken_for_an_earlier_reminder(
+    store: Store, system: ActorSystem
+) -> None:
+    await store.set_reminder("Session", "far", "later", after=3600)
+    await until(lambda: _asleep(system), "the instance to sleep")
+    # Sleeping until min(next due, HORIZON): only the notification can wake it sooner.
+    assert HORIZON >= 30
+    started = time.monotonic()
+    await store.set_reminder("Session", "near", "now", after=0.05)
+    await until(lambda: _fired(system.actor(Session, "near"), "now", 1), "the new reminder")
+    assert time.monotonic() - started < HORIZON / 3
+
+
+async def _asleep(system: ActorSystem) -> bool:
+    return system.reminders.sleeps > 0
 
 
 async def test_missed_periods_fire_once_then_the_period_resumes(store: Store) -> None:

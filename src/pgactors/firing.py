@@ -52,6 +52,7 @@ class ReminderFiring:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
+        self.sleeps = 0  # times it waited for the next due time (or a notification)
 
     def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
         """Fire the reminders of these classes too (started at once inside a running
@@ -90,6 +91,7 @@ class ReminderFiring:
                     wait = await self._store.next_reminder_due(self._types)
                     timeout = HORIZON if wait is None else min(max(wait, 0.0), HORIZON)
                     if timeout > 0:
+                        self.sleeps += 1
                         await listener.wait(timeout)
             except asyncio.CancelledError:
                 await listener.close()
