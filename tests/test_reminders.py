@@ -214,6 +214,31 @@ async def _retried(store: Store) -> bool:
 
 # -- several processes, and crashes (PostgreSQL) ---------------------------------------------
 
+
+async def test_a_reminder_held_elsewhere_is_not_polled_in_a_tight_loop(
+    pg_store: Store, pg_dsn: str, schema_name: str
+) -> None:
+    await pg_store.set_reminder("Session", "held", "r", after=0.01)
+    table = sql.Identifier(schema_name, "pgactors_reminders")
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
+        # Another instance's claim: the row stays locked while this one looks.
+        await other.execute(sql.SQL("SELECT 1 FROM {} FOR UPDATE").format(table))
+        async with ActorSystem(pg_store, actors=[Session]) as system:
+            await until(lambda: _slept(system, 1), "the first look")
+            started, first = time.monotonic(), system.reminders.sleeps
+            await until(lambda: _slept(system, first + 8), "eight more looks")
+            # Backing off (20 ms doubling to 1 s): eight looks take over two seconds; a
+            # tight loop would make them in milliseconds.
+            assert time.monotonic() - started > 1.0
+            assert system.reminders.fired == 0
+            await other.rollback()  # the claim is released: it fires
+            await until(lambda: _fired(system.actor(Session, "held"), "r", 1), "the firing")
+
+
+async def _slept(system: ActorSystem, times: int) -> bool:
+    return system.reminders.sleeps >= times
+
+
 INSTANCE = """
 import asyncio, os, sys
 from dataclasses import dataclass, field

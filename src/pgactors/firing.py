@@ -35,6 +35,8 @@ CONCURRENCY = 8
 ROUND = 256
 # A firing whose on_reminder raised is tried again this many seconds later.
 RETRY_DELAY = 5.0
+# The first wait (seconds, doubling up to 1 s) when due reminders could not be fired.
+STUCK_WAIT = 0.02
 
 
 class ReminderFiring:
@@ -84,15 +86,20 @@ class ReminderFiring:
         while True:
             try:
                 await listener.connect()
-                failures = 0
+                failures = stuck = 0
                 while True:
                     if await self.fire_due():
+                        stuck = 0
                         continue
                     wait = await self._store.next_reminder_due(self._types)
-                    timeout = HORIZON if wait is None else min(max(wait, 0.0), HORIZON)
-                    if timeout > 0:
-                        self.sleeps += 1
-                        await listener.wait(timeout)
+                    if wait is not None and wait <= 0:
+                        # Overdue, yet none fired here: another instance holds them, or
+                        # their firing fails. Look again soon, not in a tight loop.
+                        wait = min(STUCK_WAIT * 2**stuck, 1.0)
+                        stuck = min(stuck + 1, 10)
+                    timeout = HORIZON if wait is None else min(wait, HORIZON)
+                    self.sleeps += 1
+                    await listener.wait(timeout)
             except asyncio.CancelledError:
                 await listener.close()
                 raise
