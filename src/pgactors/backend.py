@@ -128,19 +128,6 @@ class TransactionBackend(RecordOps, Protocol):
         """Delete a reminder; False if there was none."""
         ...
 
-    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
-        """The reminder if it is due and no other transaction holds it, held until the
-        transaction ends."""
-        ...
-
-    async def advance_reminder(self, reminder: Reminder) -> None:
-        """Delete a fired one-shot; move a periodic reminder past now (if unchanged)."""
-        ...
-
-    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
-        """Make a claimed reminder due again after ``delay`` seconds (if unchanged)."""
-        ...
-
 
 class RecordsBackend(RecordOps, Protocol):
     """Records: single, batched, listed, expired; transactions; recorded calls."""
@@ -188,7 +175,7 @@ class RecordsBackend(RecordOps, Protocol):
         """Every type with its record count."""
         ...
 
-    async def purge_calls(self, older_than: float, limit: int) -> int:
+    async def purge_calls(self, older_than: float, limit: int, prefix: str | None = None) -> int:
         """Forget calls recorded more than ``older_than`` seconds ago; return how many."""
         ...
 
@@ -318,6 +305,15 @@ class ReminderBackend(Protocol):
 
     async def due(self, types: list[str], limit: int) -> list[Reminder]:
         """Due reminders of ``types``, oldest first (not locked)."""
+        ...
+
+    async def advance(self, reminder: Reminder) -> None:
+        """After a firing: delete a one-shot, move a periodic reminder past now (only if
+        it is still as it was fired)."""
+        ...
+
+    async def retry(self, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: due again in ``delay`` seconds (if unchanged)."""
         ...
 
     async def next_due(self, types: list[str]) -> float | None:

@@ -1,14 +1,16 @@
-"""Firing reminders for an ``ActorSystem``: each due reminder once, on whichever
-instance claims it.
+"""Firing reminders for an ``ActorSystem``: each due time applied once, whichever
+instances run.
 
-A due reminder is claimed (``FOR UPDATE SKIP LOCKED``) in the transaction that runs
-the actor's ``on_reminder`` turn under the actor's row lock, saves its state and
-advances the reminder (a one-shot is deleted; a periodic one moves to its next due
-time after now). All of that commits together or not at all, so a reminder fires
-exactly once per due time, even if an instance dies mid-firing: the rollback releases
-the claim and another instance fires it. Between due times an instance sleeps until
-the next one (at most ``HORIZON`` seconds) and wakes early when told of a reminder
-set to be due sooner.
+A firing is an ``on_reminder`` turn whose state is saved with a call id naming the
+reminder and its due time (``Store.save_call``), exactly as the Ray silos make calls
+exactly-once: the state and the record of the firing commit together, and a second
+firing of the same due time (another instance, or a retry after a crash) finds the
+record and changes nothing. After that the reminder is moved on (a one-shot deleted;
+a periodic one to its next due time after now), if it is still as it was fired.
+Concurrent firings share statements (saves and advances are coalesced), so there is
+no transaction per firing. Between due times an instance sleeps until the next one
+(at most ``HORIZON`` seconds) and wakes early when told of a reminder set to be due
+sooner. Recorded firings are purged after ``CALL_RETENTION`` seconds.
 """
 
 from __future__ import annotations
@@ -17,24 +19,29 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import typing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import PgActorsError
-from .reminders import HORIZON, Reminder
+from .reminders import CALL_PREFIX, HORIZON, Reminder
 from .retry import back_off
 
 if TYPE_CHECKING:
     from .actors import Actor, ActorSystem
 
 logger = logging.getLogger("pgactors.reminders")
-# Reminders fired at once by one instance (each in its own transaction and connection).
-CONCURRENCY = 8
+# Reminders fired at once by one instance: their saves and advances are coalesced
+# into shared statements.
+CONCURRENCY = 64
 # Due reminders read per round.
 ROUND = 256
 # A firing whose on_reminder raised is tried again this many seconds later.
 RETRY_DELAY = 5.0
+# Firings are remembered this long (seconds): a firing retried later would run again.
+CALL_RETENTION = 3600.0
+PURGE_INTERVAL = 60.0
 # The first wait (seconds, doubling up to 1 s) when due reminders could not be fired.
 STUCK_WAIT = 0.02
 
@@ -54,7 +61,8 @@ class ReminderFiring:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
-        self.sleeps = 0  # times it waited for the next due time (or a notification)
+        self.sleeps = 0
+        self._next_purge = 0.0  # times it waited for the next due time (or a notification)
 
     def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
         """Fire the reminders of these classes too (started at once inside a running
@@ -88,6 +96,9 @@ class ReminderFiring:
                 await listener.connect()
                 failures = stuck = 0
                 while True:
+                    if time.monotonic() >= self._next_purge:
+                        self._next_purge = time.monotonic() + PURGE_INTERVAL
+                        await self._purge()
                     if await self.fire_due():
                         stuck = 0
                         continue
@@ -110,7 +121,7 @@ class ReminderFiring:
                 failures += 1
 
     async def fire_due(self) -> int:
-        """Fire the reminders due now (up to one round); return how many fired here."""
+        """Fire the reminders due now (up to one round); return how many were moved on."""
         due = await self._store.due_reminders(self._types, limit=ROUND)
         if self._owns is not None:
             due = [r for r in due if self._owns(r.type, r.id)]
@@ -134,32 +145,45 @@ class ReminderFiring:
                 fired += 1
         return fired
 
-    async def _fire(self, due: Reminder) -> bool:
-        """Claim and fire one reminder; False if another instance had it."""
-        cls = self._classes[due.type]
+    async def _fire(self, reminder: Reminder) -> bool:
+        """Fire one reminder and move it on; False if ``on_reminder`` raised (it is then
+        put off)."""
+        cls = self._classes[reminder.type]
         async with self._slots:
-            activation = await self._system.activation(cls, due.id)
-            async with activation.lock:
-                try:
-                    async with self._store.transaction() as tx:
-                        reminder = await tx.claim_reminder(due.type, due.id, due.name)
-                        if reminder is None:
-                            return False
-                        done = await self._system.reminder_turn(tx, activation, reminder.name)
-                        if done is None:
-                            self.failed += 1
-                            await tx.retry_reminder(reminder, RETRY_DELAY)
-                        else:
-                            await tx.advance_reminder(reminder)
-                except PgActorsError:
-                    activation.stale = True  # what it ran did not commit
-                    raise
-                if done is not None:
-                    done()
-                    self.fired += 1
-                    lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
-                    self._store.observe("reminder_fired", max(lateness, 0.0))
-                return True
+            activation = await self._system.activation(cls, reminder.id)
+            try:
+                async with activation.lock:
+                    applied = await self._system.reminder_turn(activation, reminder)
+            except PgActorsError:
+                raise  # storage trouble: it stays due, and is fired again
+            except Exception as exc:  # on_reminder raised: nothing of it was saved
+                self.failed += 1
+                logger.warning(
+                    "on_reminder(%r) of %s/%s raised, it fires again in %gs: %r",
+                    reminder.name,
+                    reminder.type,
+                    reminder.id,
+                    RETRY_DELAY,
+                    exc,
+                )
+                await self._store.retry_reminder(reminder, RETRY_DELAY)
+                return False
+            if applied:
+                self.fired += 1
+                lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
+                self._store.observe("reminder_fired", max(lateness, 0.0))
+            # Recorded with the turn's state (or by whoever fired it first): now move it
+            # on. A crash before this line leaves it due; its next firing finds the
+            # recorded call and only moves it on.
+            await self._store.advance_reminder(reminder)
+            return True
+
+    async def _purge(self) -> None:
+        """Forget firings recorded more than ``CALL_RETENTION`` seconds ago."""
+        try:
+            await self._store.purge_calls(older_than=CALL_RETENTION, prefix=CALL_PREFIX)
+        except PgActorsError as exc:
+            logger.warning("purging recorded firings failed, will retry: %s", exc)
 
 
 __all__ = ["CONCURRENCY", "RETRY_DELAY", "ReminderFiring"]

@@ -25,9 +25,6 @@ from .memory_reminders import (
     Entries,
     MemoryListener,
     MemoryReminders,
-    advance_entry,
-    claim_entry,
-    retry_entry,
     set_entry,
 )
 from .record import AppliedCall, Record
@@ -158,15 +155,6 @@ class _MemoryTransaction:
 
     async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
         return self.reminders.pop((type, id, name), None) is not None
-
-    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
-        return claim_entry(self.reminders, type, id, name)
-
-    async def advance_reminder(self, reminder: Reminder) -> None:
-        advance_entry(self.reminders, reminder)
-
-    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
-        retry_entry(self.reminders, reminder, delay)
 
     async def save_binary(
         self, type: str, id: str, payload: bytes, manifest: str, expected: int | None
@@ -352,10 +340,14 @@ class MemoryBackend:
     async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
         return self._calls.get((type, id, call_id))
 
-    async def purge_calls(self, older_than: float, limit: int) -> int:
+    async def purge_calls(self, older_than: float, limit: int, prefix: str | None = None) -> int:
         async with self._write_lock:
             cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-            doomed = [key for key, call in self._calls.items() if call.applied_at < cutoff]
+            doomed = [
+                key
+                for key, call in self._calls.items()
+                if call.applied_at < cutoff and key[2].startswith(prefix or "")
+            ]
             for key in doomed:
                 del self._calls[key]
             return len(doomed)

@@ -55,14 +55,6 @@ def set_entry(entries: Entries, request: ReminderRequest) -> Reminder:
     return _reminder(key, entries[key])
 
 
-def claim_entry(entries: Entries, type: str, id: str, name: str) -> Reminder | None:
-    """The reminder if it is due (a transaction holds every entry until it ends)."""
-    entry = entries.get((type, id, name))
-    if entry is None or entry[0] > datetime.now(UTC):
-        return None
-    return _reminder((type, id, name), entry)
-
-
 def advance_entry(entries: Entries, reminder: Reminder) -> None:
     """Delete a one-shot, move a periodic reminder to its first due time after now;
     only if it is still as claimed."""
@@ -136,6 +128,16 @@ class MemoryReminders:
         ]
         found.sort(key=lambda r: r.due_at)
         return found[:limit]
+
+    async def advance(self, reminder: Reminder) -> None:
+        """After a firing: delete a one-shot, move a periodic reminder past now."""
+        async with self._lock:
+            advance_entry(self.entries, reminder)
+
+    async def retry(self, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: due again in ``delay`` seconds."""
+        async with self._lock:
+            retry_entry(self.entries, reminder, delay)
 
     async def next_due(self, types: list[str]) -> float | None:
         """Seconds until the next reminder of ``types`` is due (negative: overdue)."""

@@ -7,6 +7,7 @@ that. The store keeps them (``Store.set_reminder``, ``cancel_reminder``, ``remin
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ MAX_PERIOD: Final = 10 * 365 * 86400.0  # ten years, in seconds
 # A reminder due within this many seconds wakes sleeping instances at once (a
 # notification); instances never sleep longer than this, so later ones are found anyway.
 HORIZON: Final = 30.0
+# Firings are recorded as calls with ids starting so (``Store.save_call``).
+CALL_PREFIX: Final = "reminder:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,14 @@ class ReminderRequest:
     id: str
     name: str
     schedule: Schedule
+
+
+def reminder_call_id(reminder: Reminder) -> str:
+    """The call id a firing of ``reminder`` at its due time is recorded under."""
+    name = reminder.name
+    if len(name) > 160:  # call ids hold 200 characters
+        name = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{CALL_PREFIX}{name}@{reminder.due_at.timestamp():.6f}"
 
 
 def check_name(name: object) -> str:
@@ -117,6 +128,7 @@ def reminder_request(
 
 
 __all__ = [
+    "CALL_PREFIX",
     "HORIZON",
     "Reminder",
     "ReminderRequest",
@@ -124,5 +136,6 @@ __all__ = [
     "Schedule",
     "check_name",
     "check_schedule",
+    "reminder_call_id",
     "reminder_request",
 ]

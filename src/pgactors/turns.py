@@ -17,7 +17,7 @@ from .actor_state import decode_json_state, decode_state, encode_state, return_h
 from .errors import CallAlreadyApplied, InvalidInput, VersionConflict
 from .objects import state_from_json, state_to_json
 from .record import AppliedCall, Encoded, Record
-from .reminders import ReminderRequest
+from .reminders import Reminder, ReminderRequest, reminder_call_id
 from .retry import back_off
 from .store import Store, Transaction
 
@@ -272,38 +272,36 @@ class Turns:
             else:
                 await tx.cancel_reminder(activation.cls.type_name, activation.id, op)
 
-    async def reminder_turn(
-        self, tx: Transaction, activation: Activation, name: str
-    ) -> typing.Callable[[], None] | None:
-        """Run ``on_reminder(name)`` in ``tx`` (which holds the reminder) under the actor's
-        row lock; the caller holds the activation's lock. Returns what to do once ``tx``
-        commits, or None if ``on_reminder`` raised (then nothing was saved)."""
-        cls, id = activation.cls, activation.id
-        record = await tx.load(cls.type_name, id, lock=True)
-        if (record.version if record else 0) != activation.version:
-            self._install(activation, record)  # another instance changed it
-        try:
-            await self._run(activation, "on_reminder", (name,), {})
-        except Exception as exc:
-            error = exc.original if isinstance(exc, _UserError) else exc
-            logger.warning(
-                "on_reminder(%r) of %s/%s raised, it fires again later: %r",
-                name,
-                cls.type_name,
-                id,
-                error,
-            )
-            return None
-        await self.apply_reminders(tx, activation)
-        encoded = self._encode(activation)
-        if encoded == activation.saved:
-            return lambda: None
-        saved = await tx.save(cls.type_name, id, encoded, expected_version=activation.version)
-
-        def committed() -> None:
-            activation.version, activation.saved, activation.dirty = saved.version, encoded, False
-
-        return committed
+    async def reminder_turn(self, activation: Activation, reminder: Reminder) -> bool:
+        """Run ``on_reminder`` as a write-through turn recorded under the firing's call id
+        (``reminder_call_id``), so a firing is applied once however many instances run
+        it; the caller holds the activation's lock. False if this firing was applied
+        already (by another instance, or before a crash). The caller's exception comes
+        out as itself, and nothing of that turn is saved."""
+        call_id = reminder_call_id(reminder)
+        if activation.stale:
+            await self._reload(activation)
+        for attempt in range(self.max_retries + 1):
+            try:
+                await self._run(activation, "on_reminder", (reminder.name,), {})
+                await self._save(activation, "on_reminder", None, call_id)
+                return True
+            except _UserError as error:
+                raise error.original from error.original.__cause__
+            except CallAlreadyApplied:
+                activation.stale = True  # this run's state is not the committed one
+                return False
+            except VersionConflict:
+                if attempt == self.max_retries:
+                    activation.stale = True
+                    raise
+            except BaseException:
+                activation.stale = True
+                raise
+            self.reruns += 1
+            await back_off(attempt)
+            await self._reload(activation)
+        raise AssertionError("unreachable")
 
     def _encode(self, activation: Activation) -> Encoded:
         assert activation.actor is not None

@@ -236,21 +236,19 @@ class Ops:
         cur = await conn.execute(self.q.cancel_reminder, {"type": type, "id": id, "name": name})
         return await cur.fetchone() is not None
 
-    async def claim_reminder_on(self, conn: Conn, type: str, id: str, name: str) -> Reminder | None:
-        """The reminder, locked until the transaction ends, if it is due and no other
-        transaction holds it."""
-        params = {"type": type, "id": id, "name": name}
-        cur = await conn.execute(self.q.claim_reminder, params)
-        row = await cur.fetchone()
-        return None if row is None else Reminder(*row)
-
-    async def advance_reminder_on(self, conn: Conn, reminder: Reminder) -> None:
-        """After a firing: delete a one-shot, move a periodic one past now."""
-        await conn.execute(self.q.advance_reminder, _reminder_key(reminder))
-
     async def retry_reminder_on(self, conn: Conn, reminder: Reminder, delay: float) -> None:
         """After a failed firing: due again in ``delay`` seconds."""
         await conn.execute(self.q.retry_reminder, {**_reminder_key(reminder), "delay": delay})
+
+
+def advance_params(batch: list[Reminder]) -> dict[str, str]:
+    """The parameters of ``advance_reminders``."""
+    return {
+        "types": json_list([r.type for r in batch]),
+        "ids": json_list([r.id for r in batch]),
+        "names": json_list([r.name for r in batch]),
+        "dues": json.dumps([r.due_at.isoformat() for r in batch]),
+    }
 
 
 class PostgresTransaction:
@@ -307,18 +305,6 @@ class PostgresTransaction:
     async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
         with translated(self._config):
             return await self._ops.cancel_reminder_on(self._conn, type, id, name)
-
-    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
-        with translated(self._config):
-            return await self._ops.claim_reminder_on(self._conn, type, id, name)
-
-    async def advance_reminder(self, reminder: Reminder) -> None:
-        with translated(self._config):
-            await self._ops.advance_reminder_on(self._conn, reminder)
-
-    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
-        with translated(self._config):
-            await self._ops.retry_reminder_on(self._conn, reminder, delay)
 
 
 def reminder_channel(config: StoreConfig) -> str:

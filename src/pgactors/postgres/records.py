@@ -91,10 +91,11 @@ class PostgresRecords:
         async with self._db.connection() as conn:
             return await self._ops.applied_call_on(conn, type, id, call_id)
 
-    async def purge_calls(self, older_than: float, limit: int) -> int:
-        """Delete calls recorded before ``older_than`` seconds ago, ``limit`` per statement."""
+    async def purge_calls(self, older_than: float, limit: int, prefix: str | None = None) -> int:
+        """Delete calls recorded before ``older_than`` seconds ago (with ids starting with
+        ``prefix``), ``limit`` per statement."""
         purged = 0
-        params = {"older_than": older_than, "limit": limit}
+        params = {"older_than": older_than, "limit": limit, "prefix": prefix}
         while True:
             async with self._db.connection() as conn:
                 cur = await conn.execute(self._q.purge_calls, params)

@@ -8,7 +8,7 @@ from ..reminders import Reminder, ReminderRequest, ReminderStats
 from .coalesced import MAX_BATCH, MAX_INFLIGHT
 from .connection import Connections, json_list
 from .feed import PostgresListener
-from .ops import Ops, reminder_channel
+from .ops import Ops, advance_params, reminder_channel
 
 
 class PostgresReminders:
@@ -19,6 +19,12 @@ class PostgresReminders:
         self._q = db.statements
         self._config = db.config
         self._ops = ops
+        self._advances: Coalescer[Reminder, None] = Coalescer(
+            self._advance_batch,
+            execute_one=self._advance_one,
+            max_inflight=MAX_INFLIGHT,
+            max_batch=MAX_BATCH,
+        )
         self._sets: Coalescer[ReminderRequest, Reminder] = Coalescer(
             self._set_batch,
             execute_one=self._set_one,
@@ -38,6 +44,25 @@ class PostgresReminders:
     async def _set_batch(self, batch: list[ReminderRequest]) -> list[Reminder | BaseException]:
         async with self._db.connection() as conn:
             return list(await self._ops.set_reminders_on(conn, batch))
+
+    async def advance(self, reminder: Reminder) -> None:
+        """After a firing: delete a one-shot, move a periodic reminder past now; concurrent
+        advances share one statement."""
+        await self._advances.submit((reminder.type, reminder.id, reminder.name), reminder)
+
+    async def _advance_one(self, reminder: Reminder) -> None:
+        await self._db.write(self._q.advance_reminders, advance_params([reminder]))
+
+    async def _advance_batch(self, batch: list[Reminder]) -> list[BaseException | None]:
+        # write: retried if chosen as a deadlock victim (instances advancing overlapping
+        # batches); the statement is atomic, so nothing of it was applied.
+        await self._db.write(self._q.advance_reminders, advance_params(batch))
+        return [None] * len(batch)
+
+    async def retry(self, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: due again in ``delay`` seconds (if unchanged)."""
+        async with self._db.connection() as conn:
+            await self._ops.retry_reminder_on(conn, reminder, delay)
 
     async def cancel_reminder(self, type: str, id: str, name: str) -> bool:
         """Delete a reminder; False if there was none."""

@@ -272,6 +272,7 @@ WHERE c.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
 WITH doomed AS (
     SELECT ctid FROM {schema}.{calls}
     WHERE applied_at < now() - %(older_than)s::float8 * interval '1 second'
+      AND (%(prefix)s::text IS NULL OR starts_with(call_id, %(prefix)s::text))
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -777,28 +778,30 @@ WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
 ORDER BY due_at
 LIMIT %(limit)s
 
--- name: claim_reminder
--- The reminder if it is due and no other transaction holds it, locked until this
--- transaction ends: the firing turn commits with its advance.
-SELECT type, id, name, due_at, period FROM {schema}.{reminders}
-WHERE type = %(type)s AND id = %(id)s AND name = %(name)s AND due_at <= now()
-FOR UPDATE SKIP LOCKED
-
--- name: advance_reminder
--- After a firing: a one-shot goes; a periodic one moves to its first due time after now
--- (missed periods fire once, not in a burst). Only the reminder as claimed: one the
--- turn replaced or cancelled stays as the turn left it.
-WITH gone AS (
-    DELETE FROM {schema}.{reminders}
-    WHERE type = %(type)s AND id = %(id)s AND name = %(name)s
-      AND due_at = %(due_at)s AND period IS NULL
+-- name: advance_reminders
+-- After firings: a one-shot goes; a periodic one moves to its first due time after now
+-- (missed periods fire once, not in a burst). Only each reminder as it was fired: one
+-- replaced or cancelled since (by the turn, or anyone) stays as it is now.
+WITH i AS (
+    SELECT i.type, i.id, i.name, i.due_at::timestamptz AS due_at
+    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                    jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements_text(%(names)s::jsonb),
+                    jsonb_array_elements_text(%(dues)s::jsonb)) AS i(type, id, name, due_at)
+    ORDER BY i.type COLLATE "C", i.id COLLATE "C", i.name COLLATE "C"
+), gone AS (
+    DELETE FROM {schema}.{reminders} r USING i
+    WHERE r.type = i.type AND r.id = i.id AND r.name = i.name
+      AND r.due_at = i.due_at AND r.period IS NULL
     RETURNING 1
 )
-UPDATE {schema}.{reminders}
-SET due_at = due_at + period * interval '1 second'
-             * (floor(extract(epoch FROM now() - due_at) / period) + 1)
-WHERE type = %(type)s AND id = %(id)s AND name = %(name)s
-  AND due_at = %(due_at)s AND period IS NOT NULL
+UPDATE {schema}.{reminders} r
+SET due_at = r.due_at + r.period * interval '1 second'
+             * (floor(extract(epoch FROM now() - r.due_at) / r.period) + 1)
+FROM i
+WHERE r.type = i.type AND r.id = i.id AND r.name = i.name
+  AND r.due_at = i.due_at AND r.period IS NOT NULL
+RETURNING r.name
 
 -- name: retry_reminder
 -- A firing whose turn failed: due again after the delay, unless the turn changed it.

@@ -126,11 +126,16 @@ class RecordMethods(StoreBase):
             check_type(type), check_id(id), check_call_id(call_id)
         )
 
-    async def purge_calls(self, *, older_than: float, limit: int = 10_000) -> int:
-        """Forget the calls recorded more than ``older_than`` seconds ago; return how many.
+    async def purge_calls(
+        self, *, older_than: float, limit: int = 10_000, prefix: str | None = None
+    ) -> int:
+        """Forget the calls recorded more than ``older_than`` seconds ago (only those whose
+        id starts with ``prefix``, if given); return how many.
 
         A call retried after its record is purged would be applied again.
         """
+        if prefix is not None and (not isinstance(prefix, str) or "\x00" in prefix):
+            raise InvalidInput(f"prefix must be a str without NUL, got {prefix!r}")
         if (
             isinstance(older_than, bool)
             or not isinstance(older_than, int | float)
@@ -141,7 +146,7 @@ class RecordMethods(StoreBase):
             raise InvalidInput(
                 f"limit must be an int from 1 to {MAX_PURGE_CALLS_LIMIT}, got {limit!r}"
             )
-        return await self._backend.records.purge_calls(float(older_than), limit)
+        return await self._backend.records.purge_calls(float(older_than), limit, prefix)
 
     @timed("save_binary")
     async def save_binary(

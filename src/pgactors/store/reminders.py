@@ -64,13 +64,23 @@ class ReminderMethods(StoreBase):
         return await self._backend.reminders.reminders(type, id, due_before, limit)
 
     async def due_reminders(self, types: Sequence[str], *, limit: int = 256) -> list[Reminder]:
-        """Reminders of ``types`` due now, oldest first (not claimed: see
-        ``Transaction.claim_reminder``)."""
+        """Reminders of ``types`` due now, oldest first."""
         if not int_in_range(limit, 1, MAX_REMINDER_LIMIT):
             raise InvalidInput(
                 f"limit must be an int from 1 to {MAX_REMINDER_LIMIT}, got {limit!r}"
             )
         return await self._backend.reminders.due([check_type(t) for t in types], limit)
+
+    async def advance_reminder(self, reminder: Reminder) -> None:
+        """After firing ``reminder`` (as ``due_reminders`` gave it): delete a one-shot, move
+        a periodic one to its first due time after now. One replaced or cancelled since
+        is left as it is."""
+        await self._backend.reminders.advance(reminder)
+
+    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        """After a failed firing: ``reminder`` is due again ``delay`` seconds from now
+        (unless it changed since)."""
+        await self._backend.reminders.retry(reminder, delay)
 
     async def next_reminder_due(self, types: Sequence[str]) -> float | None:
         """Seconds (server clock) until the next reminder of ``types`` is due; negative

@@ -151,20 +151,6 @@ class Transaction:
         """``Store.cancel_reminder``, committed with this transaction."""
         return await self._backend.cancel_reminder(check_type(type), check_id(id), check_name(name))
 
-    async def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
-        """The reminder, held until this transaction ends, if it is due and no other
-        transaction holds it; else None."""
-        return await self._backend.claim_reminder(check_type(type), check_id(id), check_name(name))
-
-    async def advance_reminder(self, reminder: Reminder) -> None:
-        """After firing a claimed reminder: delete a one-shot; move a periodic one to its
-        first due time after now. A reminder changed since the claim is left alone."""
-        await self._backend.advance_reminder(reminder)
-
-    async def retry_reminder(self, reminder: Reminder, delay: float) -> None:
-        """After a failed firing: the claimed reminder is due again ``delay`` seconds on."""
-        await self._backend.retry_reminder(reminder, delay)
-
 
 class TransactionContext:
     """``store.transaction()``: opens the backend's transaction, yields a ``Transaction``."""

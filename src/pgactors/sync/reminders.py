@@ -53,6 +53,14 @@ class SyncReminderMethods:
         """Reminders of ``types`` due now, oldest first."""
         return self._runner.run(self._store.due_reminders(types, limit=limit))
 
+    def advance_reminder(self, reminder: Reminder) -> None:
+        """``Store.advance_reminder``."""
+        self._runner.run(self._store.advance_reminder(reminder))
+
+    def retry_reminder(self, reminder: Reminder, delay: float) -> None:
+        """``Store.retry_reminder``."""
+        self._runner.run(self._store.retry_reminder(reminder, delay))
+
     def next_reminder_due(self, types: Sequence[str]) -> float | None:
         """Seconds until the next reminder of ``types`` is due (``Store.next_reminder_due``)."""
         return self._runner.run(self._store.next_reminder_due(types))

@@ -216,9 +216,11 @@ class SyncStore(SyncReminderMethods):
         """The call recorded by ``save_call``, or None."""
         return self._run(self._store.applied_call(type, id, call_id))
 
-    def purge_calls(self, *, older_than: float, limit: int = 10_000) -> int:
+    def purge_calls(
+        self, *, older_than: float, limit: int = 10_000, prefix: str | None = None
+    ) -> int:
         """Forget calls recorded more than ``older_than`` seconds ago (``Store.purge_calls``)."""
-        return self._run(self._store.purge_calls(older_than=older_than, limit=limit))
+        return self._run(self._store.purge_calls(older_than=older_than, limit=limit, prefix=prefix))
 
     def save_binary(
         self,

@@ -96,15 +96,3 @@ class SyncTransaction:
     def cancel_reminder(self, type: str, id: str, name: str) -> bool:
         """``Store.cancel_reminder``, committed with this transaction."""
         return self._run(self._tx.cancel_reminder(type, id, name))
-
-    def claim_reminder(self, type: str, id: str, name: str) -> Reminder | None:
-        """``Transaction.claim_reminder``."""
-        return self._run(self._tx.claim_reminder(type, id, name))
-
-    def advance_reminder(self, reminder: Reminder) -> None:
-        """``Transaction.advance_reminder``."""
-        self._run(self._tx.advance_reminder(reminder))
-
-    def retry_reminder(self, reminder: Reminder, delay: float) -> None:
-        """``Transaction.retry_reminder``."""
-        self._run(self._tx.retry_reminder(reminder, delay))
