@@ -435,12 +435,20 @@ async def test_two_activations_of_one_actor_are_fenced_by_versions(
     """Two systems with different silo counts both host the actor (as when the count
     changed while old silos still ran): neither overwrites the other's newer state."""
     schema = pg_store.config.schema
-    one = await RayActorSystem.start(pg_dsn, schema=schema, silos=1, namespace="fence-a")
-    two = await RayActorSystem.start(pg_dsn, schema=schema, silos=2, namespace="fence-b")
+    # Not following changes: each activation learns of the other's writes only by
+    # losing a compare-and-set, so the race is certain, not a matter of timing.
+    one = await RayActorSystem.start(
+        pg_dsn, schema=schema, silos=1, namespace="fence-a", follow_changes=False
+    )
+    two = await RayActorSystem.start(
+        pg_dsn, schema=schema, silos=2, namespace="fence-b", follow_changes=False
+    )
     try:
         refs = [one.actor(RCounter, "f"), two.actor(RCounter, "f")]
-        results = await asyncio.gather(*(refs[n % 2].add(1) for n in range(100)))
-        assert sorted(results) == list(range(1, 101))  # each call saw its own count
+        # one saves 1; two activates on 1 and saves 2; one, still at 1, must lose once.
+        assert [await refs[0].add(1), await refs[1].add(1), await refs[0].add(1)] == [1, 2, 3]
+        results = await asyncio.gather(*(refs[n % 2].add(1) for n in range(97)))
+        assert sorted(results) == list(range(4, 101))  # each call saw its own count
         statuses = await one.status() + await two.status()
         assert sum(s.activations for s in statuses) == 2  # two activations raced
         assert sum(s.reruns for s in statuses) > 0  # ...and lost compare-and-sets
