@@ -307,6 +307,10 @@ class ReminderBackend(Protocol):
         """Due reminders of ``types``, oldest first (not locked)."""
         ...
 
+    async def lease(self, types: list[str], limit: int, seconds: float) -> list[Reminder]:
+        """Due reminders of ``types`` no other instance holds, taken for ``seconds``."""
+        ...
+
     async def advance(self, reminder: Reminder) -> None:
         """After a firing: delete a one-shot, move a periodic reminder past now (only if
         it is still as it was fired)."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import typing
 from datetime import UTC, datetime
@@ -39,6 +38,10 @@ CONCURRENCY = 64
 ROUND = 256
 # A firing whose on_reminder raised is tried again this many seconds later.
 RETRY_DELAY = 5.0
+# How long stop() waits for the firing task to end (seconds).
+STOP_WAIT = 5.0
+# How long a due reminder taken by an instance is its own (seconds).
+LEASE = 10.0
 # Firings are remembered this long (seconds): a firing retried later would run again.
 CALL_RETENTION = 3600.0
 PURGE_INTERVAL = 60.0
@@ -61,6 +64,7 @@ class ReminderFiring:
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
+        self.repeated = 0  # firings found already applied (lease ran out, or a crash)
         self.sleeps = 0
         self._next_purge = 0.0  # times it waited for the next due time (or a notification)
 
@@ -83,10 +87,14 @@ class ReminderFiring:
 
     async def stop(self) -> None:
         """Stop firing; a firing under way is rolled back (its reminder fires again)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Bounded: shutting the system down must not hang on a firing that does not
+            # end when cancelled (its work is not saved; it fires again elsewhere).
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not done:
+                logger.warning("reminder firing did not stop within %gs; left behind", STOP_WAIT)
 
     async def _run(self) -> None:
         listener = self._store.reminder_listener()
@@ -122,12 +130,15 @@ class ReminderFiring:
 
     async def fire_due(self) -> int:
         """Fire the reminders due now (up to one round); return how many were moved on."""
-        due = await self._store.due_reminders(self._types, limit=ROUND)
-        if self._owns is not None:
+        if self._owns is None:
+            # Taken for LEASE seconds: other instances take others. One still firing
+            # when its lease runs out may be fired again: the call record makes that
+            # second firing change nothing.
+            due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
+        else:
+            # Only this system's actors (a Ray silo): nobody else fires these.
+            due = await self._store.due_reminders(self._types, limit=ROUND)
             due = [r for r in due if self._owns(r.type, r.id)]
-        # Instances read the same due list: each takes it in its own order, so they
-        # rarely reach for the same reminder at once (a taken one is skipped).
-        random.shuffle(due)
         results = await asyncio.gather(*(self._fire(r) for r in due), return_exceptions=True)
         fired = 0
         for reminder, result in zip(due, results, strict=True):
@@ -168,7 +179,9 @@ class ReminderFiring:
                 )
                 await self._store.retry_reminder(reminder, RETRY_DELAY)
                 return False
-            if applied:
+            if not applied:
+                self.repeated += 1  # another instance had fired it: nothing changed
+            else:
                 self.fired += 1
                 lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
                 self._store.observe("reminder_fired", max(lateness, 0.0))

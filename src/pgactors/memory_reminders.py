@@ -81,6 +81,8 @@ class MemoryReminders:
 
     def __init__(self, lock: asyncio.Lock) -> None:
         self.entries: Entries = {}
+        # Taken reminders: until when, for the due time they were taken at.
+        self._leases: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
         self._lock = lock
         self._listeners: set[MemoryListener] = set()
 
@@ -138,6 +140,23 @@ class MemoryReminders:
         """After a failed firing: due again in ``delay`` seconds."""
         async with self._lock:
             retry_entry(self.entries, reminder, delay)
+
+    async def lease(self, types: list[str], limit: int, seconds: float) -> list[Reminder]:
+        """Due reminders of ``types`` no other caller holds, taken for ``seconds``."""
+        now = datetime.now(UTC)
+        async with self._lock:
+            self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
+            found = []
+            for r in await self.due(types, len(self.entries)):
+                due_at, until = self._leases.get((r.type, r.id, r.name), (None, now))
+                if due_at == r.due_at and until > now:
+                    continue
+                found.append(r)
+                if len(found) == limit:
+                    break
+            for r in found:
+                self._leases[(r.type, r.id, r.name)] = (r.due_at, now + timedelta(seconds=seconds))
+            return found
 
     async def next_due(self, types: list[str]) -> float | None:
         """Seconds until the next reminder of ``types`` is due (negative: overdue)."""

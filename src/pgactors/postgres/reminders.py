@@ -81,6 +81,12 @@ class PostgresReminders:
         params = {"types": json_list(types), "limit": limit}
         return [Reminder(*row) for row in await self._db.read(self._q.due_reminders, params)]
 
+    async def lease(self, types: list[str], limit: int, seconds: float) -> list[Reminder]:
+        """Up to ``limit`` due reminders of ``types`` that no other instance holds, taken
+        for ``seconds``."""
+        params = {"types": json_list(types), "limit": limit, "seconds": seconds}
+        return [Reminder(*row) for row in await self._db.write(self._q.lease_reminders, params)]
+
     async def next_due(self, types: list[str]) -> float | None:
         """Seconds until the next reminder of ``types`` is due (negative: overdue)."""
         rows = await self._db.read(self._q.next_reminder, {"types": json_list(types)})

@@ -747,7 +747,8 @@ WITH i AS (
     INSERT INTO {schema}.{reminders} AS r (type, id, name, due_at, period)
     SELECT type, id, name, due_at, period FROM i
     ON CONFLICT (type, id, name) DO UPDATE
-        SET due_at = EXCLUDED.due_at, period = EXCLUDED.period, created_at = now()
+        SET due_at = EXCLUDED.due_at, period = EXCLUDED.period, created_at = now(),
+            leased_until = NULL
     RETURNING r.type, r.id, r.name, r.due_at, r.period
 ), woken AS (
     SELECT pg_notify(%(channel)s, string_agg(DISTINCT s.type, ' '))
@@ -797,16 +798,35 @@ WITH i AS (
 )
 UPDATE {schema}.{reminders} r
 SET due_at = r.due_at + r.period * interval '1 second'
-             * (floor(extract(epoch FROM now() - r.due_at) / r.period) + 1)
+             * (floor(extract(epoch FROM now() - r.due_at) / r.period) + 1),
+    leased_until = NULL
 FROM i
 WHERE r.type = i.type AND r.id = i.id AND r.name = i.name
   AND r.due_at = i.due_at AND r.period IS NOT NULL
 RETURNING r.name
 
+-- name: lease_reminders
+-- Due reminders of these types that no other instance holds, oldest first, taken for
+-- a while: instances share them out instead of all reaching for the same ones.
+WITH due AS (
+    SELECT type, id, name FROM {schema}.{reminders}
+    WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND due_at <= now()
+      AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY due_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.{reminders} r
+SET leased_until = now() + %(seconds)s::float8 * interval '1 second'
+FROM due
+WHERE r.type = due.type AND r.id = due.id AND r.name = due.name
+RETURNING r.type, r.id, r.name, r.due_at, r.period
+
 -- name: retry_reminder
 -- A firing whose turn failed: due again after the delay, unless the turn changed it.
 UPDATE {schema}.{reminders}
-SET due_at = now() + %(delay)s::float8 * interval '1 second'
+SET due_at = now() + %(delay)s::float8 * interval '1 second', leased_until = NULL
 WHERE type = %(type)s AND id = %(id)s AND name = %(name)s AND due_at = %(due_at)s
 
 -- name: next_reminder

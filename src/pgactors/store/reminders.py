@@ -71,6 +71,26 @@ class ReminderMethods(StoreBase):
             )
         return await self._backend.reminders.due([check_type(t) for t in types], limit)
 
+    async def lease_reminders(
+        self, types: Sequence[str], *, limit: int = 256, seconds: float = 10.0
+    ) -> list[Reminder]:
+        """Reminders of ``types`` due now that no other caller has taken, oldest first,
+        taken for ``seconds`` (``FOR UPDATE SKIP LOCKED``): instances firing reminders
+        share them out. Replacing, moving on or putting off a reminder frees it."""
+        if not int_in_range(limit, 1, MAX_REMINDER_LIMIT):
+            raise InvalidInput(
+                f"limit must be an int from 1 to {MAX_REMINDER_LIMIT}, got {limit!r}"
+            )
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds < 86400
+        ):
+            raise InvalidInput(f"seconds must be a number from 0 to 86400, got {seconds!r}")
+        return await self._backend.reminders.lease(
+            [check_type(t) for t in types], limit, float(seconds)
+        )
+
     async def advance_reminder(self, reminder: Reminder) -> None:
         """After firing ``reminder`` (as ``due_reminders`` gave it): delete a one-shot, move
         a periodic one to its first due time after now. One replaced or cancelled since

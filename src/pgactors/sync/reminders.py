@@ -53,6 +53,12 @@ class SyncReminderMethods:
         """Reminders of ``types`` due now, oldest first."""
         return self._runner.run(self._store.due_reminders(types, limit=limit))
 
+    def lease_reminders(
+        self, types: Sequence[str], *, limit: int = 256, seconds: float = 10.0
+    ) -> list[Reminder]:
+        """``Store.lease_reminders``."""
+        return self._runner.run(self._store.lease_reminders(types, limit=limit, seconds=seconds))
+
     def advance_reminder(self, reminder: Reminder) -> None:
         """``Store.advance_reminder``."""
         self._runner.run(self._store.advance_reminder(reminder))
