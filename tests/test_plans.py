@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,8 +23,15 @@ from psycopg import sql
 from pgactors import Store
 from pgactors.backend import CallRequest
 from pgactors.postgres.connection import key_params
-from pgactors.postgres.ops import SaveRequest, call_params, save_params
+from pgactors.postgres.ops import (
+    SaveRequest,
+    advance_params,
+    call_params,
+    firing_params,
+    save_params,
+)
 from pgactors.record import Encoded
+from pgactors.reminders import Reminder
 
 ROWS = 3000
 BATCH = 16
@@ -39,8 +48,14 @@ def _params() -> dict[str, dict[str, Any]]:
     one_type = {"type": TYPE, "ids": json.dumps(ids)}
     cas = [SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
     calls = [CallRequest(TYPE, i, Encoded('{"n": 1}'), 1, f"call-{i}", "null") for i in ids]
+    due = datetime(2026, 1, 1, tzinfo=UTC)
+    reminders = [Reminder(TYPE, i, "tick", due, None) for i in ids]
+    firings = [replace(c, advance=r) for c, r in zip(calls, reminders, strict=True)]
     return {
         "save_call_batch": call_params(calls),
+        "fire_reminders_batch": firing_params(firings),
+        "advance_reminders": advance_params(reminders),
+        "lease_reminders": {"types": json.dumps([TYPE]), "limit": BATCH, "seconds": 10.0},
         "applied_calls": {**key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
         "load_batch": key_params(keys),
         "versions_batch": key_params(keys),
@@ -116,6 +131,16 @@ async def loaded(
         [TYPE, ROWS - 1],
     )
     conn.execute(sql.SQL("ANALYZE {}").format(calls))
+    reminders = sql.Identifier(schema_name, "pgactors_reminders")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, name, due_at) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), n, now() + g * interval '1 second' "
+            "FROM generate_series(0, %s) g, unnest(ARRAY['tick', 'tock']) n"
+        ).format(reminders),
+        [TYPE, ROWS - 1],
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(reminders))
     try:
         yield store._backend.connections.statements, conn
     finally:
@@ -129,9 +154,13 @@ async def test_batched_statement_reads_state_by_key(
 ) -> None:
     queries, conn = loaded
     query: bytes = getattr(queries, name)
-    tables = ["pgactors_calls"] if name == "applied_calls" else ["pgactors_state"]
-    if name == "save_call_batch":
-        tables.append("pgactors_calls")
+    tables = {
+        "applied_calls": ["pgactors_calls"],
+        "save_call_batch": ["pgactors_state", "pgactors_calls"],
+        "fire_reminders_batch": ["pgactors_state", "pgactors_calls", "pgactors_reminders"],
+        "advance_reminders": ["pgactors_reminders"],
+        "lease_reminders": ["pgactors_reminders"],
+    }.get(name, ["pgactors_state"])
     for table in tables:
         custom = _state_scans(conn, query, _params()[name], table=table)
         generic = _state_scans(conn, _generic(query), None, b", GENERIC_PLAN", table)

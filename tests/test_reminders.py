@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgactors import Actor, ActorSystem, InvalidInput, Store
+from pgactors import (
+    Actor,
+    ActorSystem,
+    CallAlreadyApplied,
+    InvalidInput,
+    Store,
+    VersionConflict,
+)
 from pgactors.firing import RETRY_DELAY
 from pgactors.reminders import HORIZON
 
@@ -235,6 +242,94 @@ async def _retried(store: Store) -> bool:
 # -- several processes, and crashes (PostgreSQL) ---------------------------------------------
 
 
+async def test_save_call_moves_on_the_reminder_it_fired(store: Store) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await store.save("Rec", "x", {"n": 0})
+    for name in ("once", "again", "stale", "other"):
+        await store.set_reminder("Rec", "x", name, at=past)
+    await store.set_reminder("Rec", "x", "tick", at=past, every=60)
+    due = {r.name: r for r in await store.lease_reminders(["Rec"])}
+    assert sorted(due) == ["again", "once", "other", "stale", "tick"]
+
+    # Saved: the one-shot is gone, the periodic one moved to its next due time.
+    record = await store.save_call(
+        "Rec", "x", {"n": 1}, expected_version=1, call_id="c1", advance=due["once"]
+    )
+    record = await store.save_call(
+        "Rec", "x", {"n": 2}, expected_version=record.version, call_id="c2", advance=due["tick"]
+    )
+    left = {r.name: r for r in await store.reminders("Rec", "x")}
+    assert sorted(left) == ["again", "other", "stale", "tick"]
+    assert left["tick"].due_at > datetime.now(UTC)
+
+    # Recorded before (a repeated firing): nothing saved, and the reminder moved on.
+    with pytest.raises(CallAlreadyApplied):
+        await store.save_call(
+            "Rec",
+            "x",
+            {"n": 9},
+            expected_version=record.version,
+            call_id="c1",
+            advance=due["again"],
+        )
+    # A stale version: nothing saved, and the reminder stays due as it was.
+    with pytest.raises(VersionConflict):
+        await store.save_call(
+            "Rec", "x", {"n": 9}, expected_version=1, call_id="c3", advance=due["stale"]
+        )
+    # A reminder of another record is refused before anything is written.
+    elsewhere = replace(due["other"], id="y")
+    with pytest.raises(InvalidInput, match="advance must be a Reminder of Rec/x"):
+        await store.save_call(
+            "Rec",
+            "x",
+            {"n": 9},
+            expected_version=record.version,
+            call_id="c4",
+            advance=elsewhere,
+        )
+    left = {r.name: r for r in await store.reminders("Rec", "x")}
+    assert sorted(left) == ["other", "stale", "tick"]
+    assert left["stale"].due_at == due["stale"].due_at
+    loaded = await store.load("Rec", "x")
+    assert loaded is not None and (loaded.data, loaded.version) == ({"n": 2}, 3)
+    assert await store.applied_call("Rec", "x", "c4") is None
+
+
+async def test_an_actor_is_not_reloaded_for_a_change_it_made_itself(store: Store) -> None:
+    # The change feed may tell of a firing's save before the save has returned to the
+    # turn. Here every save waits until it has (the race made certain): that change is
+    # the activation's own, and no reason to reload it.
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for n in range(5):
+        await store.set_reminder("Session", "s", f"r{n}", at=past)
+    system = ActorSystem(store, actors=[Session])
+    activation = await system.activation(Session, "s")
+    save_call, heard_first = store.save_call, []
+
+    async def save_call_heard_first(*args: Any, **kwargs: Any) -> Any:
+        record = await save_call(*args, **kwargs)
+        await until(lambda: _heard(activation.heard, record.version), "the feed told of it")
+        heard_first.append(record.version)
+        return record
+
+    store.save_call = save_call_heard_first  # type: ignore[method-assign]
+    async with system:
+        await until(lambda: _fired_all(system, 5), "every reminder fired")
+        assert sorted(await system.actor(Session, "s").fired()) == [f"r{n}" for n in range(5)]
+        assert await store.reminders() == []
+    assert heard_first == [1, 2, 3, 4, 5]
+    assert store.metrics().operations["load"].count == 1  # the activation's only
+
+
+async def _heard(heard: int, version: int) -> bool:
+    return heard >= version
+
+
+async def _fired_all(system: ActorSystem, count: int) -> bool:
+    return system.reminders.fired >= count
+
+
 async def test_a_reminder_that_cannot_be_fired_is_not_polled_in_a_tight_loop(
     store: Store,
 ) -> None:
@@ -257,7 +352,7 @@ async def _slept(system: ActorSystem, times: int) -> bool:
 
 INSTANCE = """
 import asyncio, os, sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pgactors import Actor, ActorSystem, Store
 
 @dataclass

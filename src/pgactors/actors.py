@@ -171,10 +171,23 @@ class Activation:
     saved: Encoded | None = None
     unknown: dict[str, Any] = field(default_factory=dict)
     dirty: bool = False
-    stale: bool = False
+    # Reload before the next turn: set when a save lost, or the feed told of a delete.
+    marked_stale: bool = False
+    # The newest version the change feed told of. A change heard before the save that
+    # made it returned is not newer than the version that save then sets.
+    heard: int = 0
     last_used: float = field(default_factory=time.monotonic)
     # Reminders the running turn set (a request) or cancelled (a name), stored with it.
     reminder_ops: list[ReminderRequest | str] = field(default_factory=list)
+
+    @property
+    def stale(self) -> bool:
+        """The state in memory may not be the committed one: reload before the next turn."""
+        return self.marked_stale or self.heard > self.version
+
+    @stale.setter
+    def stale(self, value: bool) -> None:
+        self.marked_stale = value
 
 
 class ActorRef:
@@ -463,8 +476,13 @@ class ActorSystem(Turns):
         async with self._stream as stream:
             async for change in stream:
                 activation = self._activations.get((change.type, change.id))
-                if activation is not None and change.version > activation.version:
-                    activation.stale = True
+                if activation is None:
+                    continue
+                if change.op == "delete":
+                    if change.version >= activation.version:
+                        activation.marked_stale, activation.heard = True, 0
+                else:
+                    activation.heard = max(activation.heard, change.version)
 
     @property
     def active(self) -> int:

@@ -54,6 +54,8 @@ class CallRequest:
     expected: int
     call_id: str
     result: str
+    # A fired reminder to move on with it (``Store.save_call(advance=...)``).
+    advance: Reminder | None = None
 
     def record(self, row: Sequence[Any]) -> Record:
         version, created_at, updated_at, expires_at = row

@@ -25,6 +25,7 @@ from .memory_reminders import (
     Entries,
     MemoryListener,
     MemoryReminders,
+    advance_entry,
     set_entry,
 )
 from .record import AppliedCall, Record
@@ -333,7 +334,14 @@ class MemoryBackend:
 
     async def save_call(self, request: CallRequest) -> Record:
         async with self._write_lock:
-            record = _save_call(self._rows, self._calls, request)
+            try:
+                record = _save_call(self._rows, self._calls, request)
+            except CallAlreadyApplied:
+                if request.advance is not None:
+                    advance_entry(self._reminders.entries, request.advance)
+                raise
+            if request.advance is not None:
+                advance_entry(self._reminders.entries, request.advance)
             self._publish([(request.type, request.id, record.version, "save")])
             return record
 

@@ -29,6 +29,8 @@ logger = logging.getLogger("pgactors.actors")
 # After this many conflicts in one call, the call takes a row lock for its turn: a
 # process that keeps losing the compare-and-set race then cannot starve.
 PESSIMISTIC_AFTER = 3
+# The recorded result of a call that returned None (every reminder firing).
+NO_RESULT = Encoded("null")
 
 
 class _UserError(Exception):
@@ -202,16 +204,23 @@ class Turns:
             await self._save(activation, None, None, None)
 
     async def _save(
-        self, activation: Activation, method: str | None, result: Any, call_id: str | None
-    ) -> None:
+        self,
+        activation: Activation,
+        method: str | None,
+        result: Any,
+        call_id: str | None,
+        advance: Reminder | None = None,
+    ) -> bool:
+        """Save the turn's state; True if ``advance`` (the reminder it fired) was moved on
+        in the same statement."""
         # Encoded before the first await: the saved state is this turn's, never torn.
         encoded = self._encode(activation)
         if activation.reminder_ops:
             await self._save_with_reminders(activation, encoded, method, result, call_id)
-            return
+            return False
         if encoded == activation.saved:
             activation.dirty = False
-            return
+            return False
         type_name, id = activation.cls.type_name, activation.id
         if call_id is None or method is None:
             record = await self.store.save(
@@ -225,8 +234,10 @@ class Turns:
                 expected_version=activation.version,
                 call_id=call_id,
                 result=self._encode_result(activation, method, result),
+                advance=advance,
             )
         activation.version, activation.saved, activation.dirty = record.version, encoded, False
+        return advance is not None
 
     async def _save_with_reminders(
         self,
@@ -275,21 +286,28 @@ class Turns:
     async def reminder_turn(self, activation: Activation, reminder: Reminder) -> bool:
         """Run ``on_reminder`` as a write-through turn recorded under the firing's call id
         (``reminder_call_id``), so a firing is applied once however many instances run
-        it; the caller holds the activation's lock. False if this firing was applied
+        it, then move the reminder on (mostly in the statement that saves the state);
+        the caller holds the activation's lock. False if this firing was applied
         already (by another instance, or before a crash). The caller's exception comes
-        out as itself, and nothing of that turn is saved."""
+        out as itself, and nothing of that turn is saved (the reminder stays due)."""
         call_id = reminder_call_id(reminder)
         if activation.stale:
             await self._reload(activation)
         for attempt in range(self.max_retries + 1):
             try:
                 await self._run(activation, "on_reminder", (reminder.name,), {})
-                await self._save(activation, "on_reminder", None, call_id)
+                if not await self._save(activation, "on_reminder", None, call_id, reminder):
+                    # Saved in a transaction, or nothing to save: moved on after it.
+                    # A crash between the two leaves it due; its next firing finds the
+                    # recorded call (or changes nothing again) and moves it on.
+                    await self.store.advance_reminder(reminder)
                 return True
             except _UserError as error:
                 raise error.original from error.original.__cause__
             except CallAlreadyApplied:
                 activation.stale = True  # this run's state is not the committed one
+                # Usually moved on by the refused statement already; this is then a no-op.
+                await self.store.advance_reminder(reminder)
                 return False
             except VersionConflict:
                 if attempt == self.max_retries:
@@ -314,6 +332,8 @@ class Turns:
         return self.store.encode(encode_state(cls, state, unknown))
 
     def _encode_result(self, activation: Activation, method: str, result: Any) -> Encoded:
+        if result is None:
+            return NO_RESULT
         where = f"{activation.cls.__qualname__}.{method}() result"
         try:
             return self.store.encode(state_to_json(result, where))

@@ -11,7 +11,7 @@ from ..backend import CallRequest
 from ..coalesce import Coalescer
 from ..record import Record
 from .connection import Connections, key_params
-from .ops import Ops, SaveRequest, call_params, record_from_row, save_params
+from .ops import Ops, SaveRequest, call_params, firing_params, record_from_row, save_params
 
 MAX_BATCH = 256
 # Statements of one kind in flight at once. One would leave the server idle while the
@@ -43,6 +43,7 @@ class Coalesced:
         self.calls: Coalescer[CallRequest, Record] = make(
             self._save_call_batch, self._save_call_one
         )
+        self.firings: Coalescer[CallRequest, Record] = make(self._fire_batch, self._save_call_one)
 
     async def load(self, type: str, id: str) -> Record | None:
         """The record, or None."""
@@ -59,9 +60,10 @@ class Coalesced:
         return await writer.submit((request.type, request.id), request)
 
     async def save_call(self, request: CallRequest) -> Record:
-        """Save a state with its call."""
+        """Save a state with its call (and move on the reminder it fired, if any)."""
         if self.enabled:
-            return await self.calls.submit((request.type, request.id), request)
+            calls = self.calls if request.advance is None else self.firings
+            return await calls.submit((request.type, request.id), request)
         return await self._save_call_one(request)
 
     async def _load_one(self, key: tuple[str, str]) -> Record | None:
@@ -117,10 +119,17 @@ class Coalesced:
         return await self._outcomes(batch, rows)
 
     async def _save_call_batch(self, batch: list[CallRequest]) -> list[Record | BaseException]:
-        rows = {
-            (row[0], row[1]): row[2:]
-            for row in await self._db.write(self._q.save_call_batch, call_params(batch))
-        }
+        return await self._calls_saved(batch, self._q.save_call_batch, call_params(batch))
+
+    async def _fire_batch(self, batch: list[CallRequest]) -> list[Record | BaseException]:
+        return await self._calls_saved(batch, self._q.fire_reminders_batch, firing_params(batch))
+
+    async def _calls_saved(
+        self, batch: list[CallRequest], query: bytes, params: dict[str, str]
+    ) -> list[Record | BaseException]:
+        # write: retried if chosen as a deadlock victim (firings of overlapping batches
+        # by several instances); the statement is atomic, so nothing of it was applied.
+        rows = {(row[0], row[1]): row[2:] for row in await self._db.write(query, params)}
         if rows:
             self._db.changed()
         outcomes: list[Record | BaseException] = []

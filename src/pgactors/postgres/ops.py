@@ -77,6 +77,17 @@ def call_params(batch: list[CallRequest]) -> dict[str, str]:
     }
 
 
+def firing_params(batch: list[CallRequest]) -> dict[str, str]:
+    """The parameters of ``fire_reminders_batch``: ``call_params`` and the reminders."""
+    reminders = [r.advance for r in batch]
+    assert all(reminders)
+    return {
+        **call_params(batch),
+        "names": json_list([r.name for r in reminders if r]),
+        "dues": json.dumps([r.due_at.isoformat() for r in reminders if r]),
+    }
+
+
 def save_params(batch: list[SaveRequest]) -> dict[str, str]:
     """The parameters of the ``save_*_batch`` statements."""
     # The data is already JSON text: joining it is the cheapest way to send a batch.
@@ -176,7 +187,10 @@ class Ops:
         )
 
     async def save_call_on(self, conn: Conn, request: CallRequest) -> Record:
-        cur = await conn.execute(self.q.save_call_batch, call_params([request]))
+        if request.advance is None:
+            cur = await conn.execute(self.q.save_call_batch, call_params([request]))
+        else:
+            cur = await conn.execute(self.q.fire_reminders_batch, firing_params([request]))
         row = await cur.fetchone()
         if row is not None:
             return request.record(row[2:])

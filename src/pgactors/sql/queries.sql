@@ -257,6 +257,84 @@ WITH i AS (
 )
 SELECT * FROM saved
 
+-- name: fire_reminders_batch
+-- Firings: as save_call_batch, and each fired reminder moved on in the same statement
+-- (as advance_reminders) when its call is saved here or was recorded before. A stale
+-- version moves nothing: the reminder stays due, and is fired again.
+WITH a AS (
+    SELECT a.type, a.id, CASE WHEN a.manifest IS NULL THEN a.data END AS data,
+           decode(a.payload, 'base64') AS payload, a.manifest, a.expected::bigint AS expected,
+           a.call_id, a.result, a.name, a.due_at::timestamptz AS due_at,
+           EXISTS (
+               SELECT FROM {schema}.{calls} c
+               WHERE c.type = a.type AND c.id = a.id AND c.call_id = a.call_id
+                 AND c.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+                 AND c.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+                 AND c.call_id = ANY (
+                     ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb)))
+           ) AS applied
+    FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                    jsonb_array_elements_text(%(ids)s::jsonb),
+                    jsonb_array_elements(%(datas)s::jsonb),
+                    jsonb_array_elements_text(%(payloads)s::jsonb),
+                    jsonb_array_elements_text(%(manifests)s::jsonb),
+                    jsonb_array_elements_text(%(expected)s::jsonb),
+                    jsonb_array_elements_text(%(call_ids)s::jsonb),
+                    jsonb_array_elements(%(results)s::jsonb),
+                    jsonb_array_elements_text(%(names)s::jsonb),
+                    jsonb_array_elements_text(%(dues)s::jsonb))
+         AS a(type, id, data, payload, manifest, expected, call_id, result, name, due_at)
+), i AS (
+    SELECT * FROM a WHERE NOT a.applied ORDER BY a.type COLLATE "C", a.id COLLATE "C"
+), created AS (
+    INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
+    SELECT i.type, i.id, 1, i.data, i.payload, i.manifest FROM i WHERE i.expected = 0
+    ON CONFLICT (type, id) DO UPDATE
+        SET version = 1, created_at = now(), updated_at = now(),
+            data = EXCLUDED.data, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
+            expires_at = NULL, ttl_seconds = NULL
+        WHERE s.expires_at <= now()
+    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
+), updated AS (
+    UPDATE {schema}.{state} s
+    SET version = s.version + 1, data = i.data, payload = i.payload, manifest = i.manifest,
+        updated_at = now(), expires_at = now() + s.ttl_seconds * interval '1 second'
+    FROM i
+    WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected AND i.expected > 0
+      AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND (s.expires_at IS NULL OR s.expires_at > now())
+    RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
+), saved AS (
+    SELECT * FROM created UNION ALL SELECT * FROM updated
+), recorded AS (
+    INSERT INTO {schema}.{calls} (type, id, call_id, result)
+    SELECT i.type, i.id, i.call_id, i.result FROM saved JOIN i USING (type, id)
+), fired AS (
+    SELECT a.type, a.id, a.name, a.due_at FROM a
+    WHERE a.applied OR EXISTS (SELECT FROM saved s WHERE s.type = a.type AND s.id = a.id)
+    ORDER BY a.type COLLATE "C", a.id COLLATE "C", a.name COLLATE "C"
+), gone AS (
+    DELETE FROM {schema}.{reminders} r USING fired f
+    WHERE r.type = f.type AND r.id = f.id AND r.name = f.name
+      AND r.due_at = f.due_at AND r.period IS NULL
+      AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
+), moved AS (
+    UPDATE {schema}.{reminders} r
+    SET due_at = r.due_at + r.period * interval '1 second'
+                 * (floor(extract(epoch FROM now() - r.due_at) / r.period) + 1),
+        leased_until = NULL
+    FROM fired f
+    WHERE r.type = f.type AND r.id = f.id AND r.name = f.name
+      AND r.due_at = f.due_at AND r.period IS NOT NULL
+      AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
+)
+SELECT * FROM saved
+
 -- name: applied_calls
 SELECT c.type, c.id, c.call_id, c.result, c.applied_at
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
@@ -794,6 +872,9 @@ WITH i AS (
     DELETE FROM {schema}.{reminders} r USING i
     WHERE r.type = i.type AND r.id = i.id AND r.name = i.name
       AND r.due_at = i.due_at AND r.period IS NULL
+      AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+      AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
     RETURNING 1
 )
 UPDATE {schema}.{reminders} r
@@ -803,6 +884,9 @@ SET due_at = r.due_at + r.period * interval '1 second'
 FROM i
 WHERE r.type = i.type AND r.id = i.id AND r.name = i.name
   AND r.due_at = i.due_at AND r.period IS NOT NULL
+  AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+  AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+  AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
 RETURNING r.name
 
 -- name: lease_reminders

@@ -29,6 +29,7 @@ from ..record import (
     check_version,
     encode_data,
 )
+from ..reminders import Reminder
 from ..retry import DEFAULT_MAX_RETRIES, back_off
 from .base import StoreBase
 from .transaction import UpdateFn, call_request, next_state, text_of
@@ -107,6 +108,7 @@ class RecordMethods(StoreBase):
         expected_version: int,
         call_id: str,
         result: JSON | Encoded = None,
+        advance: Reminder | None = None,
     ) -> Record:
         """Save ``data`` and record that call ``call_id`` produced it, atomically.
 
@@ -116,8 +118,21 @@ class RecordMethods(StoreBase):
         ``CallAlreadyApplied`` carries the original result; a stale version raises
         ``VersionConflict``. Recorded calls are kept apart from the record's data
         (queries and exports never see them) until :meth:`purge_calls` removes them.
+
+        ``advance``, a reminder of this record that the call fired, is moved on (as
+        :meth:`advance_reminder` does) in the same statement, when the call is saved or
+        had been recorded already; never after a ``VersionConflict``.
         """
-        request = call_request(type, id, data, expected_version, call_id, result, self._max_bytes)
+        if advance is not None and (
+            not isinstance(advance, Reminder) or (advance.type, advance.id) != (type, id)
+        ):
+            raise InvalidInput(
+                f"advance must be a Reminder of {type}/{id} (as lease_reminders gave it), "
+                f"got {advance!r}"
+            )
+        request = call_request(
+            type, id, data, expected_version, call_id, result, self._max_bytes, advance
+        )
         return await self._backend.records.save_call(request)
 
     async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:

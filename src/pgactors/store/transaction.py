@@ -188,6 +188,7 @@ def call_request(
     call_id: str,
     result: JSON | Encoded,
     max_bytes: int,
+    advance: Reminder | None = None,
 ) -> CallRequest:
     """A checked ``save_call``: raises ``InvalidInput`` before anything is written."""
     expected = check_version("expected_version", expected_version, allow_none=False)
@@ -202,4 +203,5 @@ def call_request(
         expected,
         check_call_id(call_id),
         text_of(result, max_bytes),
+        advance,
     )

@@ -23,6 +23,7 @@ from ..config import StoreConfig
 from ..metrics import MetricsSnapshot
 from ..query import Page
 from ..record import JSON, MISSING, AppliedCall, Encoded, Record
+from ..reminders import Reminder
 from ..retry import DEFAULT_MAX_RETRIES
 from ..stats import FeedStats, ServerInfo, ServerStats
 from ..store import InMemoryStore, Store
@@ -204,11 +205,18 @@ class SyncStore(SyncReminderMethods):
         expected_version: int,
         call_id: str,
         result: JSON | Encoded = None,
+        advance: Reminder | None = None,
     ) -> Record:
         """Save and record the call that produced the state (see ``Store.save_call``)."""
         return self._run(
             self._store.save_call(
-                type, id, data, expected_version=expected_version, call_id=call_id, result=result
+                type,
+                id,
+                data,
+                expected_version=expected_version,
+                call_id=call_id,
+                result=result,
+                advance=advance,
             )
         )
 
