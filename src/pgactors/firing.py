@@ -144,6 +144,15 @@ class ReminderFiring:
             return await self._fire_all([r for r in due if self._owns(r.type, r.id)])
         fired = 0
         firing: set[asyncio.Task[bool]] = set()
+        settled: list[asyncio.Task[bool]] = []
+        room = asyncio.Event()  # set as firings end, once at most half a round is left
+
+        def settle(task: asyncio.Task[bool]) -> None:
+            firing.discard(task)
+            settled.append(task)
+            if len(firing) <= ROUND // 2:
+                room.set()
+
         more = True
         try:
             while True:
@@ -153,13 +162,19 @@ class ReminderFiring:
                     # record makes that second firing change nothing.
                     due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
                     more = len(due) == ROUND
-                    firing.update(asyncio.create_task(self._fire_logged(r)) for r in due)
+                    for reminder in due:
+                        task = asyncio.create_task(self._fire_logged(reminder))
+                        firing.add(task)
+                        task.add_done_callback(settle)
+                fired += sum(task.result() for task in settled)
+                settled.clear()
                 if not firing:
                     return fired
-                done, firing = await asyncio.wait(firing, return_when=asyncio.FIRST_COMPLETED)
-                fired += sum(task.result() for task in done)
+                room.clear()
+                if not more or len(firing) > ROUND // 2:
+                    await room.wait()
         finally:
-            for task in firing:
+            for task in list(firing):
                 task.cancel()
 
     async def _fire_all(self, due: list[Reminder]) -> int:
