@@ -125,11 +125,11 @@ def test_verify_status_and_reset(db_env: dict[str, str], pg_dsn: str, schema_nam
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP INDEX {}").format(
-                sql.Identifier(schema_name, "pgactors_state_type_updated_idx")
+                sql.Identifier(schema_name, "pgactors_state_expires_idx")
             )
         )
     drift = run("verify", env=db_env)
-    assert drift.returncode == 1 and "pgactors_state_type_updated_idx" in drift.stdout
+    assert drift.returncode == 1 and "pgactors_state_expires_idx" in drift.stdout
 
 
 def test_partitioned_init_status_and_metrics(db_env: dict[str, str]) -> None:

@@ -432,6 +432,34 @@ async def test_indexed_equality_and_range_use_the_index_on_100k_records(
     assert name not in await pg_store.explain("U", {"profile.level": 42})
 
 
+async def test_an_index_on_all_data_of_a_type_serves_equality_on_any_path(
+    pg_store: Store, pg_dsn: str
+) -> None:
+    import psycopg
+
+    for start in range(0, 20_000, 10_000):
+        await pg_store.save_many(
+            "U", {f"u{i}": {"team": f"t{i % 500}"} for i in range(start, start + 10_000)}
+        )
+    await pg_store.save_many("V", {f"v{i}": {"team": "t1"} for i in range(1000)})
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'ANALYZE "{pg_store.config.schema}".pgactors_state')
+    # No index on data unless asked for: the type is scanned.
+    assert "Bitmap" not in await pg_store.explain("U", {"team": "t7"})
+    name = await pg_store.create_index("U", "*")
+    assert await pg_store.indexes() == [("U", "*", name)]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'ANALYZE "{pg_store.config.schema}".pgactors_state')
+    plan = await pg_store.explain("U", {"team": "t7"})
+    assert name in plan and "Seq Scan" not in plan, plan
+    assert name not in await pg_store.explain("V", {"team": "t1"})  # U's only
+    page = await pg_store.query("U", {"team": "t7"}, limit=100)
+    assert len(page.items) == 40 and {r.data["team"] for r in page.items} == {"t7"}
+    assert await pg_store.drop_index("U", "*")
+    assert not await pg_store.drop_index("U", "*")
+    assert name not in await pg_store.explain("U", {"team": "t7"})
+
+
 def test_query_commands(pg_dsn: str, schema_name: str) -> None:
     from test_cli import run
 
@@ -464,10 +492,13 @@ def test_query_commands(pg_dsn: str, schema_name: str) -> None:
 
     created = run("index", "create", "Session", "score", env=env)
     assert created.returncode == 0, created.stderr
+    every_path = run("index", "create", "Session", "*", env=env)
+    assert every_path.returncode == 0, every_path.stderr
     listed = json.loads(run("index", "ls", "--json", env=env).stdout)
-    assert [(r["type"], r["path"]) for r in listed] == [("Session", "score")]
+    assert [(r["type"], r["path"]) for r in listed] == [("Session", "*"), ("Session", "score")]
     assert run("index", "drop", "Session", "score", env=env).returncode == 0
     assert run("index", "drop", "Session", "score", env=env).returncode == 1
+    assert run("index", "drop", "Session", "*", env=env).returncode == 0
 
     bad = run("query", "Session", "--where", '{"score": {"$regex": "x"}}', env=env)
     assert bad.returncode == 2 and "unknown operator" in bad.stderr

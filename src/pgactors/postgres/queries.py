@@ -93,12 +93,21 @@ class PostgresQueries:
 
     async def create_index(self, type: str, path: queries.Path) -> str:
         name = self._index_name(type, path.text)
-        # With id second, an equality on the path reads matches in id order (the default
-        # ordering), so a page stops after its last row instead of sorting every match.
-        ddl = sql.SQL(
-            "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} ({expr}, id) "
-            "WHERE type = {type}"
-        )
+        if path.text == queries.ALL_DATA:
+            # jsonb_path_ops: smaller and faster than the default opclass; it serves the
+            # containment (data @> ...) that equality filters compile to.
+            ddl = sql.SQL(
+                "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} "
+                "USING gin (data jsonb_path_ops) WHERE type = {type}"
+            )
+        else:
+            # With id second, an equality on the path reads matches in id order (the
+            # default ordering), so a page stops after its last row instead of sorting
+            # every match.
+            ddl = sql.SQL(
+                "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {table} ({expr}, id) "
+                "WHERE type = {type}"
+            )
         parts = {
             "name": sql.Identifier(name),
             "table": sql.Identifier(self._config.schema, self._names["state"]),

@@ -39,8 +39,16 @@ from .evaluate import (
     sort_records,
     sort_values,
 )
-from .parsing import build_aggregate, build_query, parse_filter, parse_order, parse_path
+from .parsing import (
+    build_aggregate,
+    build_query,
+    index_path,
+    parse_filter,
+    parse_order,
+    parse_path,
+)
 from .types import (
+    ALL_DATA,
     INDEX_SEGMENT,
     MAX_LIMIT,
     META_FIELDS,
@@ -62,6 +70,7 @@ from .types import (
 )
 
 __all__ = [
+    "ALL_DATA",
     "INDEX_SEGMENT",
     "MAX_LIMIT",
     "META_FIELDS",
@@ -87,6 +96,7 @@ __all__ = [
     "components",
     "decode_cursor",
     "encode_cursor",
+    "index_path",
     "json_contains",
     "json_equal",
     "json_kind",

@@ -18,6 +18,7 @@ from ..errors import InvalidQuery
 from ..record import check_type, is_unicode
 from .cursors import decode_cursor
 from .types import (
+    ALL_DATA,
     MAX_LIMIT,
     META_FIELDS,
     METRIC_FUNCTIONS,
@@ -58,6 +59,14 @@ def parse_path(text: object, where: str = "path") -> Path:
     if any(not k for k in keys):
         raise InvalidQuery(f"{where}: path {text!r} has an empty segment (use 'a.b', not 'a..b')")
     return Path(text, keys=keys)
+
+
+def index_path(text: object) -> Path:
+    """What ``create_index`` indexes: a path, or ``ALL_DATA`` ("*": every path, for
+    containment)."""
+    if text == ALL_DATA:
+        return Path(ALL_DATA)
+    return parse_path(text)
 
 
 def parse_filter(where: object) -> Node:

@@ -14,6 +14,8 @@ from typing import Any, Final, Literal
 from ..record import Record
 
 META_FIELDS: Final = ("id", "version", "created_at", "updated_at")
+# create_index's "path" for an index on every path of a type's data (containment).
+ALL_DATA: Final = "*"
 MAX_LIMIT: Final = 10_000
 METRIC_FUNCTIONS: Final = ("count", "sum", "avg", "min", "max")
 INDEX_SEGMENT: Final = re.compile(r"-?[0-9]+")

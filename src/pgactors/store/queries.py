@@ -15,8 +15,8 @@ from ..query import (
     build_aggregate,
     build_query,
     encode_cursor,
+    index_path,
     parse_filter,
-    parse_path,
 )
 from ..record import (
     Record,
@@ -88,14 +88,17 @@ class QueryMethods(StoreBase):
         )
 
     async def create_index(self, type: str, path: str) -> str:
-        """Index a hot path (``"profile.level"``) of ``type``: equality, ``$in`` and number
-        ranges on it can then use a b-tree. Built without blocking writes where the server
-        can. Returns the index name."""
-        return await self._backend.queries.create_index(check_type(type), parse_path(path))
+        """Index a hot path (``"profile.level"``, or ``"@updated_at"``) of ``type``:
+        equality, ``$in``, ranges and ordering on it can then use a b-tree. ``"*"`` indexes
+        every path of the type's data instead (GIN, containment): equality on any path
+        can use it. Each index makes that type's saves dearer (a save that changes an
+        indexed value is never a HOT update). Built without blocking writes where the
+        server can. Returns the index name."""
+        return await self._backend.queries.create_index(check_type(type), index_path(path))
 
     async def drop_index(self, type: str, path: str) -> bool:
         """Drop the index made by ``create_index``; False if there was none."""
-        return await self._backend.queries.drop_index(check_type(type), parse_path(path).text)
+        return await self._backend.queries.drop_index(check_type(type), index_path(path).text)
 
     async def indexes(self) -> list[tuple[str, str, str]]:
         """Every index made by ``create_index``, as ``(type, path, index name)``."""

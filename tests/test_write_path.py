@@ -1,0 +1,73 @@
+"""The lean write path: saves are HOT updates unless an index was asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+from psycopg import sql
+
+from pgactors import Store
+
+RECORDS = 200
+ROUNDS = 10
+CALLERS = 16  # as in the write benchmarks
+DEADLINE = 30.0
+
+
+def _payload(i: int, round: int) -> dict[str, object]:
+    """About 330 bytes of JSON, as in the write benchmarks."""
+    return {
+        "name": f"player-{i}",
+        "level": round,
+        "score": i * 7 + round,
+        "tags": ["a", "b", "c"],
+        "bio": "x" * 220,
+    }
+
+
+async def _update_counts(dsn: str, schema: str, at_least: int) -> tuple[int, int]:
+    """``(n_tup_upd, n_tup_hot_upd)`` of the state table, once ``at_least`` updates show
+    (statistics reach pg_stat_user_tables when the writing sessions end)."""
+    query = sql.SQL(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+        "WHERE schemaname = {} AND relname = 'pgactors_state'"
+    ).format(sql.Literal(schema))
+    deadline = time.monotonic() + DEADLINE
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = await (await conn.execute(query)).fetchone()
+            if row is not None and row[0] >= at_least:
+                return int(row[0]), int(row[1])
+            assert time.monotonic() < deadline, f"statistics show {row} updates"
+            await asyncio.sleep(0.1)
+
+
+async def _save_rounds(dsn: str, schema: str, rounds: range) -> None:
+    """Each round saves every record once, from ``CALLERS`` concurrent callers."""
+    async with await Store.connect(dsn, schema=schema) as store:
+        slots = asyncio.Semaphore(CALLERS)
+
+        async def save(i: int, round: int) -> None:
+            async with slots:
+                await store.save("Player", f"p{i}", _payload(i, round))
+
+        for round in rounds:
+            await asyncio.gather(*(save(i, round) for i in range(RECORDS)))
+
+
+async def test_saves_over_existing_records_are_hot_updates(pg_dsn: str, schema_name: str) -> None:
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        await store.init_schema()
+    await _save_rounds(pg_dsn, schema_name, range(ROUNDS + 1))  # the first round inserts
+    updates, hot = await _update_counts(pg_dsn, schema_name, RECORDS * ROUNDS)
+    assert updates == RECORDS * ROUNDS
+    assert hot >= 0.9 * updates, f"{hot} of {updates} updates were HOT"
+
+    # An index on all of the type's data, asked for: its saves can no longer be HOT.
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        await store.create_index("Player", "*")
+    await _save_rounds(pg_dsn, schema_name, range(ROUNDS + 1, 2 * ROUNDS + 1))
+    updates_after, hot_after = await _update_counts(pg_dsn, schema_name, 2 * RECORDS * ROUNDS)
+    assert hot_after - hot < 0.1 * (updates_after - updates)
