@@ -100,6 +100,32 @@ def select_script(schema_name: str, records: int) -> Script:
     return Script("select", text, defines)
 
 
+BARE_TABLE = "bare"
+"""A table with a primary key and nothing else: the ceiling for pgactors' writes and reads."""
+
+
+def bare_upsert_script(
+    schema_name: str, records: int, payload: dict[str, Any], mode: PayloadMode = "literal"
+) -> Script:
+    """A plain upsert of a random key into the bare table (no version, no feed, no index)."""
+    statement = (
+        f'INSERT INTO "{schema_name}".{BARE_TABLE} (type, id, data) '
+        "VALUES (%(type)s, %(id)s, %(data)s) "
+        "ON CONFLICT (type, id) DO UPDATE SET data = EXCLUDED.data"
+    )
+    bound, defines = _bind(statement, payload, mode)
+    return Script("bare-upsert", f"\\set k random(1, {records})\n{bound};\n", defines)
+
+
+def bare_select_script(schema_name: str, records: int) -> Script:
+    """A point select of a random key's data from the bare table."""
+    statement = (
+        f'SELECT data FROM "{schema_name}".{BARE_TABLE} WHERE type = %(type)s AND id = %(id)s'
+    )
+    bound, defines = _bind(statement, None, "literal")
+    return Script("bare-select", f"\\set k random(1, {records})\n{bound};\n", defines)
+
+
 def cas_script(
     schema_name: str, records: int, payload: dict[str, Any], mode: PayloadMode = "literal"
 ) -> Script:

@@ -13,6 +13,7 @@ from typing import Any
 from benchmarks.harness import Result
 
 BASELINES: dict[str, dict[str, str]] = {
+    "bare": {"save": "pgbench-bare-save", "load": "pgbench-bare-load"},
     "pgbench": {"save": "pgbench-save", "load": "pgbench-load", "cas": "pgbench-cas"},
     "psycopg": {"save": "psycopg-save", "load": "psycopg-load", "cas": "psycopg-cas"},
     "sqlalchemy": {
@@ -24,6 +25,7 @@ BASELINES: dict[str, dict[str, str]] = {
 """For each ratio column, the workload each kind of row is divided by."""
 
 RATIO_COLUMNS = (
+    ("bare", "vs bare table"),
     ("pgbench", "vs pgbench"),
     ("psycopg", "vs psycopg"),
     ("sqlalchemy", "vs SQLAlchemy"),
@@ -117,6 +119,18 @@ class Target:
 
 
 TARGETS = (
+    Target(
+        "pgactors-save-feed",
+        "pgbench-bare-save",
+        0.8,
+        "pgactors save (change feed on) >= 0.8x pgbench upsert on a bare table",
+    ),
+    Target(
+        "pgactors-load",
+        "pgbench-bare-load",
+        0.6,
+        "pgactors load >= 0.6x pgbench select on a bare table",
+    ),
     Target("pgactors-save", "pgbench-save", 1.0, "pgactors save >= 1.0x pgbench upsert tps"),
     Target("pgactors-load", "pgbench-load", 1.0, "pgactors load >= 1.0x pgbench select tps"),
     Target("pgactors-save", "sqlalchemy-save", 2.0, "pgactors save >= 2x SQLAlchemy ORM save"),

@@ -69,6 +69,22 @@ class Bench:
             (harness.RECORD_TYPE, json.dumps(self.payload), self.records),
         )
         await self.admin.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+        bare = sql.Identifier(self.schema, pgbench.BARE_TABLE)
+        await self.admin.execute(
+            sql.SQL(
+                'CREATE TABLE IF NOT EXISTS {} (type text COLLATE "C", id text COLLATE "C", '
+                "data jsonb, PRIMARY KEY (type, id))"
+            ).format(bare)
+        )
+        await self.admin.execute(
+            sql.SQL(
+                "INSERT INTO {} (type, id, data) "
+                "SELECT %s, 'k' || g, %s::jsonb FROM generate_series(1, %s::bigint) g "
+                "ON CONFLICT DO NOTHING"
+            ).format(bare),
+            (harness.RECORD_TYPE, json.dumps(self.payload), self.records),
+        )
+        await self.admin.execute(sql.SQL("VACUUM ANALYZE {}").format(bare))
         return time.perf_counter() - started
 
     async def relation_bytes(self) -> int:
@@ -142,6 +158,15 @@ WORKLOADS: tuple[Workload, ...] = (
         "pgbench upsert (save_lww)",
         script=lambda b: pgbench.upsert_script(b.schema, b.records, b.payload, b.pgbench_payload),
     ),
+    Workload(
+        "pgbench-bare-save",
+        "pgbench",
+        "save",
+        "pgbench upsert, bare table (primary key only)",
+        script=lambda b: pgbench.bare_upsert_script(
+            b.schema, b.records, b.payload, b.pgbench_payload
+        ),
+    ),
     Workload("psycopg-save", "psycopg", "save", "psycopg peer upsert", "upsert"),
     Workload("sqlalchemy-save", "sqlalchemy", "save", "SQLAlchemy ORM get+modify+commit", "save"),
     Workload(
@@ -184,6 +209,13 @@ WORKLOADS: tuple[Workload, ...] = (
         "load",
         "pgbench select (load)",
         script=lambda b: pgbench.select_script(b.schema, b.records),
+    ),
+    Workload(
+        "pgbench-bare-load",
+        "pgbench",
+        "load",
+        "pgbench select, bare table",
+        script=lambda b: pgbench.bare_select_script(b.schema, b.records),
     ),
     Workload("psycopg-load", "psycopg", "load", "psycopg peer select", "select"),
     Workload("sqlalchemy-load", "sqlalchemy", "load", "SQLAlchemy ORM session.get", "load"),
