@@ -330,6 +330,34 @@ async def _fired_all(system: ActorSystem, count: int) -> bool:
     return system.reminders.fired >= count
 
 
+async def test_due_reminders_pages_in_due_order(store: Store) -> None:
+    base = datetime.now(UTC) - timedelta(seconds=10)
+    for i in range(7):
+        await store.set_reminder("Session", f"s{i % 3}", f"r{i}", at=base + timedelta(seconds=i))
+    pages, after = [], None
+    while page := await store.due_reminders(["Session"], limit=3, after=after):
+        pages.append([r.name for r in page])
+        after = page[-1]
+    assert pages == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+    with pytest.raises(InvalidInput, match="after must be a Reminder"):
+        await store.due_reminders(["Session"], after="r3")  # type: ignore[arg-type]
+
+
+async def test_a_silo_fires_its_own_reminders_behind_a_backlog_of_others(store: Store) -> None:
+    # A Ray silo fires only its own actors' reminders; more than a page of older ones
+    # belonging to other silos must not hide its own.
+    past = datetime.now(UTC) - timedelta(seconds=60)
+    await asyncio.gather(
+        *(store.set_reminder("Session", f"other{i}", "r", at=past) for i in range(600))
+    )
+    await store.set_reminder("Session", "mine", "r", at=past + timedelta(seconds=30))
+    mine = ActorSystem(store, actors=[Session], owns=lambda type, id: id == "mine")
+    async with mine:
+        await until(lambda: _fired_all(mine, 1), "the silo's own reminder")
+        assert await mine.actor(Session, "mine").fired() == ["r"]
+    assert len(await store.reminders("Session")) == 600  # the others' are left alone
+
+
 async def test_a_reminder_that_cannot_be_fired_is_not_polled_in_a_tight_loop(
     store: Store,
 ) -> None:

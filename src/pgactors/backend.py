@@ -305,8 +305,9 @@ class ReminderBackend(Protocol):
         """Reminders (of ``type``, ``id``, due before ``due_before``), soonest first."""
         ...
 
-    async def due(self, types: list[str], limit: int) -> list[Reminder]:
-        """Due reminders of ``types``, oldest first (not locked)."""
+    async def due(self, types: list[str], limit: int, after: Reminder | None) -> list[Reminder]:
+        """Due reminders of ``types``, oldest first (by due time, then key), after
+        ``after`` (not locked)."""
         ...
 
     async def lease(self, types: list[str], limit: int, seconds: float) -> list[Reminder]:

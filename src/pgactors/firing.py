@@ -37,6 +37,8 @@ logger = logging.getLogger("pgactors.reminders")
 CONCURRENCY = 128
 # Due reminders taken at a time (more are taken when half of them have fired).
 ROUND = 256
+# Pages of due reminders a Ray silo reads, at most, to find its own among other silos'.
+OWNED_PAGES = 64
 # A firing whose on_reminder raised is tried again this many seconds later.
 RETRY_DELAY = 5.0
 # How long stop() waits for the firing task before cancelling it again (seconds).
@@ -138,10 +140,7 @@ class ReminderFiring:
         Reminders are taken ``ROUND`` at a time, and more are taken while the last of a
         round still fire, so the statements that save firings stay full."""
         if self._owns is not None:
-            # Only this system's actors (a Ray silo): nobody else fires these, and they
-            # are not leased, so one round is read and fired at a time.
-            due = await self._store.due_reminders(self._types, limit=ROUND)
-            return await self._fire_all([r for r in due if self._owns(r.type, r.id)])
+            return await self._fire_all(await self._owned_due())
         fired = 0
         firing: set[asyncio.Task[bool]] = set()
         settled: list[asyncio.Task[bool]] = []
@@ -176,6 +175,18 @@ class ReminderFiring:
         finally:
             for task in list(firing):
                 task.cancel()
+
+    async def _owned_due(self) -> list[Reminder]:
+        """The due reminders of this system's actors (a Ray silo: nobody else fires
+        these, and they are not leased), read page by page past other silos' backlog."""
+        after = None
+        for _ in range(OWNED_PAGES):
+            page = await self._store.due_reminders(self._types, limit=ROUND, after=after)
+            owned = [r for r in page if self._owns is not None and self._owns(r.type, r.id)]
+            if owned or len(page) < ROUND:
+                return owned
+            after = page[-1]
+        return []
 
     async def _fire_all(self, due: list[Reminder]) -> int:
         results = await asyncio.gather(*(self._fire_logged(r) for r in due))

@@ -45,6 +45,10 @@ def _reminder(key: tuple[str, str, str], entry: tuple[datetime, float | None]) -
     return Reminder(*key, *entry)
 
 
+def _order(reminder: Reminder) -> tuple[datetime, str, str, str]:
+    return (reminder.due_at, reminder.type, reminder.id, reminder.name)
+
+
 def set_entry(entries: Entries, request: ReminderRequest) -> Reminder:
     """Set or replace a reminder."""
     schedule = request.schedule
@@ -120,15 +124,20 @@ class MemoryReminders:
         found.sort(key=lambda r: (r.due_at, r.type, r.id, r.name))
         return found[:limit]
 
-    async def due(self, types: list[str], limit: int) -> list[Reminder]:
-        """Up to ``limit`` due reminders of ``types``, oldest first."""
+    async def due(
+        self, types: list[str], limit: int, after: Reminder | None = None
+    ) -> list[Reminder]:
+        """Up to ``limit`` due reminders of ``types``, oldest first (then by key), after
+        ``after``."""
         now = datetime.now(UTC)
         found = [
             _reminder(key, entry)
             for key, entry in self.entries.items()
             if key[0] in types and entry[0] <= now
         ]
-        found.sort(key=lambda r: r.due_at)
+        found.sort(key=_order)
+        if after is not None:
+            found = [r for r in found if _order(r) > _order(after)]
         return found[:limit]
 
     async def advance(self, reminder: Reminder) -> None:

@@ -76,9 +76,17 @@ class PostgresReminders:
         params = {"type": type, "id": id, "due_before": due_before, "limit": limit}
         return [Reminder(*row) for row in await self._db.read(self._q.list_reminders, params)]
 
-    async def due(self, types: list[str], limit: int) -> list[Reminder]:
-        """Up to ``limit`` due reminders of ``types``, oldest first (not locked)."""
-        params = {"types": json_list(types), "limit": limit}
+    async def due(self, types: list[str], limit: int, after: Reminder | None) -> list[Reminder]:
+        """Up to ``limit`` due reminders of ``types``, oldest first (then by key), after
+        ``after`` (not locked)."""
+        params = {
+            "types": json_list(types),
+            "limit": limit,
+            "after_due": None if after is None else after.due_at,
+            "after_type": None if after is None else after.type,
+            "after_id": None if after is None else after.id,
+            "after_name": None if after is None else after.name,
+        }
         return [Reminder(*row) for row in await self._db.read(self._q.due_reminders, params)]
 
     async def lease(self, types: list[str], limit: int, seconds: float) -> list[Reminder]:

@@ -850,11 +850,16 @@ ORDER BY due_at, type COLLATE "C", id COLLATE "C", name COLLATE "C"
 LIMIT %(limit)s
 
 -- name: due_reminders
--- Due reminders of these types, oldest first; not locked: each is claimed on its own.
+-- Due reminders of these types, oldest first (then by key), after a page's last one if
+-- given; not locked: each is claimed on its own.
 SELECT type, id, name, due_at, period FROM {schema}.{reminders}
 WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
   AND due_at <= now()
-ORDER BY due_at
+  AND (%(after_due)s::timestamptz IS NULL
+       OR (due_at, type COLLATE "C", id COLLATE "C", name COLLATE "C")
+          > (%(after_due)s::timestamptz, %(after_type)s::text, %(after_id)s::text,
+             %(after_name)s::text))
+ORDER BY due_at, type COLLATE "C", id COLLATE "C", name COLLATE "C"
 LIMIT %(limit)s
 
 -- name: advance_reminders

@@ -63,13 +63,18 @@ class ReminderMethods(StoreBase):
             )
         return await self._backend.reminders.reminders(type, id, due_before, limit)
 
-    async def due_reminders(self, types: Sequence[str], *, limit: int = 256) -> list[Reminder]:
-        """Reminders of ``types`` due now, oldest first."""
+    async def due_reminders(
+        self, types: Sequence[str], *, limit: int = 256, after: Reminder | None = None
+    ) -> list[Reminder]:
+        """Reminders of ``types`` due now, oldest first (by due time, then type, id and
+        name); ``after``, the last of a previous page, continues after it."""
         if not int_in_range(limit, 1, MAX_REMINDER_LIMIT):
             raise InvalidInput(
                 f"limit must be an int from 1 to {MAX_REMINDER_LIMIT}, got {limit!r}"
             )
-        return await self._backend.reminders.due([check_type(t) for t in types], limit)
+        if after is not None and not isinstance(after, Reminder):
+            raise InvalidInput(f"after must be a Reminder (a page's last), got {after!r}")
+        return await self._backend.reminders.due([check_type(t) for t in types], limit, after)
 
     async def lease_reminders(
         self, types: Sequence[str], *, limit: int = 256, seconds: float = 10.0

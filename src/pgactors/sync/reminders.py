@@ -49,9 +49,11 @@ class SyncReminderMethods:
         """Reminders, soonest first (``Store.reminders``)."""
         return self._runner.run(self._store.reminders(type, id, due_before=due_before, limit=limit))
 
-    def due_reminders(self, types: Sequence[str], *, limit: int = 256) -> list[Reminder]:
-        """Reminders of ``types`` due now, oldest first."""
-        return self._runner.run(self._store.due_reminders(types, limit=limit))
+    def due_reminders(
+        self, types: Sequence[str], *, limit: int = 256, after: Reminder | None = None
+    ) -> list[Reminder]:
+        """Reminders of ``types`` due now, oldest first (``Store.due_reminders``)."""
+        return self._runner.run(self._store.due_reminders(types, limit=limit, after=after))
 
     def lease_reminders(
         self, types: Sequence[str], *, limit: int = 256, seconds: float = 10.0
