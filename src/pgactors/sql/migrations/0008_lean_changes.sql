@@ -78,9 +78,10 @@ BEGIN
     -- Stamped once the lock is held, so times rise with positions.
     stamp := clock_timestamp();
     WITH moved AS (
+        -- Probed by key: a scan would read every row deleted since the last vacuum.
         DELETE FROM {schema}.{pending_changes} p
-        WHERE p.seq IN (SELECT q.seq FROM {schema}.{pending_changes} q
-                        ORDER BY q.seq LIMIT max_rows)
+        WHERE p.seq = ANY (ARRAY(SELECT q.seq FROM {schema}.{pending_changes} q
+                                 ORDER BY q.seq LIMIT max_rows))
         RETURNING p.seq, p.type, p.id, p.version, p.op
     )
     INSERT INTO {schema}.{changes} (position, type, id, version, op, at)
