@@ -10,7 +10,7 @@
 -- "from" and "to" (the first and last positions); listeners read it from the log.
 --
 -- An existing install keeps its numbered rows (and their positions); its unnumbered
--- rows, committed or still in flight, become pending rows in the same order.
+-- rows become pending rows in the same order, once the writes in flight have ended.
 
 CREATE TABLE IF NOT EXISTS {schema}.{pending_changes} (
     seq       bigint GENERATED ALWAYS AS IDENTITY,
