@@ -26,6 +26,7 @@ from pgactors import (
     StoreConfig,
     StoreUnavailable,
 )
+from pgactors.changes import parse_range, range_payload
 from pgactors.embedded import EmbeddedServer
 
 TIMEOUT = 15
@@ -233,23 +234,113 @@ async def test_a_store_that_only_listens_numbers_writes_nobody_numbered(
     assert [c.position for c in got] == list(range(got[0].position, got[0].position + 3))
 
 
-async def test_plain_listen_sees_keys_not_state(pg_store: Store, pg_dsn: str) -> None:
+async def _notifications_until_marker(conn: psycopg.AsyncConnection[object]) -> list[str]:
+    """The payloads on pgactors_changes before a marker, sent now, comes back: NOTIFY
+    delivers in commit order, so nothing sent earlier can still be on its way."""
+    marker = f"marker-{time.monotonic_ns()}"
+    async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as other:
+        await other.execute("SELECT pg_notify('pgactors_changes', %s)", [marker])
+    received: list[str] = []
+    deadline = time.monotonic() + TIMEOUT
+    while marker not in received:
+        assert time.monotonic() < deadline, f"the marker never came back: {received}"
+        notifies = conn.notifies(timeout=0.5, stop_after=1)
+        received += [n.payload async for n in notifies if n.channel == "pgactors_changes"]
+    return received[: received.index(marker)]
+
+
+async def _read_range(
+    conn: psycopg.AsyncConnection[object], schema: str, payload: str
+) -> list[tuple[object, ...]]:
+    """What a plain LISTEN client does with a notification: read the range from the log."""
+    bounds = json.loads(payload)
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT position, type, id, version, op FROM {} "
+            "WHERE position BETWEEN %s AND %s ORDER BY position"
+        ).format(sql.Identifier(schema, "pgactors_changes")),
+        [bounds["from"], bounds["to"]],
+    )
+    return await cur.fetchall()
+
+
+async def test_plain_listen_sees_a_range_then_reads_keys_not_state(
+    pg_store: Store, pg_dsn: str
+) -> None:
     big = {"blob": "x" * 20_000}
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute("LISTEN pgactors_changes")
         await pg_store.save("Big", "b1", big)
-        notifies = conn.notifies(timeout=TIMEOUT, stop_after=1)
-        received = [n.payload async for n in notifies]
+        # The save's own pass runs in the background: this one follows it.
+        await pg_store.sequence_changes()
+        received = await _notifications_until_marker(conn)
         assert len(received) == 1
         payload = json.loads(received[0])
-    assert {"type", "id", "version", "op", "position", "at"} <= set(payload)
-    assert (payload["type"], payload["id"], payload["version"], payload["op"]) == (
-        "Big",
-        "b1",
-        1,
-        "save",
+        assert set(payload) == {"from", "to"}
+        assert payload["from"] == payload["to"]
+        rows = await _read_range(conn, pg_store.config.schema, received[0])
+    assert rows == [(payload["from"], "Big", "b1", 1, "save")]
+    assert "x" * 100 not in received[0]
+
+
+async def test_one_notification_per_numbering_pass(pg_store: Store, pg_dsn: str) -> None:
+    """Many changes numbered by one pass: one notification, naming all of them."""
+    table = sql.Identifier(pg_store.config.schema, "pgactors_state")
+    insert = sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('N', %s, 1, '{{}}')")
+    writes = 40
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute("LISTEN pgactors_changes")
+        # Plain writes, one transaction each: nobody numbers them until we ask.
+        for n in range(writes):
+            await conn.execute(insert.format(table), [f"n{n}"])
+        assert await pg_store.sequence_changes() == writes
+        received = await _notifications_until_marker(conn)
+        assert len(received) == 1, received
+        rows = await _read_range(conn, pg_store.config.schema, received[0])
+    assert [r[2] for r in rows] == [f"n{n}" for n in range(writes)]
+    assert [r[0] for r in rows] == list(range(rows[0][0], rows[0][0] + writes))
+
+
+async def test_memory_backend_notifies_one_range_per_batch() -> None:
+    store = InMemoryStore()
+    listener = store._backend.feed.feed_listener()  # type: ignore[attr-defined]
+    await listener.connect()
+    try:
+        await store.save("M", "first", {})
+        await store.save_many("M", {f"k{n}": n for n in range(5)})
+        payloads = await listener.wait(1.0)
+    finally:
+        await listener.close()
+    assert [parse_range(p) for p in payloads] == [(1, 1), (2, 6)]
+
+
+async def test_upgrade_keeps_numbered_changes_and_numbers_the_rest(
+    pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log from before 0008 (numbered by UPDATE) is moved to the lean layout in place."""
+    from pgactors import schema as schema_module
+
+    before = tuple(m for m in schema_module.migrations() if m.version < 8)
+    monkeypatch.setattr(schema_module, "migrations", lambda: before)
+    async with await Store.connect(pg_dsn, schema=schema_name) as old:
+        assert await old.init_schema() == len(before)
+    state = sql.Identifier(schema_name, "pgactors_state")
+    insert = sql.SQL("INSERT INTO {} (type, id, version, data) VALUES ('O', %s, 1, '{{}}')")
+    old_sequencer = sql.SQL("SELECT {}('pgactors_changes', 2)").format(
+        sql.Identifier(schema_name, "pgactors_sequence_changes")
     )
-    assert "x" * 100 not in json.dumps(payload)
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        for id in ("o1", "o2", "o3"):
+            await conn.execute(insert.format(state), [id])
+        await conn.execute(old_sequencer)  # numbers o1 and o2 only; o3 is left pending
+    monkeypatch.undo()
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        assert await store.init_schema() == len(schema_module.migrations()) - len(before)
+        assert all(present for _, _, present in await store.verify_schema())
+        async with store.changes(since=0) as stream:
+            await store.save("O", "o4", {})
+            got = await take(stream, 4)
+    assert [(c.id, c.position) for c in got] == [("o1", 1), ("o2", 2), ("o3", 3), ("o4", 4)]
 
 
 async def test_writes_from_another_store_instance(pg_store: Store, pg_dsn: str) -> None:
@@ -278,12 +369,12 @@ async def test_changes_off_writes_nothing_to_the_log(pg_store: Store, pg_dsn: st
 
 
 async def test_postgres_sends_the_payload_the_memory_backend_sends(pg_store: Store) -> None:
-    """The change payload is built in SQL (``sequence_changes``) and in Python
-    (``Change.payload``, for the in-memory twin): they must carry the same fields."""
+    """The range payload is built in SQL (``sequence_changes``) and in Python
+    (``range_payload``, for the in-memory twin): they must carry the same fields."""
     listener = pg_store._backend.feed.feed_listener()  # type: ignore[attr-defined]
     await listener.connect()
     try:
-        await pg_store.save("P", "one", {"n": 1})
+        await pg_store.save_many("P", {"one": 1, "two": 2, "three": 3})
         deadline = time.monotonic() + 10
         payloads: list[str] = []
         while not payloads:
@@ -291,13 +382,10 @@ async def test_postgres_sends_the_payload_the_memory_backend_sends(pg_store: Sto
             payloads = await listener.wait(0.5)
     finally:
         await listener.close()
-    sent = json.loads(payloads[0])
-    change = Change.from_payload(payloads[0])
-    assert (change.type, change.id, change.version, change.op) == ("P", "one", 1, "save")
-    made = json.loads(change.payload())
-    # Timestamps may be written with different digits; they are the same instant.
-    assert {**sent, "at": None} == {**made, "at": None}
-    assert Change.from_payload(change.payload()) == change
+    head, _ = await pg_store._backend.feed.feed_state()  # type: ignore[attr-defined]
+    assert parse_range(payloads[0]) == (head - 2, head)
+    assert json.loads(payloads[0]) == json.loads(range_payload(head - 2, head))
+    assert parse_range("not json") is None and parse_range('{"position": 3}') is None
 
 
 async def test_listener_refuses_a_connection_where_notify_never_arrives(

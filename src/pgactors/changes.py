@@ -1,11 +1,12 @@
 """The change feed: every committed change, in commit order, gap-free across reconnects.
 
 Writers append to a durable log; positions are numbered after commit, contiguous and
-in commit order (see ``sql/migrations/0002_change_feed.sql``). One ``ChangeFeed`` per
-store owns one listener connection and fans notifications out to any number of
-``changes()`` streams. Notifications are a fast path, never the source of truth: a
-stream that sees a gap in positions (or reconnects, or polls when quiet) reads the
-missing changes from the log.
+in commit order (see ``sql/migrations/0008_lean_changes.sql``). Each numbering pass
+sends one notification naming the range of positions it numbered (``range_payload``).
+One ``ChangeFeed`` per store owns one listener connection and, for each notification,
+reads the new changes from the log once for all its ``changes()`` streams.
+Notifications are a fast path, never the source of truth: on reconnecting, and when
+quiet, a stream reads whatever it missed from the log.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Change:
     position: int
 
     def payload(self) -> str:
-        """The notification payload (PostgreSQL's ``sequence_changes`` sends the same)."""
+        """The change as JSON (notifications carry ranges, see ``range_payload``)."""
         return json.dumps(
             {
                 "type": self.type,
@@ -63,7 +64,7 @@ class Change:
 
     @classmethod
     def from_payload(cls, payload: str) -> Change:
-        """Parse a notification payload."""
+        """Parse ``payload()``."""
         raw = json.loads(payload)
         return cls(
             raw["type"],
@@ -73,6 +74,23 @@ class Change:
             datetime.fromisoformat(raw["at"]),
             int(raw["position"]),
         )
+
+
+def range_payload(first: int, last: int) -> str:
+    """The notification of one numbering pass: positions ``first`` to ``last``, inclusive.
+
+    PostgreSQL's ``sequence_changes`` sends the same fields (spaced differently).
+    """
+    return json.dumps({"from": first, "to": last})
+
+
+def parse_range(payload: str) -> tuple[int, int] | None:
+    """The range a notification names; None for a payload that is not a range."""
+    try:
+        raw = json.loads(payload)
+        return int(raw["from"]), int(raw["to"])
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 class FeedListener(Protocol):
@@ -215,8 +233,10 @@ class ChangeFeed:
                     await self._catch_up()
                     while not self._stopping:
                         payloads = await listener.wait(self._poll_interval)
+                        ranges = [r for r in map(parse_range, payloads) if r is not None]
+                        if ranges:
+                            await self._dispatch(max(last for _, last in ranges))
                         if payloads:
-                            await self._dispatch([Change.from_payload(p) for p in payloads])
                             continue
                         await listener.ping()
                         await self._catch_up()
@@ -247,14 +267,26 @@ class ChangeFeed:
             async with subscriber.lock:
                 await self._fill(subscriber)
 
-    async def _dispatch(self, changes: list[Change]) -> None:
-        for subscriber in list(self._subscribers):
-            async with subscriber.lock:
-                for change in changes:
-                    if change.position > subscriber.last + 1:
-                        await self._fill(subscriber)
-                    if change.position == subscriber.last + 1:
-                        subscriber.accept(change)
+    async def _dispatch(self, upto: int) -> None:
+        """Deliver the changes through ``upto`` (numbered, so in the log) to every stream,
+        reading the log once for all of them."""
+        behind = [s for s in self._subscribers if s.last < upto and not s.failed]
+        if not behind:
+            return
+        async with contextlib.AsyncExitStack() as locks:
+            for subscriber in behind:
+                await locks.enter_async_context(subscriber.lock)
+            after = min(s.last for s in behind)
+            # Every type, so that a gap (changes pruned meanwhile) shows.
+            batch = await self._source.fetch_changes(after, None, FETCH_LIMIT)
+            if not batch or batch[0].position != after + 1 or len(batch) == FETCH_LIMIT:
+                # Pruned past a stream, or a long way behind: read the log per stream.
+                for subscriber in behind:
+                    await self._fill(subscriber)
+                return
+            for subscriber in behind:
+                for change in batch:
+                    subscriber.accept(change)
 
     async def _fill(self, subscriber: _Subscriber) -> None:
         """Deliver every logged change after the subscriber's position (lock held)."""

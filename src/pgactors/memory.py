@@ -19,7 +19,7 @@ from typing import Any, Literal
 from . import query as querying
 from . import schema
 from .backend import CallRequest, SaveItem, TransactionBackend, stale
-from .changes import Change, FeedListener
+from .changes import Change, FeedListener, range_payload
 from .errors import CallAlreadyApplied, VersionConflict
 from .memory_reminders import (
     Entries,
@@ -285,16 +285,17 @@ class MemoryBackend:
         return self
 
     def _publish(self, events: list[_Event]) -> None:
-        if not self._changes:
+        if not self._changes or not events:
             return
         now = datetime.now(UTC)
+        first = self._position + 1
         for type, id, version, op in events:
             self._position += 1
-            change = Change(type, id, version, op, now, self._position)
-            self._log.append(change)
-            payload = change.payload()
-            for listener in self._listeners:
-                listener.queue.put_nowait(payload)
+            self._log.append(Change(type, id, version, op, now, self._position))
+        # One notification per batch, naming its range, as PostgreSQL's numbering pass.
+        payload = range_payload(first, self._position)
+        for listener in self._listeners:
+            listener.queue.put_nowait(payload)
 
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         row = _get(self._rows, type, id)

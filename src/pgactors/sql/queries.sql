@@ -635,6 +635,7 @@ CREATE TABLE {schema}.{partition} PARTITION OF {schema}.{state}
 
 -- name: drop_schema
 DROP TABLE IF EXISTS {schema}.{state};
+DROP TABLE IF EXISTS {schema}.{pending_changes};
 DROP TABLE IF EXISTS {schema}.{changes};
 DROP TABLE IF EXISTS {schema}.{feed};
 DROP TABLE IF EXISTS {schema}.{migrations};
@@ -644,7 +645,7 @@ DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
 
--- Change feed (see migrations/0002_change_feed.sql).
+-- Change feed (see migrations/0002_change_feed.sql and 0008_lean_changes.sql).
 
 -- name: sequence_changes
 SELECT {schema}.{sequence_fn}(%(channel)s, %(max_rows)s)
@@ -655,7 +656,7 @@ SELECT last_position, pruned_through FROM {schema}.{feed}
 -- name: changes_after
 SELECT position, type, id, version, op, at
 FROM {schema}.{changes}
-WHERE position > %(after)s AND position IS NOT NULL
+WHERE position > %(after)s
   AND (%(types)s::jsonb IS NULL
        OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb)))
 ORDER BY position
@@ -665,16 +666,15 @@ LIMIT %(limit)s
 -- The log is in position order and positions are numbered with a rising clock, so
 -- the expired rows are a prefix: look only at the oldest chunk each time.
 WITH oldest AS (
-    SELECT c.seq, c.position, c.at
+    SELECT c.position, c.at
     FROM {schema}.{changes} c
-    WHERE c.position IS NOT NULL
     ORDER BY c.position
     LIMIT %(chunk)s
 ),
 gone AS (
     DELETE FROM {schema}.{changes} c
     USING oldest o
-    WHERE c.seq = o.seq AND o.at < now() - make_interval(secs => %(retention)s)
+    WHERE c.position = o.position AND o.at < now() - make_interval(secs => %(retention)s)
     RETURNING c.position
 )
 UPDATE {schema}.{feed}
