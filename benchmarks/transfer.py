@@ -5,8 +5,12 @@
 Writes a JSONL file of ``--records`` records (about 1 KB of JSON data each, the
 document of the main suite) in a temp dir, then runs, each in its own process:
 
-1. ``pgactors import FILE`` into an empty schema;
-2. ``pgactors export -o FILE`` of that schema.
+1. ``pgactors import FILE`` into an empty schema (and again with the change log off);
+2. ``pgactors export -o FILE`` of that schema;
+3. ``pgactors import FILE`` into a schema that already holds ``--records`` other records
+   (change feed on, the default), beside psql's ``\\copy`` of the same rows (type, id,
+   data) into a bare table (primary key only) that holds as many other rows: the
+   ceiling an import is measured against.
 
 Reports records/s (wall time of the command, start-up included) and the peak RSS of
 that process (``wait4``'s ``ru_maxrss``). ``--verify`` also imports the export into a
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import filecmp
 import json
 import os
@@ -31,12 +36,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from pgactors import Store
+from pgactors.embedded import bin_path
 
 from .harness import make_payload
 from .server import server_dsn
 
 IMPORT_TARGET = 100_000
+COPY_RATIO_TARGET = 0.5  # import into a store with records, against psql's \\copy
 EXPORT_TARGET = 150_000
 RSS_TARGET_MB = 200
 
@@ -67,6 +77,48 @@ def write_jsonl(path: Path, records: int) -> None:
                 f'{{"type":"bench","id":"k{n}","version":1,"data":{data},'
                 f'"created_at":"{stamp}","updated_at":"{stamp}"}}\n'
             )
+
+
+def write_csv(source: Path, path: Path) -> None:
+    """The same rows as (type, id, data) CSV, for psql's ``\\copy``."""
+    with source.open(encoding="utf-8") as lines, path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        for line in lines:
+            row = json.loads(line)
+            writer.writerow([row["type"], row["id"], json.dumps(row["data"])])
+
+
+def preload_other(dsn: str, table: sql.Identifier, state: bool, records: int) -> None:
+    """``records`` rows of type ``other`` (the same document) already in ``table``: a
+    store's state table (``state``: with version 1) or the bare table."""
+    columns = "type, id, version, data" if state else "type, id, data"
+    values = "'other', 'o' || g, 1, %s::jsonb" if state else "'other', 'o' || g, %s::jsonb"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM generate_series(1, %s) g").format(
+                table, sql.SQL(columns), sql.SQL(values)
+            ),
+            (json.dumps(make_payload()), records),
+        )
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
+
+
+def copy_into_bare(dsn: str, schema: str, csv_path: Path, records: int) -> Run:
+    """psql's ``\\copy`` of the rows into a bare table that holds ``records`` others."""
+    table = sql.Identifier(schema, "bare")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                'CREATE TABLE {} (type text COLLATE "C", id text COLLATE "C", data jsonb, '
+                "PRIMARY KEY (type, id))"
+            ).format(table)
+        )
+        target = table.as_string(conn)
+    preload_other(dsn, table, False, records)
+    command = f"\\copy {target} (type, id, data) FROM '{csv_path}' WITH (FORMAT csv)"
+    started = time.perf_counter()
+    subprocess.run([str(bin_path("psql")), "-q", "-c", command, dsn], check=True)
+    return Run("copy", records, time.perf_counter() - started, 0.0)
 
 
 def pgactors_command() -> str:
@@ -139,11 +191,33 @@ def main() -> None:
                 identical = None
                 if args.verify:
                     identical = verify(dsn, exported, workdir, args.records)
+                runs += into_existing(dsn, source, workdir, args.records, env)
             finally:
                 asyncio.run(drop_schema(dsn, schema))
         print(report(runs, args.records, size_mb, identical))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def into_existing(
+    dsn: str, source: Path, workdir: Path, records: int, env: dict[str, str]
+) -> list[Run]:
+    """Import into a store holding ``records`` other records, and psql's ``\\copy`` of the
+    same rows into a bare table holding as many."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(init_schema(dsn, schema))
+    try:
+        preload_other(dsn, sql.Identifier(schema, "pgactors_state"), True, records)
+        print("import into a store that holds records ...", file=sys.stderr)
+        into = {**env, "PGACTORS_SCHEMA": schema}
+        imported = run_command("import into", records, ["import", str(source)], into)
+        csv_path = workdir / "in.csv"
+        write_csv(source, csv_path)
+        print("psql \\copy into a bare table that holds rows ...", file=sys.stderr)
+        copied = copy_into_bare(dsn, schema, csv_path, records)
+        return [imported, copied]
+    finally:
+        asyncio.run(drop_schema(dsn, schema))
 
 
 def verify(dsn: str, exported: Path, workdir: Path, records: int) -> bool:
@@ -169,6 +243,9 @@ def report(runs: list[Run], records: int, size_mb: float, identical: bool | None
         "| command | records/s | seconds | peak RSS (MB) | target |",
         "|---|---:|---:|---:|---|",
     ]
+    copy = next((r for r in runs if r.name == "copy"), None)
+    into = next((r for r in runs if r.name == "import into"), None)
+    runs = [r for r in runs if r not in (copy, into)]
     for run in runs:
         target = EXPORT_TARGET if run.name == "export" else IMPORT_TARGET
         ok = run.rate >= target and run.peak_rss_mb < RSS_TARGET_MB
@@ -180,6 +257,21 @@ def report(runs: list[Run], records: int, size_mb: float, identical: bool | None
             f"{run.peak_rss_mb:.0f} | >= {target:,}/s, < {RSS_TARGET_MB} MB: "
             f"{'PASS' if ok else 'FAIL'} |"
         )
+    if copy is not None and into is not None:
+        ratio = into.rate / copy.rate
+        verdict = "PASS" if ratio >= COPY_RATIO_TARGET else "FAIL"
+        lines += [
+            "",
+            f"Into tables that already hold {records:,} other rows:",
+            "",
+            "| command | records/s | seconds | vs \\copy |",
+            "|---|---:|---:|---:|",
+            f"| `pgactors import` (change feed on) | {into.rate:,.0f} | {into.seconds:.1f} | "
+            f"{ratio:.2f}x |",
+            f"| psql `\\copy` into a bare table | {copy.rate:,.0f} | {copy.seconds:.1f} | 1.00x |",
+            "",
+            f"{verdict} import >= {COPY_RATIO_TARGET}x of \\copy into a bare table: {ratio:.2f}x",
+        ]
     if identical is not None:
         lines += ["", f"export -> import -> export identical: {identical}"]
     return "\n".join(lines)
