@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from pgactors import Store
@@ -71,3 +72,47 @@ async def test_saves_over_existing_records_are_hot_updates(pg_dsn: str, schema_n
     await _save_rounds(pg_dsn, schema_name, range(ROUNDS + 1, 2 * ROUNDS + 1))
     updates_after, hot_after = await _update_counts(pg_dsn, schema_name, 2 * RECORDS * ROUNDS)
     assert hot_after - hot < 0.1 * (updates_after - updates)
+
+
+async def test_upgrade_drops_the_indexes_every_save_rewrote(
+    pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgactors import schema as schema_module
+
+    before = tuple(m for m in schema_module.migrations() if m.version < 7)
+    monkeypatch.setattr(schema_module, "migrations", lambda: before)
+    async with await Store.connect(pg_dsn, schema=schema_name) as old:
+        await old.init_schema()
+        await old.save("Player", "p1", _payload(1, 0))
+    assert await _state_indexes(pg_dsn, schema_name) == {
+        "pgactors_state_pkey",
+        "pgactors_state_expires_idx",
+        "pgactors_state_type_updated_idx",
+        "pgactors_state_data_idx",
+    }
+    monkeypatch.undo()
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        assert await store.init_schema() == len(schema_module.migrations()) - len(before)
+        assert all(present for _, _, present in await store.verify_schema())
+        loaded = await store.load("Player", "p1")
+        assert loaded is not None and loaded.data == _payload(1, 0)
+    assert await _state_indexes(pg_dsn, schema_name) == {
+        "pgactors_state_pkey",
+        "pgactors_state_expires_idx",
+    }
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'pgactors_state'",
+            [schema_name],
+        )
+        assert await cur.fetchone() == (["fillfactor=70"],)
+
+
+async def _state_indexes(dsn: str, schema: str) -> set[str]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+            [schema, "pgactors_state"],
+        )
+        return {row[0] for row in await cur.fetchall()}
