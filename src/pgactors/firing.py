@@ -179,10 +179,11 @@ class ReminderFiring:
     async def _owned_due(self) -> list[Reminder]:
         """The due reminders of this system's actors (a Ray silo: nobody else fires
         these, and they are not leased), read page by page past other silos' backlog."""
-        after = None
+        owns, after = self._owns, None
+        assert owns is not None
         for _ in range(OWNED_PAGES):
             page = await self._store.due_reminders(self._types, limit=ROUND, after=after)
-            owned = [r for r in page if self._owns is not None and self._owns(r.type, r.id)]
+            owned = [r for r in page if owns(r.type, r.id)]
             if owned or len(page) < ROUND:
                 return owned
             after = page[-1]
