@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from pgactors import InMemoryStore, Store, SyncStore
+from pgbouncer_server import PgBouncer, pgbouncer_binary
 
 # Ray binds its services to the machine's address unless told this is a one-machine
 # cluster; the tests' cluster listens on loopback only. Read when ray is imported.
@@ -95,15 +96,50 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     """Every conformance test runs against both backends.
 
     Parametrize ``store`` indirectly with "postgres-partitioned" for a state table
-    hash-partitioned into ``TEST_PARTITIONS`` (tests/test_conformance.py does).
+    hash-partitioned into ``TEST_PARTITIONS``, or "pgbouncer-transaction" and
+    "pgbouncer-session" for a store reached through a real PgBouncer in that pool mode
+    (tests/test_conformance.py does).
     """
     if request.param == "memory":
         yield InMemoryStore()
         return
     partitions = TEST_PARTITIONS if request.param == "postgres-partitioned" else None
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name")
+    if request.param.startswith("pgbouncer-"):
+        mode = request.param.removeprefix("pgbouncer-")
+        dsn = request.getfixturevalue(f"pgbouncer_{mode}").dsn
     async with _initialised_store(dsn, schema, partitions) as store:
         yield store
+
+
+def _pgbouncer(
+    mode: str, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    if pgbouncer_binary() is None:
+        message = "pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    bouncer = PgBouncer(tmp_path_factory.mktemp(f"pgbouncer-{mode}"), pg_dsn, mode)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_transaction(
+    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction-pooling mode in front of the test server."""
+    yield from _pgbouncer("transaction", pg_dsn, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """A real PgBouncer in session-pooling mode in front of the test server."""
+    yield from _pgbouncer("session", pg_dsn, tmp_path_factory)
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from pgactors import InvalidInput, NotFound, Store, VersionConflict
 
 # Every backend, and PostgreSQL with a hash-partitioned state table (`init --partitions`).
 pytestmark = pytest.mark.parametrize(
-    "store", ["memory", "postgres", "postgres-partitioned"], indirect=True
+    "store",
+    ["memory", "postgres", "postgres-partitioned", "pgbouncer-transaction", "pgbouncer-session"],
+    indirect=True,
 )
 
 JSON_VALUES: list[Any] = [

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from .actor_state import decode_state, encode_state, is_protobuf_class
 from .changes import ChangeStream
 from .codecs import BinaryCodec, ProtobufCodec
-from .errors import InvalidInput, PgActorsError, VersionConflict
+from .errors import ConfigError, InvalidInput, PgActorsError, VersionConflict
 from .firing import ReminderFiring
 from .objects import (
     Upcaster,
@@ -277,7 +277,13 @@ class ActorSystem(Turns):
         self._classes: dict[str, type[Actor[Any]]] = {}
         self._background: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
-        self._stream: ChangeStream = store.changes()
+        try:
+            self._stream: ChangeStream | None = store.changes() if follow_changes else None
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}; or pass ActorSystem(follow_changes=False), and cached actors then "
+                "learn of other processes' writes only when a save conflicts"
+            ) from None
         self._closed = False
         self.flush_conflicts = 0
         for cls in actors:
@@ -370,6 +376,7 @@ class ActorSystem(Turns):
             return activation
         if self.follow_changes and self._follower is None:
             # Subscribe before loading, so no change after the load can be missed.
+            assert self._stream is not None
             await self._stream.start()
             if self._follower is None:
                 self._follower = asyncio.create_task(self._follow(), name="pgactors-actors-feed")
@@ -473,6 +480,7 @@ class ActorSystem(Turns):
 
     async def _follow(self) -> None:
         """Mark cached actors stale when another instance changes them."""
+        assert self._stream is not None
         async with self._stream as stream:
             async for change in stream:
                 activation = self._activations.get((change.type, change.id))
@@ -502,7 +510,7 @@ class ActorSystem(Turns):
         if self._background is not None:
             self._background.cancel()
             await asyncio.gather(self._background, return_exceptions=True)
-        if self._follower is not None:
+        if self._follower is not None and self._stream is not None:
             # Closing the stream ends the follower's loop; cancelling it mid-subscribe
             # could leave a connection checkout behind.
             await self._stream.close()

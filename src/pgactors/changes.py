@@ -138,6 +138,10 @@ class FeedSource(Protocol):
         """A new, unconnected listener."""
         ...
 
+    def check_listen(self) -> None:
+        """Raise ``ConfigError`` if listeners cannot work here (a transaction pooler)."""
+        ...
+
 
 @dataclass(eq=False)
 class _Subscriber:

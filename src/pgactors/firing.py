@@ -23,6 +23,7 @@ import typing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .changes import FeedListener
 from .errors import PgActorsError
 from .reminders import CALL_PREFIX, HORIZON, Reminder
 from .retry import back_off
@@ -64,6 +65,7 @@ class ReminderFiring:
         self._classes: dict[str, type[Actor[Any]]] = {}
         self._types: list[str] = []
         self._task: asyncio.Task[None] | None = None
+        self._listener: FeedListener | None = None
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
@@ -78,6 +80,9 @@ class ReminderFiring:
         for cls in classes:
             self._classes[cls.type_name] = cls
         self._types = sorted(self._classes)
+        if self._types and self._listener is None:
+            # Made now, so that a store that cannot LISTEN says so here (ConfigError).
+            self._listener = self._store.reminder_listener()
         with contextlib.suppress(RuntimeError):  # no running event loop yet
             asyncio.get_running_loop()
             self.start()
@@ -102,7 +107,8 @@ class ReminderFiring:
             self._stopping = False
 
     async def _run(self) -> None:
-        listener = self._store.reminder_listener()
+        listener = self._listener
+        assert listener is not None
         failures = 0
         while not self._stopping:
             try:

@@ -546,6 +546,9 @@ class MemoryBackend:
     def feed_listener(self) -> FeedListener:
         return MemoryListener(self._listeners)
 
+    def check_listen(self) -> None:
+        pass
+
     async def init_schema(self, partitions: int | None = None) -> int:
         return 0
 

@@ -8,6 +8,10 @@ import random
 from typing import Final
 
 DEFAULT_MAX_RETRIES: Final = 100
+# Optimistic tries of ``Store.update`` before it takes the row lock (load FOR UPDATE in a
+# transaction): unlocked tries are cheaper, but under contention a writer may lose every
+# round; the lock holder cannot lose.
+LOCK_AFTER: Final = 3
 _BASE_SECONDS: Final = 0.0005
 _CAP_SECONDS: Final = 0.05
 

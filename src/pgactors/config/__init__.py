@@ -59,6 +59,8 @@ class StoreConfig:
     channel: str = "pgactors_changes"
     changes_retention: float = 86400.0
     purge_interval: float = 60.0
+    pooler: str = "auto"
+    listen_dsn: str | None = None
 
     def __post_init__(self) -> None:
         for name, check in FIELD_CHECKS.items():
@@ -72,6 +74,18 @@ class StoreConfig:
             raise ConfigError(
                 f"pool_max_size must be an integer >= {bound}, got {self.pool_max_size}"
             )
+        if self.pooler == "pgbouncer":
+            # Both travel as the startup parameter "options", which PgBouncer refuses.
+            for name, server_setting, set_here in (
+                ("statement_timeout", "statement_timeout", self.statement_timeout is not None),
+                ("changes=False", "pgactors.changes = off", not self.changes),
+            ):
+                if set_here:
+                    raise ConfigError(
+                        f"{name} is sent as a startup option, which PgBouncer refuses; with "
+                        f"pooler='pgbouncer' set it on the server instead (ALTER ROLE ... SET "
+                        f"{server_setting}) and leave it out here"
+                    )
 
     def __repr__(self) -> str:
         shown: list[str] = []
@@ -79,8 +93,8 @@ class StoreConfig:
             value = getattr(self, f.name)
             if f.name == "password" and value is not None:
                 text = repr(MASK)
-            elif f.name == "dsn" and value is not None:
-                text = repr(self.redacted_dsn())
+            elif f.name in ("dsn", "listen_dsn") and value is not None:
+                text = repr(redact_dsn(value))
             else:
                 text = repr(value)
             shown.append(f"{f.name}={text}")
@@ -218,8 +232,9 @@ def redact(text: str, config: StoreConfig | None = None) -> str:
     if config is not None:
         if config.password:
             secrets.append(config.password)
-        if config.dsn is not None:
-            secrets.extend(analyze_dsn(config.dsn).secrets)
+        for dsn in (config.dsn, config.listen_dsn):
+            if dsn is not None:
+                secrets.extend(analyze_dsn(dsn).secrets)
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return redact_patterns(text)

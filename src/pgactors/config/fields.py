@@ -92,7 +92,17 @@ def _check_seconds(
     return float(value)
 
 
-def _check_dsn(value: object) -> str | None:
+POOLERS = ("auto", "pgbouncer", "none")
+"""Allowed ``pooler`` values: detect a transaction pooler, say there is one, or none."""
+
+
+def _check_pooler(value: object) -> str:
+    if isinstance(value, str) and value in POOLERS:
+        return value
+    raise ConfigError(f"pooler must be one of {', '.join(POOLERS)}, {_got(value)}")
+
+
+def _check_dsn(value: object, field: str = "dsn") -> str | None:
     if value is None:
         return None
     allowed = (
@@ -100,17 +110,19 @@ def _check_dsn(value: object) -> str | None:
         "or a libpq key=value string (e.g. 'host=db dbname=app')"
     )
     if not isinstance(value, str):
-        raise ConfigError(f"dsn must be {allowed}, got a value of type {type(value).__name__}")
+        raise ConfigError(f"{field} must be {allowed}, got a value of type {type(value).__name__}")
     if value.startswith(URL_PREFIXES):
         if "\x00" in value:
-            raise ConfigError("dsn must not contain NUL characters")
+            raise ConfigError(f"{field} must not contain NUL characters")
         return value
     # The value itself is never shown: a malformed DSN may still hold a password.
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*)://", value)
     if scheme is not None:
-        raise ConfigError(f"dsn must be {allowed}, got a URL with scheme {scheme.group(1)!r}")
+        raise ConfigError(f"{field} must be {allowed}, got a URL with scheme {scheme.group(1)!r}")
     if "\x00" in value or not parse_keyvalue(value):
-        raise ConfigError(f"dsn must be {allowed}, got a string that is neither (value not shown)")
+        raise ConfigError(
+            f"{field} must be {allowed}, got a string that is neither (value not shown)"
+        )
     return value
 
 
@@ -189,6 +201,8 @@ FIELD_CHECKS: dict[str, Callable[[object], object]] = {
     "purge_interval": lambda v: _check_seconds(
         "purge_interval", v, "a finite number of seconds > 0", 0.0, 10.0 * 365 * 86400
     ),
+    "pooler": _check_pooler,
+    "listen_dsn": lambda v: _check_dsn(v, "listen_dsn"),
 }
 
 """Per field, a function that returns the validated (possibly normalised) value or raises
@@ -205,5 +219,6 @@ __all__ = [
     "FIELD_CHECKS",
     "FIELD_NAMES",
     "IDENTIFIER_RE",
+    "POOLERS",
     "show",
 ]

@@ -57,6 +57,8 @@ _PGACTORS_ENV: tuple[tuple[str, str], ...] = (
     ("PGACTORS_CHANNEL", "channel"),
     ("PGACTORS_CHANGES_RETENTION", "changes_retention"),
     ("PGACTORS_PURGE_INTERVAL", "purge_interval"),
+    ("PGACTORS_POOLER", "pooler"),
+    ("PGACTORS_LISTEN_DSN", "listen_dsn"),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import weakref
@@ -20,7 +21,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.errors import DeadlockDetected
+from psycopg.errors import DeadlockDetected, DuplicatePreparedStatement, InvalidSqlStatementName
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import schema
@@ -38,6 +39,7 @@ from ..errors import (
 from ..stats import PoolStats
 
 Conn = psycopg.AsyncConnection[Any]
+logger = logging.getLogger("pgactors")
 # A connection idle for longer than this is pinged before use, so a restarted
 # server does not hand out dead connections; busy connections skip the ping.
 IDLE_CHECK_SECONDS = 2.0
@@ -83,6 +85,12 @@ def hint(message: str) -> str:
         return "the server did not answer in time: check host, port and any firewall"
     if "could not translate host name" in lowered or "name or service not known" in lowered:
         return "the host name does not resolve: check the host"
+    if "unsupported startup parameter" in lowered:
+        return (
+            "a pooler (PgBouncer?) refused a startup parameter: statement_timeout and "
+            "changes=False travel as the startup option 'options'; set them on the server "
+            "instead (ALTER ROLE ... SET ...) and set pooler='pgbouncer'"
+        )
     if "ssl" in lowered:
         return "the TLS handshake failed: check sslmode and the certificate settings"
     return (
@@ -140,7 +148,7 @@ async def connect(conninfo: str, config: StoreConfig) -> Conn:
     """A new autocommit connection outside the pool (for checks and the listener)."""
     try:
         return await asyncio.wait_for(
-            psycopg.AsyncConnection.connect(conninfo, autocommit=True),
+            psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=None),
             timeout=config.connect_timeout + 1,
         )
     except TimeoutError:
@@ -164,6 +172,59 @@ async def read_schema_version(conn: Conn, queries: Statements, config: StoreConf
     cur = await conn.execute(queries.schema_version)
     row = await cur.fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+async def connect_pair(conninfo: str, config: StoreConfig) -> tuple[Conn, Conn]:
+    """Two connections opened at once (or none: the first failure is raised)."""
+    results = await asyncio.gather(
+        connect(conninfo, config), connect(conninfo, config), return_exceptions=True
+    )
+    conns = [r for r in results if not isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        for conn in conns:
+            await conn.close()
+        raise failures[0]
+    return conns[0], conns[1]
+
+
+async def transaction_pooled(first: Conn, second: Conn) -> bool:
+    """True if these two connections are served by a transaction pooler (PgBouncer).
+
+    A PostgreSQL backend serves one client connection for its whole life. So if one
+    connection's statements run in different backends, or two open connections run
+    statements in the same backend, something in between hands backends out per
+    transaction. Never wrong when True; a busy pooler may hand out other backends
+    each time, and then this says False (set ``pooler='pgbouncer'`` to be sure)."""
+    pids: list[int] = []
+    for conn in (first, second, first, second):
+        cur = await conn.execute("SELECT pg_backend_pid()")
+        row = await cur.fetchone()
+        pids.append(int(row[0]) if row else 0)
+    own_first, own_second = {pids[0], pids[2]}, {pids[1], pids[3]}
+    return len(own_first) > 1 or len(own_second) > 1 or bool(own_first & own_second)
+
+
+def listen_conninfo(config: StoreConfig, conninfo: str, pooled: bool) -> str:
+    """Where LISTEN connections go: ``listen_dsn``, else the store's own server.
+
+    ConfigError when a transaction pooler stands in front and no ``listen_dsn`` is set:
+    LISTEN needs a session, and a transaction pooler hands the session to others."""
+    if config.listen_dsn is not None:
+        params = {"connect_timeout": str(max(1, math.ceil(config.connect_timeout)))}
+        try:
+            return make_conninfo(config.listen_dsn, **params)
+        except psycopg.ProgrammingError as exc:
+            message = redact(str(exc), config)
+            raise ConfigError(f"listen_dsn is not a valid connection string: {message}") from None
+    if pooled:
+        raise ConfigError(
+            f"the change feed and reminder notifications LISTEN, which needs a session, but "
+            f"{config.target()} is a transaction pooler (pooler={config.pooler!r}): set "
+            "listen_dsn (env PGACTORS_LISTEN_DSN) to a DSN that reaches PostgreSQL directly "
+            "or through a session-pooling PgBouncer"
+        )
+    return conninfo
 
 
 def too_new(version: int, config: StoreConfig) -> SchemaMismatch:
@@ -222,6 +283,7 @@ class Connections:
         pool: AsyncConnectionPool[Conn],
         statements: Statements,
         last_used: weakref.WeakKeyDictionary[Conn, float],
+        pooled: bool = False,
     ) -> None:
         self.config = config
         self._config = config
@@ -230,6 +292,8 @@ class Connections:
         self.statements = statements
         self._last_used = last_used
         self.retries = {"read": 0, "deadlock": 0}
+        # A transaction pooler stands in front: no prepared statements, no LISTEN here.
+        self.pooled = pooled
         # Called after a write commits (the backend points it at the change sequencer).
         self.changed: Callable[[], None] = _nothing
 
@@ -238,7 +302,16 @@ class Connections:
         """Check that the server is reachable and the schema compatible, then open the pool."""
         conninfo = build_conninfo(config)
         statements = Statements(config)
-        conn = await connect(conninfo, config)
+        pooled = config.pooler == "pgbouncer"
+        if config.pooler == "auto":
+            conn, second = await connect_pair(conninfo, config)
+            try:
+                with translated(config):
+                    pooled = await transaction_pooled(conn, second)
+            finally:
+                await second.close()
+        else:
+            conn = await connect(conninfo, config)
         try:
             with translated(config):
                 version = await read_schema_version(conn, statements, config)
@@ -255,9 +328,14 @@ class Connections:
             if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
                 await AsyncConnectionPool.check_connection(conn)
 
+        # Behind a transaction pooler a prepared statement would be prepared in one
+        # backend and run in another (or, worse, run another client's of the same name).
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if pooled:
+            kwargs["prepare_threshold"] = None
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
-            kwargs={"autocommit": True},
+            kwargs=kwargs,
             min_size=config.pool_min_size,
             max_size=config.pool_max_size,
             open=False,
@@ -271,17 +349,32 @@ class Connections:
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise translate(exc, config) from None
-        return cls(config, conninfo, pool, statements, last_used)
+        return cls(config, conninfo, pool, statements, last_used, pooled)
 
     async def close(self) -> None:
         """Close every connection."""
         await self.pool.close()
+
+    def stop_preparing(self) -> None:
+        """Treat the server as behind a transaction pooler from now on."""
+        if not self.pooled:
+            logger.warning(
+                "%s behaves like a transaction pooler (a prepared statement was missing or "
+                "taken): pgactors stops preparing statements; set pooler='pgbouncer' to say "
+                "so from the start",
+                self._config.target(),
+            )
+        self.pooled = True
+        if isinstance(self.pool.kwargs, dict):  # connections taken later are set on use too
+            self.pool.kwargs["prepare_threshold"] = None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; driver errors in the block become ``PgActorsError``s."""
         with translated(self._config):
             async with self.pool.connection() as conn:
+                if self.pooled and conn.prepare_threshold is not None:
+                    conn.prepare_threshold = None
                 try:
                     yield conn
                 finally:
@@ -314,6 +407,8 @@ class Connections:
             conn = None
             try:
                 async with self.pool.connection() as conn:
+                    if self.pooled and conn.prepare_threshold is not None:
+                        conn.prepare_threshold = None
                     try:
                         cur = await conn.execute(query, params, prepare=prepare)
                         return await cur.fetchall()
@@ -325,6 +420,13 @@ class Connections:
                 if attempt == RETRIES:
                     raise translate(exc, self._config) from None
                 self.retries["deadlock"] += 1
+            except (InvalidSqlStatementName, DuplicatePreparedStatement) as exc:
+                # Our prepared statement was missing, or the name taken, in the backend
+                # that got the statement: a transaction pooler that detection missed.
+                # The statement did not run, so it is safe to send again, unprepared.
+                if self.pooled or attempt > 0:
+                    raise translate(exc, self._config) from None
+                self.stop_preparing()
             except psycopg.OperationalError as exc:
                 if not idempotent or attempt > 0 or conn is None or not conn.broken:
                     raise translate(exc, self._config) from None

@@ -12,7 +12,7 @@ from psycopg.conninfo import make_conninfo
 from ..changes import Change, FeedListener
 from ..config import StoreConfig
 from ..errors import ConfigError
-from .connection import Conn, Connections, connect, json_list, translated
+from .connection import Conn, Connections, connect, json_list, listen_conninfo, translated
 
 SEQUENCE_MAX_ROWS = 10_000
 PRUNE_CHUNK = 10_000
@@ -62,7 +62,13 @@ class PostgresFeed:
             pruned += 1
 
     def feed_listener(self) -> FeedListener:
-        return PostgresListener(self._db.conninfo, self._config)
+        return PostgresListener(self._listen_conninfo(), self._config)
+
+    def check_listen(self) -> None:
+        self._listen_conninfo()
+
+    def _listen_conninfo(self) -> str:
+        return listen_conninfo(self._config, self._db.conninfo, self._db.pooled)
 
 
 class PostgresListener:
@@ -96,8 +102,9 @@ class PostgresListener:
             if notify is None or notify.payload != token:
                 raise ConfigError(
                     f"LISTEN/NOTIFY does not reach this connection to {self._config.target()}: "
-                    "is it a transaction-pooling PgBouncer? Point the change feed at PostgreSQL "
-                    "directly (or at a session-pooling PgBouncer)"
+                    "is it a transaction-pooling PgBouncer? Set listen_dsn (env "
+                    "PGACTORS_LISTEN_DSN) to reach PostgreSQL directly (or through a "
+                    "session-pooling PgBouncer), and pooler='pgbouncer'"
                 )
 
     async def wait(self, seconds: float) -> list[str]:

@@ -6,7 +6,7 @@ from ..changes import FeedListener
 from ..coalesce import Coalescer
 from ..reminders import Reminder, ReminderRequest, ReminderStats
 from .coalesced import MAX_BATCH, MAX_INFLIGHT
-from .connection import Connections, json_list
+from .connection import Connections, json_list, listen_conninfo
 from .feed import PostgresListener
 from .ops import Ops, advance_params, reminder_channel
 
@@ -108,4 +108,5 @@ class PostgresReminders:
 
     def listener(self) -> FeedListener:
         """Hears (as space-separated type names) of reminders set to be due soon."""
-        return PostgresListener(self._db.conninfo, self._config, reminder_channel(self._config))
+        conninfo = listen_conninfo(self._config, self._db.conninfo, self._db.pooled)
+        return PostgresListener(conninfo, self._config, reminder_channel(self._config))

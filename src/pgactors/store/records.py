@@ -30,7 +30,7 @@ from ..record import (
     encode_data,
 )
 from ..reminders import Reminder
-from ..retry import DEFAULT_MAX_RETRIES, back_off
+from ..retry import DEFAULT_MAX_RETRIES, LOCK_AFTER, back_off
 from .base import StoreBase
 from .transaction import UpdateFn, call_request, next_state, text_of
 
@@ -224,9 +224,11 @@ class RecordMethods(StoreBase):
         if default is not MISSING:
             encode_data(default, self._max_bytes)
         for attempt in range(max_retries + 1):
-            record = await self._backend.records.load(type, id)
-            text, expected = await next_state(record, type, id, fn, default, self._max_bytes)
             try:
+                if attempt >= LOCK_AFTER:
+                    return await self._locked_update(type, id, fn, default, seconds, sliding)
+                record = await self._backend.records.load(type, id)
+                text, expected = await next_state(record, type, id, fn, default, self._max_bytes)
                 return await self._backend.records.save(type, id, text, expected, seconds, sliding)
             except VersionConflict as conflict:
                 if attempt == max_retries:
@@ -236,6 +238,23 @@ class RecordMethods(StoreBase):
                 self._metrics.retried("update")
             await back_off(attempt)
         raise AssertionError("unreachable")
+
+    async def _locked_update(
+        self,
+        type: str,
+        id: str,
+        fn: UpdateFn,
+        default: Any,
+        seconds: float | None,
+        sliding: bool,
+    ) -> Record:
+        """``update`` holding the row lock from load to save: it cannot lose to another
+        writer, so a contended record is not retried forever (only a record created
+        meanwhile still conflicts)."""
+        async with self._backend.records.transaction() as tx:
+            record = await tx.load(type, id, for_update=True)
+            text, expected = await next_state(record, type, id, fn, default, self._max_bytes)
+            return await tx.save(type, id, text, expected, seconds, sliding)
 
     # -- batches ----------------------------------------------------------------------------
 

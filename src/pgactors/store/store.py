@@ -156,8 +156,10 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
         ``since``: None starts now, 0 at the oldest retained change, a position right
         after that change. ``async for change in store.changes()``; use
         ``async with store.changes() as stream`` to subscribe before the first read.
-        A resume point older than the retention raises ``ChangesExpired``.
+        A resume point older than the retention raises ``ChangesExpired``. Behind a
+        transaction pooler (``pooler``) it needs ``listen_dsn``, else ``ConfigError``.
         """
+        self._backend.feed.check_listen()
         if self._feed is None:
             self._feed = ChangeFeed(self._backend.feed)
         return ChangeStream(self._feed, types_list(types), since)  # type: ignore[arg-type]
