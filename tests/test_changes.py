@@ -388,28 +388,6 @@ async def test_postgres_sends_the_payload_the_memory_backend_sends(pg_store: Sto
     assert parse_range("not json") is None and parse_range('{"position": 3}') is None
 
 
-async def test_listener_refuses_a_connection_where_notify_never_arrives(
-    pg_store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What a transaction-pooling PgBouncer looks like: LISTEN succeeds, nothing arrives."""
-    from pgactors import ConfigError
-    from pgactors.postgres import feed
-
-    async def silent(
-        self: psycopg.AsyncConnection[object], **kwargs: object
-    ) -> AsyncIterator[object]:
-        await asyncio.sleep(0.05)
-        return
-        yield
-
-    monkeypatch.setattr(feed, "PROBE_SECONDS", 0.1)
-    monkeypatch.setattr(psycopg.AsyncConnection, "notifies", silent)
-    listener = pg_store._backend.feed.feed_listener()  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match="PgBouncer"):
-        await listener.connect()
-    await listener.close()
-
-
 WRITER = """
 import asyncio, sys
 from pgactors import Store, StoreUnavailable

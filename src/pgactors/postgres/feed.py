@@ -94,7 +94,14 @@ class PostgresListener:
         with translated(self._config):
             await conn.execute(sql.SQL("LISTEN {}").format(channel))
             await conn.execute(sql.SQL("LISTEN {}").format(probe))
-            await conn.execute("SELECT pg_notify(%s, %s)", [f"{self._channel}_probe", token])
+            # Sent from another connection: behind a transaction pooler, this one's own
+            # NOTIFY could run in the backend that LISTENs and come back, while a
+            # notification sent from elsewhere goes to a backend nobody reads.
+            sender = await connect(conninfo, self._config)
+            try:
+                await sender.execute("SELECT pg_notify(%s, %s)", [f"{self._channel}_probe", token])
+            finally:
+                await sender.close()
             async with contextlib.aclosing(conn.notifies(timeout=PROBE_SECONDS)) as notifies:
                 async for notify in notifies:
                     if notify.payload == token:
