@@ -12,6 +12,7 @@ import pwd
 import socket
 import stat
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from pgactors.certs import new_authority
 from pgactors.cli import app
 from pgactors.embedded import SYSTEM_USER, EmbeddedServer
 from pgactors.errors import PgActorsError, ServerError, StoreUnavailable
-from pgactors.tls import TlsFiles
+from pgactors.tls import TlsFiles, TlsFront
 
 pytestmark = pytest.mark.slow
 
@@ -227,12 +228,39 @@ async def test_a_client_without_its_certificate_is_refused(
         server, port, sslmode="verify-full", sslrootcert=ca,
         sslcert=str(folder / "stranger.crt"), sslkey=str(key),
     )  # fmt: skip
-    assert "TLS" in await refused(stranger)
+    message = await refused(stranger)
+    assert "tlsv1 alert unknown ca" in message  # the server's alert reaches the client
+    assert "TLS client certificate refused: check sslcert and sslkey" in message
 
     wrong_user = dsn(server, port, sslmode="verify-full", sslrootcert=ca, user="someone")
     message = await refused(wrong_user)
     assert 'certificate authentication failed for user "someone"' in message
     assert "TLS client certificate refused" in message
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # What a PostgreSQL server with TLS (not the front) or libpq say.
+        (
+            'no pg_hba.conf entry for host "10.0.0.5", user "app", database "app", no encryption',
+            "the server accepts TLS connections only",
+        ),
+        ("server does not support SSL, but SSL was required", "the server does not offer TLS"),
+        ("SSL error: tlsv1 alert certificate required", "TLS client certificate refused"),
+        ("SSL SYSCALL error: EOF detected", "the TLS handshake failed"),
+        ("Connection refused", None),
+    ],
+)
+def test_tls_hints(message: str, expected: str | None) -> None:
+    from pgactors.postgres.connection import hint, tls_hint
+
+    found = tls_hint(message)
+    if expected is None:
+        assert found is None and "TLS" not in hint(message)
+    else:
+        assert found is not None and found.startswith(expected)
+        assert hint(message) == found
 
 
 def test_missing_cryptography_says_what_to_install(
@@ -244,6 +272,15 @@ def test_missing_cryptography_says_what_to_install(
     with pytest.raises(ServerError, match=r'pip install "pgactors\[tls\]"'):
         TlsFiles(tmp_path / "tls").prepare("postgres", None)
     assert not (tmp_path / "tls").exists()
+
+
+def test_a_front_that_cannot_start_says_why(tmp_path: Path) -> None:
+    front = TlsFront(tmp_path)
+    front.files.prepare("postgres", None)
+    front.files.server_key.write_text("not a key")
+    with pytest.raises(ServerError, match=r"TLS front .* did not start(.|\n)*SSL"):
+        front.start(tmp_path / "no-socket", None, time.monotonic() + 30)
+    assert front.running() is None
 
 
 def port_open(port: int) -> bool:

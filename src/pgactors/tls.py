@@ -202,49 +202,48 @@ class TlsFront:
         ]
         if account is not None:
             argv += ["--uid", str(account.uid), "--gid", str(account.gid)]
+        # It forks and its parent exits once the front is ready: no daemon of ours to reap.
         try:
             with self.log_path.open("ab") as log:
-                process = subprocess.Popen(
+                code = subprocess.run(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=self.pidfile.parent,
                     env=child_env(),
-                    start_new_session=True,
-                )
-        except OSError as exc:
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    check=False,
+                ).returncode
+        except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServerError(
-                f"cannot start the TLS front of {self.pidfile.parent}: {exc}"
+                f"cannot start the TLS front of {self.pidfile.parent}: {exc}{self._log_tail()}"
             ) from exc
-        while (found := self.running()) is None or found[0] != process.pid:
-            code = process.poll()
-            if code is not None or time.monotonic() >= deadline:
-                if code is None:
-                    process.kill()
-                    process.wait()
-                raise ServerError(
-                    f"the TLS front of {self.pidfile.parent} did not start "
-                    f"(exit code {process.poll()}){self._log_tail()}"
-                )
-            time.sleep(0.02)
+        found = self.running()
+        if code != 0 or found is None:
+            raise ServerError(
+                f"the TLS front of {self.pidfile.parent} did not start (exit code {code})"
+                f"{self._log_tail()}"
+            )
         return found[1]
 
-    def stop(self, deadline: float, *, kill: bool = False) -> bool:
-        """Stop the front (SIGTERM; SIGKILL with ``kill`` or past ``deadline``); True if
-        one was running."""
+    def stop(self, deadline: float) -> bool:
+        """Stop the front (SIGTERM; SIGKILL past ``deadline``); True if one was running."""
         found = self.running()
         if found is None:
             return False
         pid = found[0]
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
+        killed = False
         while self._owns(pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
             if time.monotonic() >= deadline:
+                if killed:
+                    raise ServerError(f"the TLS front (pid {pid}) did not exit after SIGKILL")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+                killed = True
+                deadline = time.monotonic() + 10.0
             time.sleep(0.02)
         return True
 

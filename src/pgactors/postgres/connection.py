@@ -83,7 +83,12 @@ def tls_hint(message: str) -> str | None:
         )
     if "root certificate file" in lowered:
         return "TLS: the sslrootcert file cannot be read: check its path"
-    if "certificate authentication failed" in lowered or "client certificate" in lowered:
+    refused_by_server = "alert" in lowered and ("unknown ca" in lowered or "certificate" in lowered)
+    if (
+        refused_by_server
+        or "certificate authentication failed" in lowered
+        or "client certificate" in lowered
+    ):
         return (
             "TLS client certificate refused: check sslcert and sslkey (a certificate "
             "signed by the server's CA, for this user)"
