@@ -5,6 +5,7 @@ One server with its TLS front serves the module; the CLI test starts its own.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -12,6 +13,7 @@ import pwd
 import socket
 import stat
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -161,6 +163,49 @@ async def test_connects_with_the_right_ca(
     await save_and_load(conninfo)
     with psycopg.connect(conninfo) as conn:
         assert conn.pgconn.ssl_in_use
+
+
+async def test_large_records_and_many_connections_through_the_front(
+    server: EmbeddedServer,
+) -> None:
+    store = await Store.connect(server.tls_dsn, schema=f"tls_{uuid.uuid4().hex[:10]}")
+    try:
+        await store.init_schema()
+        big = {"blob": "x" * 3_000_000, "n": list(range(10_000))}
+        await store.save("Big", "b", big)
+        names = [f"r{i}" for i in range(50)]
+        await asyncio.gather(*(store.save("Small", n, {"n": n}) for n in names))
+        small = [store.load("Small", n) for n in names]
+        loaded = await asyncio.gather(store.load("Big", "b"), *small)
+        assert loaded[0] is not None and loaded[0].data == big
+        assert [r.data["n"] for r in loaded[1:] if r is not None] == names
+    finally:
+        await store.close()
+
+
+def test_a_query_is_cancelled_through_the_front(server: EmbeddedServer) -> None:
+    with psycopg.connect(server.tls_dsn) as conn:
+        pid = conn.info.backend_pid
+        cancelled = threading.Event()
+
+        def cancel_when_sleeping() -> None:
+            with psycopg.connect(server.dsn, autocommit=True) as watcher:
+                query = "select wait_event from pg_stat_activity where pid = %s"
+                deadline = time.monotonic() + 30
+                while watcher.execute(query, (pid,)).fetchone() != ("PgSleep",):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            conn.cancel_safe()
+            cancelled.set()
+
+        canceller = threading.Thread(target=cancel_when_sleeping)
+        canceller.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("select pg_sleep(60)")
+        finally:
+            canceller.join()
+        assert cancelled.is_set()
 
 
 async def test_the_printed_dsn_verifies_the_server(server: EmbeddedServer, port: int) -> None:

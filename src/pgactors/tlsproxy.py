@@ -59,6 +59,9 @@ class _Plain:
         self.writer.write(data)
         await self.writer.drain()
 
+    def close(self) -> None:
+        self.writer.close()
+
 
 class _Tls(_Plain):
     """TLS run by hand (``ssl.SSLObject``) over the client's connection, so that a failed
@@ -97,11 +100,12 @@ class _Tls(_Plain):
                 await self._fill()
                 continue
             except ssl.SSLError:
-                await self._flush()
-                # Read what the client still sends, so that closing does not reset the
-                # connection before it has read the alert.
-                self.writer.write_eof()
-                with contextlib.suppress(TimeoutError, OSError):
+                # Send the alert, then read what the client still sends, so that closing
+                # does not reset the connection before it has read the alert. (The client
+                # may be gone already: it may be the one that refused.)
+                with contextlib.suppress(OSError):  # TimeoutError is one
+                    await self._flush()
+                    self.writer.write_eof()
                     async with asyncio.timeout(2):
                         while await self.reader.read(_CHUNK):
                             pass
@@ -148,20 +152,27 @@ class _Tls(_Plain):
         self._tls.write(data)
         await self._flush()
 
+    def close(self) -> None:
+        """Send close_notify, then close: libpq takes an end without it as an error."""
+        with contextlib.suppress(ssl.SSLError):
+            self._tls.unwrap()
+        self.writer.write(self._outgoing.read())
+        self.writer.close()
+
 
 async def _pipe(
     read: Callable[[], Awaitable[bytes]],
     write: Callable[[bytes], Awaitable[None]],
-    end: asyncio.StreamWriter,
+    end: Callable[[], None],
 ) -> None:
-    """Copy until end of stream, then close ``end`` (the other side)."""
+    """Copy until end of stream, then ``end`` (close the other side)."""
     try:
         while data := await read():
             await write(data)
     except (ConnectionError, ssl.SSLError, OSError):
         pass
     finally:
-        end.close()
+        end()
 
 
 async def _negotiate(
@@ -223,6 +234,7 @@ async def _check_startup(client: _Tls) -> bytes | None:
             f'certificate is for user "{named}"'
         )
     await client.write(error_response(refusal))
+    client.close()
     return None
 
 
@@ -243,6 +255,7 @@ async def _serve(
             await client.write(
                 error_response(f"the embedded PostgreSQL server is not running: {exc}", "57P03")
             )
+            client.close()
             return
         up_writer.write(first)
 
@@ -254,7 +267,8 @@ async def _serve(
             return await up_reader.read(_CHUNK)
 
         await asyncio.gather(
-            _pipe(client.read, upstream, up_writer), _pipe(downstream, client.write, writer)
+            _pipe(client.read, upstream, up_writer.close),
+            _pipe(downstream, client.write, client.close),
         )
     except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError) as exc:
         print(f"pgactors-tls: connection ended: {exc}", file=sys.stderr, flush=True)
