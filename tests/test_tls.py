@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from cryptography import x509
 from typer.testing import CliRunner
@@ -306,6 +307,15 @@ def test_tls_hints(message: str, expected: str | None) -> None:
     else:
         assert found is not None and found.startswith(expected)
         assert hint(message) == found
+
+
+def test_the_dsn_quotes_paths_as_libpq_needs() -> None:
+    files = TlsFiles(Path("/data dir/it's \\ here/tls"))
+    parsed = psycopg.conninfo.conninfo_to_dict(files.dsn(5433, "postgres", "postgres"))
+    assert parsed["sslrootcert"] == "/data dir/it's \\ here/tls/ca.crt"
+    assert parsed["sslkey"] == "/data dir/it's \\ here/tls/client.key"
+    assert parsed["host"] == "127.0.0.1" and parsed["port"] == "5433"
+    assert parsed["sslmode"] == "verify-full"
 
 
 def test_missing_cryptography_says_what_to_install(

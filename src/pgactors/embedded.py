@@ -155,37 +155,6 @@ class EmbeddedServer:
                 self.tls.start(socket_file, account, deadline)
             return True
 
-    def _start_postmaster(self, account: Account | None, deadline: float) -> None:
-        """initdb if needed, then pg_ctl start (under the lock)."""
-        if not (self.pgdata / "PG_VERSION").is_file():
-            self._initdb(account, deadline)
-        socket_dir = self._prepare_socket_dir(account)
-        self._write_runtime_conf(socket_dir, account)
-        self._clear_stale_locks(socket_dir)
-        code, output = self._run(
-            [
-                str(bin_path("pg_ctl")),
-                "start",
-                "-D",
-                str(self.pgdata),
-                "-l",
-                str(self.log_path),
-                "-w",
-                "-t",
-                str(_whole_seconds(deadline)),
-            ],
-            account,
-            deadline,
-            "pg_ctl start",
-        )
-        if code != 0:
-            starting = self._postmaster()
-            note = f"; it is still starting (pid {starting.pid})" if starting else ""
-            raise ServerError(
-                f"could not start PostgreSQL in {self.data_dir}{note}: pg_ctl exited with "
-                f"code {code}: {' '.join(output.split())}{self._log_tail()}"
-            )
-
     def stop(self, timeout: float = 30.0) -> bool:
         """Shut the server down (fast mode: roll back open transactions, checkpoint, exit),
         and its TLS front if it runs.
@@ -385,6 +354,37 @@ class EmbeddedServer:
             logger.warning("PostgreSQL cannot run as root: %s", change)
         self.system_changes += changes
         return account
+
+    def _start_postmaster(self, account: Account | None, deadline: float) -> None:
+        """initdb if needed, then pg_ctl start (under the lock)."""
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(account, deadline)
+        socket_dir = self._prepare_socket_dir(account)
+        self._write_runtime_conf(socket_dir, account)
+        self._clear_stale_locks(socket_dir)
+        code, output = self._run(
+            [
+                str(bin_path("pg_ctl")),
+                "start",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(_whole_seconds(deadline)),
+            ],
+            account,
+            deadline,
+            "pg_ctl start",
+        )
+        if code != 0:
+            starting = self._postmaster()
+            note = f"; it is still starting (pid {starting.pid})" if starting else ""
+            raise ServerError(
+                f"could not start PostgreSQL in {self.data_dir}{note}: pg_ctl exited with "
+                f"code {code}: {' '.join(output.split())}{self._log_tail()}"
+            )
 
     def _initdb(self, account: Account | None, deadline: float) -> None:
         """Create the cluster in a scratch dir and rename it into place once complete."""

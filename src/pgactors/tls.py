@@ -233,8 +233,12 @@ class TlsFront:
         if found is None:
             return False
         pid = found[0]
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return True
+        except PermissionError as exc:
+            raise ServerError(f"cannot stop the TLS front (pid {pid}): {exc}") from exc
         killed = False
         while self._owns(pid):
             if time.monotonic() >= deadline:
@@ -261,9 +265,12 @@ class TlsFront:
 
 def free_port(preferred: int | None = None) -> int:
     """``preferred`` if nothing listens on it on loopback, else a port the system says is
-    free (someone may still take it before the server binds it)."""
+    free (someone may still take it before the front binds it)."""
     if preferred is not None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the front binds: connections of its last run lingering in TIME_WAIT
+            # do not make the port busy, a listening socket does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((LISTEN_ADDRESS, preferred))
             except OSError as exc:
@@ -271,10 +278,13 @@ def free_port(preferred: int | None = None) -> int:
                     raise ServerError(f"cannot probe port {preferred}: {exc}") from exc
             else:
                 return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LISTEN_ADDRESS, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((LISTEN_ADDRESS, 0))
+            port: int = probe.getsockname()[1]
+            return port
+    except OSError as exc:
+        raise ServerError(f"cannot find a free TCP port on {LISTEN_ADDRESS}: {exc}") from exc
 
 
 def _conninfo_value(value: str) -> str:
