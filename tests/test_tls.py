@@ -33,7 +33,7 @@ from pgactors.embedded import SYSTEM_USER, EmbeddedServer
 from pgactors.errors import PgActorsError, ServerError, StoreUnavailable
 from pgactors.tls import TlsFiles, TlsFront
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 SECRET = "never-Print-me-42"
 
@@ -102,6 +102,7 @@ async def refused(conninfo: str) -> str:
     return message
 
 
+@slow
 def test_certificates_and_their_files(server: EmbeddedServer) -> None:
     files = server.tls.files
     cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
@@ -129,6 +130,7 @@ def test_certificates_and_their_files(server: EmbeddedServer) -> None:
     assert stat.S_IMODE(files.ca_cert.stat().st_mode) == 0o644
 
 
+@slow
 def test_the_front_listens_on_loopback_and_runs_as_the_server_user(
     server: EmbeddedServer, port: int
 ) -> None:
@@ -146,6 +148,7 @@ def test_the_front_listens_on_loopback_and_runs_as_the_server_user(
         assert conn.execute("show listen_addresses").fetchone() == ("",)
 
 
+@slow
 @pytest.mark.parametrize(
     "params",
     [
@@ -166,6 +169,7 @@ async def test_connects_with_the_right_ca(
         assert conn.pgconn.ssl_in_use
 
 
+@slow
 async def test_large_records_and_many_connections_through_the_front(
     server: EmbeddedServer,
 ) -> None:
@@ -184,6 +188,7 @@ async def test_large_records_and_many_connections_through_the_front(
         await store.close()
 
 
+@slow
 def test_a_query_is_cancelled_through_the_front(server: EmbeddedServer) -> None:
     with psycopg.connect(server.tls_dsn) as conn:
         pid = conn.info.backend_pid
@@ -209,6 +214,7 @@ def test_a_query_is_cancelled_through_the_front(server: EmbeddedServer) -> None:
         assert cancelled.is_set()
 
 
+@slow
 async def test_the_printed_dsn_verifies_the_server(server: EmbeddedServer, port: int) -> None:
     printed = server.tls_dsn
     assert f"host=127.0.0.1 port={port} " in printed
@@ -217,6 +223,7 @@ async def test_the_printed_dsn_verifies_the_server(server: EmbeddedServer, port:
     await save_and_load(printed)
 
 
+@slow
 @pytest.mark.parametrize("sslmode", ["verify-ca", "verify-full"])
 async def test_a_wrong_ca_is_refused(
     server: EmbeddedServer, port: int, other_ca: Path, sslmode: str
@@ -228,6 +235,7 @@ async def test_a_wrong_ca_is_refused(
     assert "TLS certificate verification failed: check sslrootcert" in message
 
 
+@slow
 async def test_a_host_name_not_in_the_certificate_is_refused(
     server: EmbeddedServer, port: int
 ) -> None:
@@ -243,18 +251,21 @@ async def test_a_host_name_not_in_the_certificate_is_refused(
     await save_and_load(dsn(server, port, sslmode="verify-ca", sslrootcert=ca, **wrong))
 
 
+@slow
 async def test_a_password_never_shows(server: EmbeddedServer, port: int) -> None:
     url = f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=disable"
     message = await refused(url)  # it checks that SECRET is not in the message
     assert "accepts TLS connections only" in message
 
 
+@slow
 async def test_a_connection_without_tls_is_refused(server: EmbeddedServer, port: int) -> None:
     message = await refused(dsn(server, port, sslmode="disable", password=SECRET))
     assert "accepts TLS connections only" in message
     assert "set sslmode=verify-full" in message
 
 
+@slow
 async def test_a_client_without_its_certificate_is_refused(
     server: EmbeddedServer, port: int, other_ca: Path
 ) -> None:
@@ -329,6 +340,7 @@ def test_missing_cryptography_says_what_to_install(
     assert not (tmp_path / "tls").exists()
 
 
+@slow
 def test_a_front_that_cannot_start_says_why(tmp_path: Path) -> None:
     front = TlsFront(tmp_path)
     front.files.prepare("postgres", None)
@@ -343,6 +355,7 @@ def port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@slow
 async def test_cli_server_start_tls(tmp_path: Path) -> None:
     data = tmp_path / "data"
     runner = CliRunner()
