@@ -2,7 +2,8 @@
 
 The server is a detached daemon: it keeps running after the Python process that started
 it exits, and ends with :meth:`EmbeddedServer.stop` (``pgactors server stop``). It listens
-on a Unix-domain socket only, so it never competes with other servers for a TCP port.
+on a Unix-domain socket only, so it never competes with other servers for a TCP port;
+started with ``tls=True``, a TLS front (``tls``) also takes clients on 127.0.0.1.
 Start and stop are serialised across threads and processes by a lock file in the data
 directory. The wheel's programs are found by ``pginstall``, a running server is recognised
 by ``postmaster``, and running as root goes through ``service_account``.
@@ -38,6 +39,7 @@ from .postmaster import (
     running_postmaster,
 )
 from .service_account import SYSTEM_USER, Account, grant_access
+from .tls import TlsFront
 
 logger = logging.getLogger("pgactors.embedded")
 
@@ -99,6 +101,9 @@ class ServerStatus:
     port: int | None
     dsn: str | None
     version: str | None
+    # With the TLS front running: its port and the connection string through it.
+    tls_port: int | None = None
+    tls_dsn: str | None = None
 
 
 class EmbeddedServer:
@@ -110,6 +115,7 @@ class EmbeddedServer:
         )
         self.pgdata: Path = self.data_dir / "pgdata"
         self.log_path: Path = self.data_dir / "server.log"
+        self.tls: TlsFront = TlsFront(self.data_dir)
         # What starting (or stopping) changed on the system outside the data directory:
         # only as root, so that the server can run as the service account.
         self.system_changes: list[str] = []
@@ -123,57 +129,44 @@ class EmbeddedServer:
 
     # --- public API ---
 
-    def start(self, timeout: float = 60.0) -> bool:
+    def start(self, timeout: float = 60.0, *, tls: bool = False) -> bool:
         """Start the server (running initdb first if needed) and wait until it accepts connections.
 
-        Returns True if this call started it, False if it was already running.
+        With ``tls``, also start its TLS front on 127.0.0.1, making the certificates on
+        first use (see ``tls``); connect through it with :attr:`tls_dsn`. Returns True
+        if this call started the server or the front, False if all was running.
         """
         deadline = time.monotonic() + timeout
         with self._locked(deadline, "start"):
-            if self._wait_settled(deadline) is not None:
+            running = self._wait_settled(deadline) is not None
+            front = tls and self.tls.running() is None
+            if running and not front:
                 return False
             self._check_quotable()
             account = self._prepare_access()
-            if not (self.pgdata / "PG_VERSION").is_file():
-                self._initdb(account, deadline)
-            socket_dir = self._prepare_socket_dir(account)
-            self._write_runtime_conf(socket_dir, account)
-            self._clear_stale_locks(socket_dir)
-            code, output = self._run(
-                [
-                    str(bin_path("pg_ctl")),
-                    "start",
-                    "-D",
-                    str(self.pgdata),
-                    "-l",
-                    str(self.log_path),
-                    "-w",
-                    "-t",
-                    str(_whole_seconds(deadline)),
-                ],
-                account,
-                deadline,
-                "pg_ctl start",
-            )
-            if code != 0:
-                starting = self._postmaster()
-                note = f"; it is still starting (pid {starting.pid})" if starting else ""
-                raise ServerError(
-                    f"could not start PostgreSQL in {self.data_dir}{note}: pg_ctl exited with "
-                    f"code {code}: {' '.join(output.split())}{self._log_tail()}"
-                )
+            if not running:
+                self._start_postmaster(account, deadline)
+            if front:
+                self.tls.files.prepare(_DB_USER, account)
+                postmaster = self._wait_settled(deadline)
+                if postmaster is None or postmaster.socket_dir is None:
+                    raise ServerError(f"the PostgreSQL server of {self.data_dir} stopped")
+                socket_file = postmaster.socket_dir / f".s.PGSQL.{postmaster.port or _PORT}"
+                self.tls.start(socket_file, account, deadline)
             return True
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Shut the server down (fast mode: roll back open transactions, checkpoint, exit).
+        """Shut the server down (fast mode: roll back open transactions, checkpoint, exit),
+        and its TLS front if it runs.
 
-        Returns True if it stopped a running server, False if none was running.
+        Returns True if it stopped a running server (or front), False if none was running.
         """
         deadline = time.monotonic() + timeout
         with self._locked(deadline, "stop"):
+            front = self.tls.stop(deadline)
             postmaster = self._postmaster()
             if postmaster is None:
-                return False
+                return front
             account = self._prepare_access()
             code, output = self._run(
                 [
@@ -238,9 +231,13 @@ class EmbeddedServer:
     def status(self) -> ServerStatus:
         """Describe the server, whether or not it is running."""
         postmaster = self._postmaster()
-        dsn = None
+        dsn = tls_dsn = tls_port = None
         if postmaster is not None and postmaster.socket_dir and postmaster.port:
             dsn = _dsn(postmaster.socket_dir, postmaster.port)
+            front = self.tls.running()
+            if front is not None:
+                tls_port = front[1]
+                tls_dsn = self.tls.dsn(tls_port, _DB_USER, _DB_NAME)
         return ServerStatus(
             running=postmaster is not None,
             data_dir=self.data_dir,
@@ -249,6 +246,8 @@ class EmbeddedServer:
             port=postmaster.port if postmaster else None,
             dsn=dsn,
             version=self._version(),
+            tls_port=tls_port,
+            tls_dsn=tls_dsn,
         )
 
     @property
@@ -261,6 +260,18 @@ class EmbeddedServer:
                 "run `pgactors server start`"
             )
         return _dsn(postmaster.socket_dir, postmaster.port)
+
+    @property
+    def tls_dsn(self) -> str:
+        """A libpq ``key=value`` string through the TLS front (``sslmode=verify-full``,
+        the CA and the client certificate of ``tls.files``)."""
+        front = self.tls.running()
+        if self._postmaster() is None or front is None:
+            raise ServerError(
+                f"the PostgreSQL server of {self.data_dir} is not running with TLS; "
+                "run `pgactors server start --tls`"
+            )
+        return self.tls.dsn(front[1], _DB_USER, _DB_NAME)
 
     # --- inspection ---
 
@@ -343,6 +354,37 @@ class EmbeddedServer:
             logger.warning("PostgreSQL cannot run as root: %s", change)
         self.system_changes += changes
         return account
+
+    def _start_postmaster(self, account: Account | None, deadline: float) -> None:
+        """initdb if needed, then pg_ctl start (under the lock)."""
+        if not (self.pgdata / "PG_VERSION").is_file():
+            self._initdb(account, deadline)
+        socket_dir = self._prepare_socket_dir(account)
+        self._write_runtime_conf(socket_dir, account)
+        self._clear_stale_locks(socket_dir)
+        code, output = self._run(
+            [
+                str(bin_path("pg_ctl")),
+                "start",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_path),
+                "-w",
+                "-t",
+                str(_whole_seconds(deadline)),
+            ],
+            account,
+            deadline,
+            "pg_ctl start",
+        )
+        if code != 0:
+            starting = self._postmaster()
+            note = f"; it is still starting (pid {starting.pid})" if starting else ""
+            raise ServerError(
+                f"could not start PostgreSQL in {self.data_dir}{note}: pg_ctl exited with "
+                f"code {code}: {' '.join(output.split())}{self._log_tail()}"
+            )
 
     def _initdb(self, account: Account | None, deadline: float) -> None:
         """Create the cluster in a scratch dir and rename it into place once complete."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -25,14 +26,24 @@ def on_server(ctx: typer.Context, action: Callable[[EmbeddedServer], None]) -> N
         fail(options, exc, EXIT_USAGE)
 
 
-def server_start(ctx: typer.Context) -> None:
+def server_start(
+    ctx: typer.Context,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Also accept TLS connections on 127.0.0.1 (a free port), with certificates "
+            "made in <data dir>/tls; prints the DSN to use (needs pgactors[tls]).",
+        ),
+    ] = False,
+) -> None:
     """Start the embedded server (no-op if it is running)."""
 
     def action(server: EmbeddedServer) -> None:
-        started = server.start()
+        started = server.start(tls=tls)
         print_system_changes(server)
         out.print(("started" if started else "already running") + f": {server.data_dir}")
-        print(server.dsn)
+        print(server.tls_dsn if tls else server.dsn)
 
     on_server(ctx, action)
 
@@ -62,6 +73,8 @@ def server_status(
             "socket_dir": str(info.socket_dir) if info.socket_dir else None,
             "port": info.port,
             "dsn": info.dsn,
+            "tls_port": info.tls_port,
+            "tls_dsn": info.tls_dsn,
             "version": info.version,
         }
         if as_json:
@@ -75,8 +88,14 @@ def server_status(
 
 
 def server_url(ctx: typer.Context) -> None:
-    """Print the embedded server's DSN (for psql and other clients)."""
-    on_server(ctx, lambda server: print(server.dsn))
+    """Print the embedded server's DSN (for psql and other clients); over TLS if it
+    runs with --tls, else its Unix socket."""
+
+    def action(server: EmbeddedServer) -> None:
+        info = server.status()
+        print(info.tls_dsn or server.dsn)
+
+    on_server(ctx, action)
 
 
 def psql(ctx: typer.Context) -> None:

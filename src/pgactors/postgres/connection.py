@@ -68,8 +68,53 @@ def build_conninfo(config: StoreConfig) -> str:
     return conninfo
 
 
+def tls_hint(message: str) -> str | None:
+    """What to check, for a connection failure's message that is about TLS; else None."""
+    lowered = message.lower()
+    if "does not match host name" in lowered:
+        return (
+            "TLS certificate verification failed: the host name is not one the server's "
+            "certificate names: connect by a name it lists (the embedded server's: "
+            "localhost or 127.0.0.1), or use sslmode=verify-ca to skip the host name check"
+        )
+    if "certificate verify failed" in lowered:
+        return (
+            "TLS certificate verification failed: check sslrootcert (the CA that signed "
+            "the server's certificate; the embedded server's is tls/ca.crt in its data "
+            "directory)"
+        )
+    if "root certificate file" in lowered:
+        return "TLS: the sslrootcert file cannot be read: check its path"
+    refused_by_server = "alert" in lowered and ("unknown ca" in lowered or "certificate" in lowered)
+    if (
+        refused_by_server
+        or "certificate authentication failed" in lowered
+        or "client certificate" in lowered
+    ):
+        return (
+            "TLS client certificate refused: check sslcert and sslkey (a certificate "
+            "signed by the server's CA, for this user)"
+        )
+    if "tls connections only" in lowered or "no encryption" in lowered:
+        return "the server accepts TLS connections only: set sslmode=verify-full (or require)"
+    if "server does not support ssl" in lowered:
+        return (
+            "the server does not offer TLS: start it with TLS (`pgactors server start "
+            "--tls` for the embedded one) or change sslmode"
+        )
+    if "ssl" in lowered or "certificate" in lowered:
+        return (
+            "the TLS handshake failed: check sslmode, sslrootcert, and sslcert and sslkey "
+            "(the server may have refused the client certificate)"
+        )
+    return None
+
+
 def hint(message: str) -> str:
     """What to check, for a connection failure's message."""
+    tls = tls_hint(message)
+    if tls is not None:
+        return tls
     lowered = message.lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return "authentication failed: check the user name and password"
@@ -91,8 +136,6 @@ def hint(message: str) -> str:
             "changes=False travel as the startup option 'options'; set them on the server "
             "instead (ALTER ROLE ... SET ...) and set pooler='pgbouncer'"
         )
-    if "ssl" in lowered:
-        return "the TLS handshake failed: check sslmode and the certificate settings"
     return (
         "the server is down or not accepting connections: check that PostgreSQL is running "
         "and listening on that host and port"
