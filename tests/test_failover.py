@@ -1,0 +1,210 @@
+"""Failover: a synchronous standby of the embedded server, promoted after the primary is
+SIGKILLed while writers run; the same Store and change feed follow it through the
+multi-host DSN, and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pgactors import Change, ServerError, Store, StoreUnavailable, VersionConflict
+from pgactors.embedded import EmbeddedServer, bin_path
+from pgactors.standby import Standby, failover_dsn
+
+WRITERS = 8
+# Writes acknowledged before the kill, and after the promotion, before the test stops.
+BEFORE, AFTER = 150, 150
+DEADLINE = 30.0
+
+
+def psql(dsn: str, sql: str) -> str:
+    """Run SQL with the wheel's psql and return its unaligned output."""
+    completed = subprocess.run(
+        [str(bin_path("psql")), dsn, "-X", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.strip()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[EmbeddedServer, Standby]]:
+    """A running primary and its synchronous, streaming standby."""
+    primary = EmbeddedServer(tmp_path / "primary")
+    standby = Standby(primary, tmp_path / "standby")
+    try:
+        primary.start()
+        standby.start()
+        yield primary, standby
+    finally:
+        standby.stop()
+        primary.stop()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition()`` until true; fail naming ``what`` after ``DEADLINE``."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class History:
+    """What the writers know: acknowledged writes, and writes whose outcome is unknown."""
+
+    # key -> (version, data) of every write that returned success, in order
+    acked: dict[str, list[tuple[int, dict[str, int]]]] = field(default_factory=dict)
+    # key -> data of writes that raised StoreUnavailable: maybe applied, maybe not
+    unknown: dict[str, list[dict[str, int]]] = field(default_factory=dict)
+    # (start, end) monotonic times of the writes that raised StoreUnavailable
+    failed_at: list[tuple[float, float]] = field(default_factory=list)
+    count: int = 0
+
+    def ack(self, key: str, version: int, data: dict[str, int]) -> None:
+        self.acked.setdefault(key, []).append((version, data))
+        self.count += 1
+
+
+async def writer(store: Store, n: int, history: History, stop: asyncio.Event) -> None:
+    """Compare-and-set saves and updates of one key, retrying through the failover."""
+    key = f"k{n}"
+    known = 0  # the version this writer last saw
+    i = 0
+    while not stop.is_set():
+        i += 1
+        data = {"writer": n, "i": i}
+        started = time.monotonic()
+        try:
+            if i % 3:
+                record = await store.save("K", key, data, expected_version=known)
+            else:
+                record = await store.update("K", key, lambda _, new=data: new, default={})
+            history.ack(key, record.version, data)
+            known = record.version
+        except StoreUnavailable:
+            # The outcome is unknown: it may have committed. Never count it as lost.
+            history.unknown.setdefault(key, []).append(data)
+            history.failed_at.append((started, time.monotonic()))
+            known = await reread(store, key, stop)
+            await asyncio.sleep(0.02)
+        except VersionConflict:
+            known = await reread(store, key, stop)
+
+
+async def reread(store: Store, key: str, stop: asyncio.Event) -> int:
+    """The stored version of ``key``, retrying while the database is unreachable."""
+    while True:
+        try:
+            record = await store.load("K", key)
+            return record.version if record is not None else 0
+        except StoreUnavailable:
+            if stop.is_set():
+                return 0
+            await asyncio.sleep(0.02)
+
+
+async def test_failover_loses_no_acknowledged_write_and_the_feed_has_no_gap(
+    pair: tuple[EmbeddedServer, Standby],
+) -> None:
+    """The primary is SIGKILLed while every writer waits for the standby to confirm a
+    commit (the primary has it, the standby may not); the standby is promoted."""
+    primary, standby = pair
+    dsn = failover_dsn(primary, standby.server)
+    assert psql(primary.dsn, "SELECT sync_state FROM pg_stat_replication") == "sync"
+    history = History()
+    received: list[Change] = []
+    stop = asyncio.Event()
+    async with await Store.connect(dsn, schema="failover") as store:
+        await store.init_schema()
+        stream = await store.changes().start()
+
+        async def consume() -> None:
+            async for change in stream:
+                received.append(change)
+
+        consumer = asyncio.create_task(consume())
+        writers = [asyncio.create_task(writer(store, n, history, stop)) for n in range(WRITERS)]
+        try:
+            await until(lambda: history.count >= BEFORE, "writes before the kill")
+            # Hold the standby's WAL receiver: commits now reach the primary's disk but
+            # are not confirmed, so no write can be acknowledged until the standby has it.
+            receiver = int(psql(standby.dsn, "SELECT pid FROM pg_stat_wal_receiver"))
+            os.kill(receiver, signal.SIGSTOP)
+            try:
+                # Saves are batched, so one session waiting may hold several writers' saves.
+                await until_waiting_for_standby(primary)
+                acked_before_kill = history.count
+                killed_at = time.monotonic()
+                # In a thread: the writers' event loop goes on while the primary dies.
+                await asyncio.to_thread(primary.kill)
+            finally:
+                os.kill(receiver, signal.SIGCONT)
+            assert not primary.is_running()
+            await asyncio.to_thread(standby.promote)
+            promoted = history.count
+            await until(lambda: history.count >= promoted + AFTER, "writes after the promotion")
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        # Writes were acknowledged before the kill and after it, and the writes in flight
+        # when it came (waiting for the standby) failed with an unknown outcome.
+        in_flight = [start for start, end in history.failed_at if start < killed_at < end]
+        assert acked_before_kill >= BEFORE and history.count >= promoted + AFTER
+        assert in_flight, history.failed_at
+
+        # Every acknowledged write is on the new primary, reached by the same Store.
+        assert psql(standby.dsn, "SELECT pg_is_in_recovery()") == "f"
+        # A version acknowledged twice means the first of them was lost and its number
+        # given again.
+        for key, acks in history.acked.items():
+            versions = [version for version, _ in acks]
+            assert versions == sorted(set(versions)), f"{key}: acknowledged {versions}"
+            record = await store.load("K", key)
+            assert record is not None, key
+            last, data = acks[-1]
+            assert record.version >= last, f"{key}: acknowledged v{last}, found v{record.version}"
+            possible = [data] if record.version == last else history.unknown.get(key, [])
+            assert record.data in possible, f"{key} v{record.version}: {record.data}"
+
+        # The feed followed the switch: contiguous positions, every acknowledged write.
+        wanted = {(key, version) for key, acks in history.acked.items() for version, _ in acks}
+        await until(lambda: wanted <= {(c.id, c.version) for c in received}, "the feed to catch up")
+        await stream.close()
+        await consumer
+        feed = store._feed
+        assert feed is not None and feed.reconnects >= 1
+    positions = [c.position for c in received]
+    assert positions == list(range(positions[0], positions[0] + len(positions)))
+    last_seen: dict[str, int] = {}
+    for change in received:
+        assert change.version > last_seen.get(change.id, 0), "a version went backwards"
+        last_seen[change.id] = change.version
+
+
+async def until_waiting_for_standby(primary: EmbeddedServer) -> None:
+    """Poll until a session on the primary waits for the standby to confirm its commit."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    deadline = time.monotonic() + DEADLINE
+    while int(await asyncio.to_thread(psql, primary.dsn, query)) < 1:
+        assert time.monotonic() < deadline, "no write waited for the standby"
+        await asyncio.sleep(0.01)
+
+
+def test_promote_refuses_while_the_primary_runs(pair: tuple[EmbeddedServer, Standby]) -> None:
+    _, standby = pair
+    with pytest.raises(ServerError, match="still running"):
+        standby.promote()
+    assert standby.is_standby()
+    assert psql(standby.dsn, "SELECT pg_is_in_recovery()") == "t"
