@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pgactors import Change, ServerError, Store, StoreUnavailable, VersionConflict
+from pgactors import Change, ServerError, Store, StoreUnavailable, SyncStore, VersionConflict
 from pgactors.embedded import EmbeddedServer, bin_path
 from pgactors.standby import Standby, failover_dsn
 
@@ -23,6 +25,7 @@ WRITERS = 8
 # Writes acknowledged before the kill, and after the promotion, before the test stops.
 BEFORE, AFTER = 150, 150
 DEADLINE = 30.0
+PGACTORS = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"
 
 
 def psql(dsn: str, sql: str) -> str:
@@ -208,3 +211,39 @@ def test_promote_refuses_while_the_primary_runs(pair: tuple[EmbeddedServer, Stan
         standby.promote()
     assert standby.is_standby()
     assert psql(standby.dsn, "SELECT pg_is_in_recovery()") == "t"
+
+
+def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``pgactors`` command as a user would, on the embedded server of ``data_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGACTORS_", "PG"))}
+    env["PGACTORS_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [PGACTORS, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_standby_and_promote(tmp_path: Path) -> None:
+    primary, standby = EmbeddedServer(tmp_path / "p"), EmbeddedServer(tmp_path / "s")
+    try:
+        assert cli("server", "start", data_dir=primary.data_dir).returncode == 0
+        made = cli("server", "standby", str(standby.data_dir), data_dir=primary.data_dir)
+        assert made.returncode == 0, made.stderr
+        assert f"synchronous standby started: {standby.data_dir}" in made.stdout
+        dsn = made.stdout.splitlines()[-1]
+        assert dsn == failover_dsn(primary, standby)
+        psql(dsn, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
+        assert psql(standby.dsn, "SELECT pg_is_in_recovery(), count(*) FROM t") == "t|1"
+
+        refused = cli("server", "promote", str(standby.data_dir), data_dir=primary.data_dir)
+        assert refused.returncode == 2 and "still running" in refused.stderr
+        primary.kill()
+        # Nothing takes writes until the standby is promoted, and the error says so.
+        with pytest.raises(StoreUnavailable, match="read-only until promoted"):
+            SyncStore.connect(dsn, connect_timeout=5)
+        promoted = cli("server", "promote", str(standby.data_dir), data_dir=primary.data_dir)
+        assert promoted.returncode == 0, promoted.stderr
+        assert promoted.stdout.splitlines()[-1] == standby.dsn
+        assert psql(dsn, "INSERT INTO t VALUES (2); SELECT count(*) FROM t") == "INSERT 0 1\n2"
+    finally:
+        standby.stop()
+        primary.stop()

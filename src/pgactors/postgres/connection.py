@@ -79,6 +79,11 @@ def hint(message: str) -> str:
         return "the user (role) does not exist on the server: fix the user name or create it"
     if "permission denied" in lowered:
         return "permission denied: the user lacks the privilege to connect or use this schema"
+    if "session is read-only" in lowered or "is in hot standby" in lowered:
+        return (
+            "no server listed accepts writes: a standby is read-only until promoted "
+            "(after a failover: promote the standby, e.g. `pgactors server promote`)"
+        )
     if "timeout" in lowered or "timed out" in lowered:
         return "the server did not answer in time: check host, port and any firewall"
     if "could not translate host name" in lowered or "name or service not known" in lowered:
