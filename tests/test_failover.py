@@ -19,6 +19,7 @@ import pytest
 
 from pgactors import Change, ServerError, Store, StoreUnavailable, SyncStore, VersionConflict
 from pgactors.embedded import EmbeddedServer, bin_path
+from pgactors.postgres.connection import MAX_RECONNECT_DELAY
 from pgactors.standby import Standby, failover_dsn
 
 WRITERS = 8
@@ -211,6 +212,36 @@ def test_promote_refuses_while_the_primary_runs(pair: tuple[EmbeddedServer, Stan
         standby.promote()
     assert standby.is_standby()
     assert psql(standby.dsn, "SELECT pg_is_in_recovery()") == "t"
+
+
+async def test_the_pool_comes_back_soon_after_a_long_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg_pool doubles the wait between attempts to replace a lost connection (1, 2,
+    4, 8 s...): after a failover that took 7 s it would stay away 8 s more. The store's
+    pool waits at most MAX_RECONNECT_DELAY."""
+    server = EmbeddedServer(tmp_path / "outage")
+    server.start()
+    try:
+        # One connection, so that its attempts are the only ones and can be counted.
+        config = {"pool_min_size": 1, "pool_max_size": 1}
+        async with await Store.connect(server.dsn, schema="outage", **config) as store:
+            await store.init_schema()
+            await store.save("K", "k", {})
+            await asyncio.to_thread(server.kill)
+            load = asyncio.create_task(store.load("K", "k"))  # waits for a connection
+
+            def attempts() -> int:
+                return sum(r.getMessage().startswith("error connecting") for r in caplog.records)
+
+            # Uncapped, the 4th attempt comes 7 s after the loss and the 5th at 15 s.
+            await until(lambda: attempts() >= 4, "four failed attempts to reconnect")
+            await asyncio.to_thread(server.start)
+            started = time.monotonic()
+            assert await load is not None
+            assert time.monotonic() - started < MAX_RECONNECT_DELAY + 1.5
+    finally:
+        server.stop()
 
 
 def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

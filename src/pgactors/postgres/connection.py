@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from .. import schema
 from ..config import StoreConfig, redact
@@ -43,6 +44,9 @@ Conn = psycopg.AsyncConnection[Any]
 IDLE_CHECK_SECONDS = 2.0
 POOL_WAIT_SECONDS = 30.0
 RETRIES = 3
+# psycopg_pool retries a lost connection after 1, 2, 4, 8... s: after an outage of T s (a
+# failover, a restart), the pool would come back up to T s after the server did.
+MAX_RECONNECT_DELAY = 2.0
 # Queries with placeholders beyond the configured identifiers, composed on use.
 _TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
 
@@ -217,6 +221,25 @@ class Statements:
             raise AttributeError(name) from None
 
 
+class _Attempt(AttemptWithBackoff):
+    """psycopg_pool's reconnection backoff, waiting at most ``MAX_RECONNECT_DELAY``."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, MAX_RECONNECT_DELAY)
+
+
+class Pool(AsyncConnectionPool[Conn]):
+    """The pool, retrying lost connections every ``MAX_RECONNECT_DELAY`` at most."""
+
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        if attempt is None:
+            attempt = _Attempt(timeout=self.reconnect_timeout)
+        await super()._add_connection(attempt, growing)
+
+
 class Connections:
     """The connection pool, with the statements and the error translation every role uses."""
 
@@ -260,7 +283,7 @@ class Connections:
             if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
                 await AsyncConnectionPool.check_connection(conn)
 
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool = Pool(
             conninfo,
             kwargs={"autocommit": True},
             min_size=config.pool_min_size,
