@@ -206,6 +206,44 @@ async def until_waiting_for_standby(primary: EmbeddedServer) -> None:
         await asyncio.sleep(0.01)
 
 
+def test_a_synchronous_standby_holds_the_primarys_writes_until_released(
+    pair: tuple[EmbeddedServer, Standby],
+) -> None:
+    primary, standby = pair
+    standby.stop()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    argv = [str(bin_path("psql")), primary.dsn, "-X", "-c", "CREATE TABLE held (n int)"]
+    write = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while psql(primary.dsn, waiting) != "1":
+            assert time.monotonic() < deadline, "the write did not wait for the standby"
+            time.sleep(0.01)
+        assert write.poll() is None  # committed on the primary, not acknowledged
+        standby.set_synchronous(False)
+        assert write.wait(DEADLINE) == 0
+    finally:
+        write.kill()
+        write.wait()
+    standby.start()  # streams again, asynchronously now
+    assert psql(primary.dsn, "SELECT sync_state FROM pg_stat_replication") == "async"
+    standby.set_synchronous(True)
+    assert psql(primary.dsn, "SELECT sync_state FROM pg_stat_replication") == "sync"
+    assert psql(standby.dsn, "SELECT count(*) FROM pg_class WHERE relname = 'held'") == "1"
+
+
+def test_standby_mistakes_are_refused_with_a_reason(tmp_path: Path) -> None:
+    primary = EmbeddedServer(tmp_path / "p")
+    with pytest.raises(ServerError, match="not running"):
+        Standby(primary, tmp_path / "s").start()
+    with pytest.raises(ServerError, match="lower-case letters"):
+        Standby(primary, tmp_path / "s", name="Bad-Name")
+    with pytest.raises(ServerError, match="of its own"):
+        Standby(primary, tmp_path / "p")
+    with pytest.raises(ServerError, match="not running"):
+        failover_dsn(primary)
+
+
 def test_promote_refuses_while_the_primary_runs(pair: tuple[EmbeddedServer, Standby]) -> None:
     _, standby = pair
     with pytest.raises(ServerError, match="still running"):
