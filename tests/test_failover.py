@@ -232,6 +232,49 @@ def test_a_synchronous_standby_holds_the_primarys_writes_until_released(
     assert psql(standby.dsn, "SELECT count(*) FROM pg_class WHERE relname = 'held'") == "1"
 
 
+async def test_a_commit_the_standby_never_confirmed_is_not_reported_as_a_success(
+    pair: tuple[EmbeddedServer, Standby],
+) -> None:
+    """A cancel request ends a commit's wait for the standby with only a warning: the
+    commit stays on the primary alone, and PostgreSQL reports success. Not to the store's
+    callers: to them it is a write of unknown outcome."""
+    primary, standby = pair
+    dsn = failover_dsn(primary, standby.server)
+    # statement_timeout does not end that wait (shown below): a cancel request does.
+    async with await Store.connect(dsn, schema="unconfirmed", statement_timeout=0.2) as store:
+        await store.init_schema()
+        await asyncio.to_thread(standby.stop)
+        try:
+            for n, write in enumerate(
+                [
+                    lambda: store.save("K", "k", {"n": 1}),
+                    lambda: store.update("K", "k", lambda _: {"n": 2}),
+                ],
+                start=1,
+            ):
+                pending = asyncio.create_task(write())
+                deadline = time.monotonic() + DEADLINE
+                while await asyncio.to_thread(psql, primary.dsn, WAITED_LONG) == "0":
+                    assert time.monotonic() < deadline, "the write did not wait for the standby"
+                assert not pending.done()
+                await asyncio.to_thread(psql, primary.dsn, CANCEL_WAITING)
+                with pytest.raises(StoreUnavailable, match="standby did not confirm"):
+                    await pending
+                # It did commit on the primary: unknown, not failed.
+                record = await store.load("K", "k")
+                assert record is not None and record.data == {"n": n}
+        finally:
+            # Else the store could not close: its last numbering of changes would wait.
+            await asyncio.to_thread(standby.set_synchronous, False)
+        assert (await store.save("K", "k", {"n": 3})).version == 3
+
+
+# Sessions waiting for the standby for longer than the statement_timeout above.
+WAITED_LONG = """SELECT count(*) FROM pg_stat_activity
+WHERE wait_event = 'SyncRep' AND clock_timestamp() - query_start > interval '0.5 s'"""
+CANCEL_WAITING = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+
+
 def test_standby_mistakes_are_refused_with_a_reason(tmp_path: Path) -> None:
     primary = EmbeddedServer(tmp_path / "p")
     with pytest.raises(ServerError, match="not running"):

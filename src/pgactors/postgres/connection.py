@@ -47,6 +47,10 @@ RETRIES = 3
 # psycopg_pool retries a lost connection after 1, 2, 4, 8... s: after an outage of T s (a
 # failover, a restart), the pool would come back up to T s after the server did.
 MAX_RECONNECT_DELAY = 2.0
+# The warning of a commit whose wait for a synchronous standby was cancelled (a cancel
+# request; statement_timeout does not end that wait): the commit stands on the primary
+# alone, and PostgreSQL reports it as a success.
+UNCONFIRMED_COMMIT = "canceling wait for synchronous replication"
 # Queries with placeholders beyond the configured identifiers, composed on use.
 _TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
 
@@ -250,6 +254,7 @@ class Connections:
         pool: AsyncConnectionPool[Conn],
         statements: Statements,
         last_used: weakref.WeakKeyDictionary[Conn, float],
+        unconfirmed: weakref.WeakSet[Conn],
     ) -> None:
         self.config = config
         self._config = config
@@ -257,6 +262,7 @@ class Connections:
         self.pool = pool
         self.statements = statements
         self._last_used = last_used
+        self._unconfirmed = unconfirmed
         self.retries = {"read": 0, "deadlock": 0}
         # Called after a write commits (the backend points it at the change sequencer).
         self.changed: Callable[[], None] = _nothing
@@ -283,9 +289,24 @@ class Connections:
             if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
                 await AsyncConnectionPool.check_connection(conn)
 
+        unconfirmed: weakref.WeakSet[Conn] = weakref.WeakSet()
+
+        async def configure(conn: Conn) -> None:
+            owner = weakref.ref(conn)
+
+            def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+                warned = owner()
+                if warned is not None and (diagnostic.message_primary or "").startswith(
+                    UNCONFIRMED_COMMIT
+                ):
+                    unconfirmed.add(warned)
+
+            conn.add_notice_handler(notice)
+
         pool = Pool(
             conninfo,
             kwargs={"autocommit": True},
+            configure=configure,
             min_size=config.pool_min_size,
             max_size=config.pool_max_size,
             open=False,
@@ -299,7 +320,7 @@ class Connections:
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise translate(exc, config) from None
-        return cls(config, conninfo, pool, statements, last_used)
+        return cls(config, conninfo, pool, statements, last_used, unconfirmed)
 
     async def close(self) -> None:
         """Close every connection."""
@@ -314,6 +335,17 @@ class Connections:
                     yield conn
                 finally:
                     self._last_used[conn] = time.monotonic()
+                self._check_confirmed(conn)
+
+    def _check_confirmed(self, conn: Conn) -> None:
+        """Raise if a commit on ``conn`` was reported without its standby's confirmation."""
+        if conn in self._unconfirmed:
+            self._unconfirmed.discard(conn)
+            raise StoreUnavailable(
+                f"a write committed on PostgreSQL at {self._config.target()} but its "
+                "synchronous standby did not confirm it (the wait was cancelled): it is on "
+                "the primary only, so whether it survives a failover is unknown"
+            )
 
     async def read(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a statement that changes nothing (retried on a dead connection)."""
@@ -344,7 +376,9 @@ class Connections:
                 async with self.pool.connection() as conn:
                     try:
                         cur = await conn.execute(query, params, prepare=prepare)
-                        return await cur.fetchall()
+                        rows = await cur.fetchall()
+                        self._check_confirmed(conn)
+                        return rows
                     finally:
                         self._last_used[conn] = time.monotonic()
             except PoolTimeout as exc:
