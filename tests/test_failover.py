@@ -336,6 +336,7 @@ def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_standby_and_promote(tmp_path: Path) -> None:
     primary, standby = EmbeddedServer(tmp_path / "p"), EmbeddedServer(tmp_path / "s")
+    second = EmbeddedServer(tmp_path / "s2")
     try:
         assert cli("server", "start", data_dir=primary.data_dir).returncode == 0
         made = cli("server", "standby", str(standby.data_dir), data_dir=primary.data_dir)
@@ -356,6 +357,14 @@ def test_cli_standby_and_promote(tmp_path: Path) -> None:
         assert promoted.returncode == 0, promoted.stderr
         assert promoted.stdout.splitlines()[-1] == standby.dsn
         assert psql(dsn, "INSERT INTO t VALUES (2); SELECT count(*) FROM t") == "INSERT 0 1\n2"
+
+        # The promoted server gets a standby of its own, ready for the next failover.
+        again = cli("server", "standby", str(second.data_dir), data_dir=standby.data_dir)
+        assert again.returncode == 0, again.stderr
+        assert psql(standby.dsn, "SELECT sync_state FROM pg_stat_replication") == "sync"
+        psql(again.stdout.splitlines()[-1], "INSERT INTO t VALUES (3)")
+        assert psql(second.dsn, "SELECT pg_is_in_recovery(), count(*) FROM t") == "t|3"
     finally:
+        second.stop()
         standby.stop()
         primary.stop()
