@@ -19,7 +19,7 @@ import pytest
 
 from pgactors import Change, ServerError, Store, StoreUnavailable, SyncStore, VersionConflict
 from pgactors.embedded import EmbeddedServer, bin_path
-from pgactors.postgres.connection import MAX_RECONNECT_DELAY
+from pgactors.postgres.pool import MAX_RECONNECT_DELAY
 from pgactors.standby import Standby, failover_dsn
 
 WRITERS = 8

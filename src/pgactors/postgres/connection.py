@@ -22,7 +22,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import DeadlockDetected
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from psycopg_pool.base import AttemptWithBackoff
 
 from .. import schema
 from ..config import StoreConfig, redact
@@ -37,6 +36,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..stats import PoolStats
+from .pool import Pool
 
 Conn = psycopg.AsyncConnection[Any]
 # A connection idle for longer than this is pinged before use, so a restarted
@@ -44,13 +44,6 @@ Conn = psycopg.AsyncConnection[Any]
 IDLE_CHECK_SECONDS = 2.0
 POOL_WAIT_SECONDS = 30.0
 RETRIES = 3
-# psycopg_pool retries a lost connection after 1, 2, 4, 8... s: after an outage of T s (a
-# failover, a restart), the pool would come back up to T s after the server did.
-MAX_RECONNECT_DELAY = 2.0
-# The warning of a commit whose wait for a synchronous standby was cancelled (a cancel
-# request; statement_timeout does not end that wait): the commit stands on the primary
-# alone, and PostgreSQL reports it as a success.
-UNCONFIRMED_COMMIT = "canceling wait for synchronous replication"
 # Queries with placeholders beyond the configured identifiers, composed on use.
 _TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
 
@@ -225,25 +218,6 @@ class Statements:
             raise AttributeError(name) from None
 
 
-class _Attempt(AttemptWithBackoff):
-    """psycopg_pool's reconnection backoff, waiting at most ``MAX_RECONNECT_DELAY``."""
-
-    def update_delay(self, now: float) -> None:
-        super().update_delay(now)
-        self.delay = min(self.delay, MAX_RECONNECT_DELAY)
-
-
-class Pool(AsyncConnectionPool[Conn]):
-    """The pool, retrying lost connections every ``MAX_RECONNECT_DELAY`` at most."""
-
-    async def _add_connection(
-        self, attempt: AttemptWithBackoff | None, growing: bool = False
-    ) -> None:
-        if attempt is None:
-            attempt = _Attempt(timeout=self.reconnect_timeout)
-        await super()._add_connection(attempt, growing)
-
-
 class Connections:
     """The connection pool, with the statements and the error translation every role uses."""
 
@@ -251,10 +225,9 @@ class Connections:
         self,
         config: StoreConfig,
         conninfo: str,
-        pool: AsyncConnectionPool[Conn],
+        pool: Pool,
         statements: Statements,
         last_used: weakref.WeakKeyDictionary[Conn, float],
-        unconfirmed: weakref.WeakSet[Conn],
     ) -> None:
         self.config = config
         self._config = config
@@ -262,7 +235,6 @@ class Connections:
         self.pool = pool
         self.statements = statements
         self._last_used = last_used
-        self._unconfirmed = unconfirmed
         self.retries = {"read": 0, "deadlock": 0}
         # Called after a write commits (the backend points it at the change sequencer).
         self.changed: Callable[[], None] = _nothing
@@ -289,24 +261,9 @@ class Connections:
             if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
                 await AsyncConnectionPool.check_connection(conn)
 
-        unconfirmed: weakref.WeakSet[Conn] = weakref.WeakSet()
-
-        async def configure(conn: Conn) -> None:
-            owner = weakref.ref(conn)
-
-            def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
-                warned = owner()
-                if warned is not None and (diagnostic.message_primary or "").startswith(
-                    UNCONFIRMED_COMMIT
-                ):
-                    unconfirmed.add(warned)
-
-            conn.add_notice_handler(notice)
-
         pool = Pool(
             conninfo,
             kwargs={"autocommit": True},
-            configure=configure,
             min_size=config.pool_min_size,
             max_size=config.pool_max_size,
             open=False,
@@ -320,7 +277,7 @@ class Connections:
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise translate(exc, config) from None
-        return cls(config, conninfo, pool, statements, last_used, unconfirmed)
+        return cls(config, conninfo, pool, statements, last_used)
 
     async def close(self) -> None:
         """Close every connection."""
@@ -339,8 +296,8 @@ class Connections:
 
     def _check_confirmed(self, conn: Conn) -> None:
         """Raise if a commit on ``conn`` was reported without its standby's confirmation."""
-        if conn in self._unconfirmed:
-            self._unconfirmed.discard(conn)
+        if conn in self.pool.unconfirmed:
+            self.pool.unconfirmed.discard(conn)
             raise StoreUnavailable(
                 f"a write committed on PostgreSQL at {self._config.target()} but its "
                 "synchronous standby did not confirm it (the wait was cancelled): it is on "
