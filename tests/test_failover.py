@@ -122,8 +122,8 @@ async def reread(store: Store, key: str, stop: asyncio.Event) -> int:
 async def test_failover_loses_no_acknowledged_write_and_the_feed_has_no_gap(
     pair: tuple[EmbeddedServer, Standby],
 ) -> None:
-    """The primary is SIGKILLed while every writer waits for the standby to confirm a
-    commit (the primary has it, the standby may not); the standby is promoted."""
+    """The primary is SIGKILLed while writes wait for the standby to confirm their commit
+    (the primary has them, the standby may not); the standby is promoted."""
     primary, standby = pair
     dsn = failover_dsn(primary, standby.server)
     assert psql(primary.dsn, "SELECT sync_state FROM pg_stat_replication") == "sync"
