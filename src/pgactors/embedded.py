@@ -273,6 +273,13 @@ class EmbeddedServer:
             )
         return self.tls.dsn(front[1], _DB_USER, _DB_NAME)
 
+    def run_program(self, name: str, args: list[str], timeout: float = 60.0) -> tuple[int, str]:
+        """Run the wheel's program ``name`` as the user the server runs as (the service
+        account under root), in the data directory; return (exit code, output)."""
+        deadline = time.monotonic() + timeout
+        argv = [str(bin_path(name)), *args]
+        return self._run(argv, self._prepare_access(), deadline, name)
+
     # --- inspection ---
 
     def _postmaster(self) -> Postmaster | None:

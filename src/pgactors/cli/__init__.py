@@ -43,6 +43,8 @@ server_app.command("start")(server.server_start)
 server_app.command("stop")(server.server_stop)
 server_app.command("status")(server.server_status)
 server_app.command("url")(server.server_url)
+server_app.command("standby")(server.server_standby)
+server_app.command("promote")(server.server_promote)
 app.add_typer(server_app, name="server")
 
 index_app = typer.Typer(help="Expression indexes on hot data paths.", no_args_is_help=True)

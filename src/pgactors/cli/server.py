@@ -1,20 +1,37 @@
-"""The embedded server's commands (``server start/stop/status/url``), ``psql`` and ``demo``."""
+"""The embedded server's commands (``server start/stop/status/url/standby/promote``),
+``psql`` and ``demo``."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..embedded import EmbeddedServer
 from ..errors import PgActorsError
+from ..standby import DEFAULT_STANDBY_NAME, Standby, failover_dsn
 from .app import EXIT_FAILED, EXIT_USAGE, JsonOption, fail, get_options, run
 from .render import key_value_table, out, print_system_changes
 
-__all__ = ["demo", "psql", "server_start", "server_status", "server_stop", "server_url"]
+__all__ = [
+    "demo",
+    "psql",
+    "server_promote",
+    "server_standby",
+    "server_start",
+    "server_status",
+    "server_stop",
+    "server_url",
+]
+
+StandbyDir = Annotated[Path, typer.Argument(help="The standby's own data directory.")]
+StandbyName = Annotated[
+    str, typer.Option(help="Its application_name and replication slot on the primary.")
+]
 
 
 def on_server(ctx: typer.Context, action: Callable[[EmbeddedServer], None]) -> None:
@@ -94,6 +111,53 @@ def server_url(ctx: typer.Context) -> None:
     def action(server: EmbeddedServer) -> None:
         info = server.status()
         print(info.tls_dsn or server.dsn)
+
+    on_server(ctx, action)
+
+
+def server_standby(
+    ctx: typer.Context,
+    standby_dir: StandbyDir,
+    name: StandbyName = DEFAULT_STANDBY_NAME,
+    asynchronous: Annotated[
+        bool,
+        typer.Option(
+            "--async",
+            help="Do not make the primary wait for the standby at commit (a failover can "
+            "then lose the last acknowledged writes).",
+        ),
+    ] = False,
+) -> None:
+    """Start a streaming standby of the embedded server in STANDBY_DIR (cloning it the
+    first time); print the DSN that follows a failover."""
+
+    def action(primary: EmbeddedServer) -> None:
+        standby = Standby(primary, standby_dir, name=name, synchronous=not asynchronous)
+        started = standby.start()
+        print_system_changes(standby.server)
+        mode = "asynchronous" if asynchronous else "synchronous"
+        state = "started" if started else "already running"
+        out.print(f"{mode} standby {state}: {standby.server.data_dir}")
+        print(failover_dsn(primary, standby.server))
+
+    on_server(ctx, action)
+
+
+def server_promote(
+    ctx: typer.Context,
+    standby_dir: StandbyDir,
+    name: StandbyName = DEFAULT_STANDBY_NAME,
+    force: Annotated[
+        bool, typer.Option(help="Promote even though the primary is still running.")
+    ] = False,
+) -> None:
+    """Promote the standby in STANDBY_DIR to primary (stop the primary first)."""
+
+    def action(primary: EmbeddedServer) -> None:
+        standby = Standby(primary, standby_dir, name=name)
+        standby.promote(force=force)
+        out.print(f"promoted: {standby.server.data_dir}")
+        print(standby.dsn)
 
     on_server(ctx, action)
 

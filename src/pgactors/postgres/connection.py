@@ -37,6 +37,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..stats import PoolStats
+from .pool import Pool
 
 Conn = psycopg.AsyncConnection[Any]
 logger = logging.getLogger("pgactors")
@@ -126,6 +127,11 @@ def hint(message: str) -> str:
         return "the user (role) does not exist on the server: fix the user name or create it"
     if "permission denied" in lowered:
         return "permission denied: the user lacks the privilege to connect or use this schema"
+    if "session is read-only" in lowered or "is in hot standby" in lowered:
+        return (
+            "no server listed accepts writes: a standby is read-only until promoted "
+            "(after a failover: promote the standby, e.g. `pgactors server promote`)"
+        )
     if "timeout" in lowered or "timed out" in lowered:
         return "the server did not answer in time: check host, port and any firewall"
     if "could not translate host name" in lowered or "name or service not known" in lowered:
@@ -323,7 +329,7 @@ class Connections:
         self,
         config: StoreConfig,
         conninfo: str,
-        pool: AsyncConnectionPool[Conn],
+        pool: Pool,
         statements: Statements,
         last_used: weakref.WeakKeyDictionary[Conn, float],
         pooled: bool = False,
@@ -376,7 +382,7 @@ class Connections:
         kwargs: dict[str, Any] = {"autocommit": True}
         if pooled:
             kwargs["prepare_threshold"] = None
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool = Pool(
             conninfo,
             kwargs=kwargs,
             min_size=config.pool_min_size,
@@ -422,6 +428,17 @@ class Connections:
                     yield conn
                 finally:
                     self._last_used[conn] = time.monotonic()
+                self._check_confirmed(conn)
+
+    def _check_confirmed(self, conn: Conn) -> None:
+        """Raise if a commit on ``conn`` was reported without its standby's confirmation."""
+        if conn in self.pool.unconfirmed:
+            self.pool.unconfirmed.discard(conn)
+            raise StoreUnavailable(
+                f"a write committed on PostgreSQL at {self._config.target()} but its "
+                "synchronous standby did not confirm it (the wait was cancelled): it is on "
+                "the primary only, so whether it survives a failover is unknown"
+            )
 
     async def read(self, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a statement that changes nothing (retried on a dead connection)."""
@@ -454,7 +471,9 @@ class Connections:
                         conn.prepare_threshold = None
                     try:
                         cur = await conn.execute(query, params, prepare=prepare)
-                        return await cur.fetchall()
+                        rows = await cur.fetchall()
+                        self._check_confirmed(conn)
+                        return rows
                     finally:
                         self._last_used[conn] = time.monotonic()
             except PoolTimeout as exc:
