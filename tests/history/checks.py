@@ -52,8 +52,9 @@ class FinalState:
     token: str | None
 
 
-# Kinds that mean an acknowledged write was lost.
-LOST_KINDS = frozenset({"lost-write", "feed-missing-ack"})
+# Kinds that mean an acknowledged write was lost: its version is gone, holds other data,
+# was acknowledged to another write too, or never reached the feed.
+LOST_KINDS = frozenset({"lost-write", "duplicate-version", "feed-missing-ack"})
 
 
 def check_registers(history: History, final: Mapping[str, FinalState]) -> list[Anomaly]:
@@ -116,11 +117,14 @@ def _check_observations(
                     "which failed (a version conflict: not applied)",
                 )
             )
+            continue
         seen = owner.setdefault((read.key, read.version), write.token or "")
         if seen != write.token:
+            # An acknowledged write's version holding other data: that write was lost.
+            acknowledged = writes_by_token[seen].outcome == "ok"
             anomalies.append(
                 Anomaly(
-                    "wrong-data",
+                    "lost-write" if acknowledged else "wrong-data",
                     f"read {read.id} of {read.key} version {read.version} "
                     f"returned write {write.id}'s data, but version {read.version} is "
                     f"write {writes_by_token[seen].id}'s",
@@ -202,7 +206,8 @@ def _check_final(
             )
             continue
         seen = owner.get((key, state.version))
-        if seen is not None and seen != state.token and write.outcome != "ok":
+        # (An acknowledged owner of that version is reported above, as a lost write.)
+        if seen is not None and seen != state.token and writes_by_token[seen].outcome != "ok":
             anomalies.append(
                 Anomaly(
                     "wrong-data",
