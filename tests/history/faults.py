@@ -139,6 +139,44 @@ class Pause:
 
 
 @dataclass
+class PauseBackends:
+    """SIGSTOP only the store's backends (``application_name`` starting with
+    ``prefix``) for ``duration`` seconds, then SIGCONT them: the server still accepts
+    new connections while the old ones hang, some perhaps holding a row lock."""
+
+    duration: float = 1.5
+    prefix: str = "pgactors"
+    kind: str = "pause-backends"
+
+    async def inject(self, cluster: Cluster) -> FaultEvent:
+        postmaster = cluster.our_server().status().pid
+        if postmaster is None:
+            raise RuntimeError(f"{cluster.server} is not running")
+        async with await psycopg.AsyncConnection.connect(
+            cluster.dsn, autocommit=True, application_name="history-admin"
+        ) as conn:
+            cur = await conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                (self.prefix.replace("%", r"\%") + "%",),
+            )
+            listed = {row[0] for row in await cur.fetchall()}
+        start = time.monotonic()
+        stopped: list[int] = []
+        try:
+            # Only children of our postmaster: never a pid some other program reused.
+            for pid in sorted(listed.intersection(live_children(postmaster))):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            await asyncio.sleep(self.duration)
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        return FaultEvent(self.kind, start, time.monotonic(), {"stopped": len(stopped)})
+
+
+@dataclass
 class Failover:
     """Promote a streaming standby and move clients to it. Not wired in yet.
 
@@ -160,4 +198,4 @@ class Failover:
 
 def default_faults() -> list[Fault]:
     """One of each kind that works on a lone embedded server."""
-    return [TerminateBackends(), KillRestart(), Pause()]
+    return [TerminateBackends(), KillRestart(), Pause(), PauseBackends()]

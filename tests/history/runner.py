@@ -112,7 +112,7 @@ async def run_history(cluster: Cluster, config: RunConfig) -> RunResult:
         await store.init_schema()
         if config.plant is not None:
             config.plant(store)
-        consumer = _Consumer(watcher)
+        consumer = _Consumer(watcher, history)
         consuming = asyncio.create_task(consumer.run())
         stop = asyncio.Event()
         clients = [
@@ -137,6 +137,10 @@ async def run_history(cluster: Cluster, config: RunConfig) -> RunResult:
     anomalies = check_registers(history, final)
     anomalies += check_feed(consumer.changes, history, final)
     anomalies += [Anomaly("leak", leak) for leak in history.leaks]
+    if consumer.expired is not None:
+        anomalies.append(
+            Anomaly("feed-expired", f"the consumer's resume failed: {consumer.expired}")
+        )
     stuck = sum(1 for op in history.ops if op.complete is None)
     anomalies += [Anomaly("stuck", f"{stuck} operations never completed")] if stuck else []
     return RunResult(
@@ -205,12 +209,14 @@ async def _client(
 
 class _Consumer:
     """Reads the whole change feed; reopens its stream from the last position it got
-    if the stream ever fails."""
+    if the stream ever fails. Errors that are not a ``PgActorsError`` are leaks."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, history: History) -> None:
         self.store = store
+        self.history = history
         self.changes: list[FeedChange] = []
         self.resumes = 0
+        self.expired: ChangesExpired | None = None
 
     async def run(self) -> None:
         while True:
@@ -219,10 +225,13 @@ class _Consumer:
                 async with self.store.changes(since=last) as stream:
                     async for change in stream:
                         self.changes.append(FeedChange(change.id, change.version, change.position))
-            except ChangesExpired:
-                raise
+            except ChangesExpired as exc:
+                self.expired = exc
+                return
             except PgActorsError:
                 pass
+            except Exception as exc:
+                self.history.leaks.append(f"change feed: {type(exc).__module__}.{exc!r}")
             self.resumes += 1
             await asyncio.sleep(0.1)
 
