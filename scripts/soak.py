@@ -34,7 +34,7 @@ async def soak(args: argparse.Namespace, data_dir: Path) -> RunResult:
             duration=args.duration,
             clients=args.clients,
             keys=args.keys,
-            faults=default_faults(),
+            faults=default_faults(pause=args.pause, down=args.down),
             interval=args.interval,
             seed=args.seed,
         )
@@ -50,6 +50,12 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=6, help="registers (default 6)")
     parser.add_argument(
         "--interval", type=float, default=2.0, help="seconds between faults (default 2)"
+    )
+    parser.add_argument(
+        "--pause", type=float, default=1.5, help="seconds a SIGSTOP lasts (default 1.5)"
+    )
+    parser.add_argument(
+        "--down", type=float, default=0.5, help="seconds down after a SIGKILL (default 0.5)"
     )
     parser.add_argument("--seed", type=int, default=None, help="for the clients' choices")
     parser.add_argument("--verbose", action="store_true", help="show the store's warnings")

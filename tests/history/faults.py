@@ -196,6 +196,7 @@ class Failover:
         raise NotImplementedError("failover needs the standby API of the failover branch")
 
 
-def default_faults() -> list[Fault]:
-    """One of each kind that works on a lone embedded server."""
-    return [TerminateBackends(), KillRestart(), Pause(), PauseBackends()]
+def default_faults(pause: float = 1.5, down: float = 0.5) -> list[Fault]:
+    """One of each kind that works on a lone embedded server: pauses of ``pause``
+    seconds, and ``down`` seconds between a SIGKILL and the restart."""
+    return [TerminateBackends(), KillRestart(down), Pause(pause), PauseBackends(pause)]

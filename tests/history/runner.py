@@ -79,8 +79,12 @@ class RunResult:
             ("acknowledged writes lost", str(self.lost)),
         ]
         width = max(len(name) for name, _ in rows)
-        lines = [f"| {'':{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
-        lines += [f"| {name:{width}} | {value:>5} |" for name, value in rows]
+        digits = max(5, *(len(value) for _, value in rows))
+        lines = [
+            f"| {'':{width}} | {'value':>{digits}} |",
+            f"|{'-' * (width + 2)}|{'-' * (digits + 1)}:|",
+        ]
+        lines += [f"| {name:{width}} | {value:>{digits}} |" for name, value in rows]
         return "\n".join(lines)
 
 
