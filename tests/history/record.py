@@ -113,6 +113,15 @@ class History:
             counts[name] = counts.get(name, 0) + 1
         return counts
 
+    def errors(self) -> dict[str, int]:
+        """Operations with an unknown outcome, by exception class."""
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            if op.outcome == "unknown":
+                name = (op.error or "still running").split(":", 1)[0]
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
 
 def token_of(data: Any) -> str | None:
     """The token a record's data carries (None for data no write of ours wrote)."""

@@ -71,6 +71,7 @@ class RunResult:
             ("duration (s)", f"{self.seconds:.0f}"),
             ("operations run", str(len(self.history.ops))),
             *((f"  {name}", str(n)) for name, n in sorted(counts.items())),
+            *((f"    {name}", str(n)) for name, n in sorted(self.history.errors().items())),
             ("faults injected", str(len(self.events))),
             *((f"  {kind}", str(n)) for kind, n in sorted(self.faults_by_kind().items())),
             ("feed changes checked", str(len(self.changes))),
@@ -186,7 +187,8 @@ async def _client(
     rng: random.Random,
 ) -> None:
     """Reads (40%, and whenever the key's version is not known), compare-and-set writes
-    on the last version seen (45%), blind writes (15%), until told to stop."""
+    on the last version seen (45%), blind writes (5%) and ``update()``s (10%), until
+    told to stop."""
     known: dict[str, int] = {}
     for i in itertools.count():
         if stop.is_set():
@@ -198,11 +200,18 @@ async def _client(
                 version = record.version if record else 0
                 call.ok(version, token_of(record.data) if record else None)
                 known[key] = version
-        else:
+        elif dice < 0.9:
             token = f"c{n}-{i}"
-            expected = known.get(key, 0) if dice < 0.85 else None
+            expected = known[key] if dice < 0.85 else None
             async with history.invoke(n, "write", key, token=token, expected=expected) as call:
                 record = await store.save(TYPE, key, {"token": token}, expected_version=expected)
+                call.ok(record.version)
+                known[key] = record.version
+        else:
+            # update(): compare-and-set re-run inside the store until it wins.
+            token = f"c{n}-{i}"
+            async with history.invoke(n, "write", key, token=token) as call:
+                record = await store.update(TYPE, key, lambda _, t=token: {"token": t}, default={})
                 call.ok(record.version)
                 known[key] = record.version
         if call.op.outcome != "ok":
