@@ -124,7 +124,13 @@ async def run_history(cluster: Cluster, config: RunConfig) -> RunResult:
             asyncio.create_task(_client(store, history, n, keys, stop, random.Random(rng.random())))
             for n in range(config.clients)
         ]
-        events = await _inject(cluster, config)
+        try:
+            events = await _inject(cluster, config)
+        except BaseException:  # a fault that broke: no checking, but no stray tasks
+            for task in [*clients, consuming]:
+                task.cancel()
+            await asyncio.gather(*clients, consuming, return_exceptions=True)
+            raise
         stop.set()
         _, pending = await asyncio.wait(clients, timeout=SETTLE_SECONDS)
         for task in pending:
