@@ -80,6 +80,8 @@ def test_a_good_history_passes() -> None:
 def test_a_lost_acknowledged_write_is_found() -> None:
     h = good_history()
     assert kinds(check_registers(h, {"k": FinalState(1, "t1")})) == {"lost-write"}
+    # t4's outcome was unknown, but a read saw it committed: it must survive too.
+    assert kinds(check_registers(h, {"k": FinalState(2, "t2")})) == {"lost-write"}
     h = History()
     write(h, "k", "t1", (0, 1), 1, expected=0)
     write(h, "k", "t2", (2, 3), None, outcome="unknown")
@@ -135,6 +137,12 @@ def test_an_acknowledged_version_read_with_other_data_is_found() -> None:
     write(h, "k", "t5", (12, 13), None, outcome="unknown")
     read(h, "k", (14, 15), 3, "t5")  # version 3 is t4's, as another read saw
     assert kinds(check_registers(h, GOOD_FINAL)) == {"wrong-data"}
+    h = good_history()
+    read(h, "k", (12, 13), 4, "t4")  # t4 was read as version 3 before
+    assert kinds(check_registers(h, {"k": FinalState(4, "t4")})) == {"wrong-data"}
+    h = good_history()
+    read(h, "k", (12, 13), 4, "t2")  # t2 was acknowledged as version 2
+    assert kinds(check_registers(h, {"k": FinalState(4, "t2")})) == {"wrong-data"}
 
 
 def test_a_feed_gap_and_a_missing_change_are_found() -> None:

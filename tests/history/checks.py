@@ -94,8 +94,11 @@ def _check_observations(
     history: History, owner: dict[tuple[str, int], str], writes_by_token: Mapping[str, Op]
 ) -> list[Anomaly]:
     """Every value read was written, to that key, by a write invoked before the read
-    completed, and belongs to the version read."""
+    completed, and belongs to the version read: one write's data is always seen at
+    one version, and one version always holds one write's data."""
     anomalies: list[Anomaly] = []
+    # token -> the version it was written as (acknowledged, or first seen by a read)
+    version_of = {token: version for (_, version), token in owner.items()}
     for read in history.reads():
         if read.outcome != "ok" or not read.version:
             continue
@@ -118,7 +121,17 @@ def _check_observations(
                 )
             )
             continue
-        seen = owner.setdefault((read.key, read.version), write.token or "")
+        assert write.token is not None
+        at = version_of.setdefault(write.token, read.version)
+        if at != read.version:
+            anomalies.append(
+                Anomaly(
+                    "wrong-data",
+                    f"read {read.id} of {read.key} saw write {write.id}'s data at version "
+                    f"{read.version}, but it was version {at}",
+                )
+            )
+        seen = owner.setdefault((read.key, read.version), write.token)
         if seen != write.token:
             # An acknowledged write's version holding other data: that write was lost.
             acknowledged = writes_by_token[seen].outcome == "ok"
@@ -166,8 +179,8 @@ def _check_stale_reads(history: History) -> list[Anomaly]:
 def _check_final(
     history: History, final: Mapping[str, FinalState], owner: Mapping[tuple[str, int], str]
 ) -> list[Anomaly]:
-    """Acknowledged writes survive: each key ends at or past every acknowledged version,
-    with the data of the write that made its final version."""
+    """Acknowledged writes survive: each key ends at or past every acknowledged (or
+    read) version, with the data of the write that made its final version."""
     anomalies: list[Anomaly] = []
     for op in history.writes():
         if op.outcome != "ok":
@@ -189,6 +202,16 @@ def _check_final(
                     f"write {op.id} was acknowledged as {op.key} version "
                     f"{op.version}, but the final state at that version holds "
                     f"{state.token!r}",
+                )
+            )
+    for read in history.reads():
+        state = final.get(read.key, FinalState(0, None))
+        if read.outcome == "ok" and (read.version or 0) > state.version:
+            anomalies.append(
+                Anomaly(
+                    "lost-write",
+                    f"read {read.id} saw {read.key} version {read.version} committed, but "
+                    f"the final state is version {state.version}",
                 )
             )
     writes_by_token = {op.token: op for op in history.writes() if op.token is not None}
