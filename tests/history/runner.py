@@ -71,7 +71,10 @@ class RunResult:
             ("duration (s)", f"{self.seconds:.0f}"),
             ("operations run", str(len(self.history.ops))),
             *((f"  {name}", str(n)) for name, n in sorted(counts.items())),
-            *((f"    {name}", str(n)) for name, n in sorted(self.history.errors().items())),
+            *(
+                (f"    unknown: {name}", str(n))
+                for name, n in sorted(self.history.errors().items())
+            ),
             ("faults injected", str(len(self.events))),
             *((f"  {kind}", str(n)) for kind, n in sorted(self.faults_by_kind().items())),
             ("feed changes checked", str(len(self.changes))),
