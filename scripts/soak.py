@@ -1,10 +1,12 @@
 """Soak pgactors under faults with the history checker (tests/history).
 
-Starts a fresh embedded server in a temporary directory, runs concurrent clients (reads,
-compare-and-set and blind writes on a few registers) and a change-feed consumer for
-``--duration`` seconds while injecting faults in turn (backend termination, SIGKILL and
-restart, SIGSTOP of the server, SIGSTOP of the store's backends), then checks the history
-and prints a table. Exit status 1 if any anomaly was found.
+Starts a fresh embedded server and its synchronous standby in a temporary directory, runs
+concurrent clients (reads, compare-and-set and blind writes on a few registers) and a
+change-feed consumer, both through the failover DSN, for ``--duration`` seconds while
+injecting faults in turn (backend termination, SIGKILL and restart, SIGSTOP of the
+server, SIGSTOP of the store's backends, failover: SIGKILL of the primary, promotion of
+the standby and a new standby), then checks the history and prints a table. Exit status
+1 if any anomaly was found.
 
     python scripts/soak.py --duration 180
 """
@@ -23,12 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from history.faults import Cluster, default_faults
 from history.runner import RunConfig, RunResult, run_history
-from pgactors.embedded import EmbeddedServer
 
 
 async def soak(args: argparse.Namespace, data_dir: Path) -> RunResult:
-    server = EmbeddedServer(data_dir)
-    server.start()
+    cluster = Cluster.replicated(data_dir / "a", data_dir / "b")
     try:
         config = RunConfig(
             duration=args.duration,
@@ -38,9 +38,9 @@ async def soak(args: argparse.Namespace, data_dir: Path) -> RunResult:
             interval=args.interval,
             seed=args.seed,
         )
-        return await run_history(Cluster(server, server.dsn), config)
+        return await run_history(cluster, config)
     finally:
-        server.stop()
+        cluster.stop()
 
 
 def main() -> int:
@@ -64,7 +64,7 @@ def main() -> int:
         logging.disable(logging.WARNING)
     data_dir = Path(tempfile.mkdtemp(prefix="pgactors-soak-"))
     try:
-        result = asyncio.run(soak(args, data_dir / "data"))
+        result = asyncio.run(soak(args, data_dir))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print(result.table())

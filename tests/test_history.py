@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from history.checks import Anomaly, FeedChange, FinalState, check_feed, check_registers
-from history.faults import Cluster, default_faults
+from history.faults import Cluster, Failover, default_faults
 from history.record import History, Op, Outcome
 from history.runner import RunConfig, RunResult, run_history
 from pgactors import PgActorsError, Record, Store, StoreUnavailable, VersionConflict
-from pgactors.embedded import EmbeddedServer
 
 # --- synthetic histories ---------------------------------------------------------------
 
@@ -258,20 +257,21 @@ def describe(result: RunResult) -> str:
 
 @pytest.mark.slow
 async def test_no_anomaly_and_no_lost_write_under_faults(tmp_path: Path) -> None:
-    server = EmbeddedServer(tmp_path / "data")
-    server.start()
+    cluster = Cluster.replicated(tmp_path / "a", tmp_path / "b")
+    first_primary = cluster.our_server().data_dir
     try:
         config = RunConfig(duration=18.0, interval=2.0, faults=default_faults(), seed=3)
-        result = await run_history(Cluster(server, server.dsn), config)
+        result = await run_history(cluster, config)
     finally:
-        server.stop()
+        cluster.stop()
     report = describe(result)
     assert result.anomalies == [], report
     assert result.lost == 0 and result.stuck == 0, report
     # Every fault kind happened, and clients saw it.
     by_kind = result.faults_by_kind()
     assert all(
-        by_kind.get(kind, 0) >= 1 for kind in ("terminate", "kill", "pause", "pause-backends")
+        by_kind.get(kind, 0) >= 1
+        for kind in ("terminate", "kill", "pause", "pause-backends", "failover")
     ), report
     seen = list(zip(result.events, result.evidence, strict=True))
     for event, around in seen:
@@ -285,9 +285,33 @@ async def test_no_anomaly_and_no_lost_write_under_faults(tmp_path: Path) -> None
             assert event.detail["stopped"] > 1 and around["stalled"] > 0, report
         if event.kind == "pause-backends":
             assert event.detail["stopped"] > 0 and around["stalled"] > 0, report
-    for kind in ("terminate", "kill"):
+        if event.kind == "failover":
+            # The same stores (never reconnected by hand) went on through the new primary,
+            # and the old one's directory is its synchronous standby now.
+            assert event.detail["killed"] == event.detail["promoted"] == 1, report
+            assert event.detail["rebuilt"] == 1, report
+    for kind in ("terminate", "kill", "failover"):
         assert sum(a["unknown"] for e, a in seen if e.kind == kind) > 0, report
     assert result.feed_reconnects > 0, report
     counts = result.history.counts()
     assert counts["write ok"] > 100 and counts["read ok"] > 100, report
     assert counts.get("write unknown", 0) + counts.get("read unknown", 0) > 0, report
+    # The roles swapped once per failover, and the final state was read after the last.
+    assert (cluster.our_server().data_dir != first_primary) == (by_kind["failover"] % 2 == 1)
+    last_failover = max(e.end for e in result.events if e.kind == "failover")
+    assert any(op.outcome == "ok" and op.invoke > last_failover for op in result.history.ops)
+
+
+@pytest.mark.slow
+async def test_the_checker_finds_writes_lost_by_an_asynchronous_failover(tmp_path: Path) -> None:
+    """The planted bug is the configuration: an asynchronous standby whose WAL receiver
+    is held while the primary acknowledges writes, then the primary dies."""
+    cluster = Cluster.replicated(tmp_path / "a", tmp_path / "b", synchronous=False)
+    try:
+        config = RunConfig(duration=2.0, interval=1.0, faults=[Failover(freeze=1.0)], seed=4)
+        result = await run_history(cluster, config)
+    finally:
+        cluster.stop()
+    report = describe(result)
+    assert [e.detail["froze_receiver"] for e in result.events] == [1], report
+    assert "lost-write" in kinds(result.anomalies) and result.lost > 0, report

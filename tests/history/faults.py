@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -19,23 +20,60 @@ import psycopg
 
 from pgactors.embedded import EmbeddedServer
 from pgactors.postmaster import live_children
+from pgactors.standby import Standby, failover_dsn
 
 
 @dataclass
 class Cluster:
-    """What faults act on: the embedded server this process started, and its DSN
-    (its socket directory and port stay the same across restarts).
-
-    A failover fault will need a standby here too (see ``Failover``).
+    """What faults act on: the embedded server this process started (the primary), its
+    standby if it has one, and the DSN clients use (its socket directory and port stay
+    the same across restarts; with a standby it names both servers' sockets, and
+    ``Failover`` keeps both in use, so it stays valid across failovers).
     """
 
     server: EmbeddedServer | None
     dsn: str
+    standby: Standby | None = None
+
+    @classmethod
+    def replicated(
+        cls,
+        primary_dir: str | os.PathLike[str],
+        standby_dir: str | os.PathLike[str],
+        *,
+        synchronous: bool = True,
+    ) -> Cluster:
+        """Start a primary in ``primary_dir`` and its standby in ``standby_dir``
+        (synchronous unless told otherwise); clients get ``failover_dsn`` of both."""
+        primary = EmbeddedServer(primary_dir)
+        cluster = cls(primary, "", Standby(primary, standby_dir, synchronous=synchronous))
+        try:
+            primary.start()
+            cluster.our_standby().start()
+        except BaseException:
+            cluster.stop()
+            raise
+        cluster.dsn = failover_dsn(primary, cluster.our_standby().server)
+        return cluster
 
     def our_server(self) -> EmbeddedServer:
         if self.server is None:
             raise RuntimeError("this fault needs an embedded server started by this process")
         return self.server
+
+    def our_standby(self) -> Standby:
+        if self.standby is None:
+            raise RuntimeError("this fault needs a standby (see Cluster.replicated)")
+        return self.standby
+
+    def stop(self) -> None:
+        """Stop the standby, then the primary (whichever servers hold the roles now)."""
+        try:
+            if self.standby is not None:
+                self.standby.stop()
+        finally:
+            if self.server is not None:
+                self.server.stop()
 
 
 @dataclass
@@ -178,25 +216,102 @@ class PauseBackends:
 
 @dataclass
 class Failover:
-    """Promote a streaming standby and move clients to it. Not wired in yet.
+    """SIGKILL the primary, promote its standby, wait until the DSN reaches it and it
+    accepts writes, then make the dead primary's data directory a fresh standby of the
+    new primary (its old files deleted, a new ``pg_basebackup`` in their place).
 
-    TODO(failover): the ``failover`` branch builds a standby + promote API. To wire it
-    in: give ``Cluster`` the standby (and a DSN listing both servers, e.g.
-    ``host=a,b target_session_attrs=read-write`` so the store follows the primary),
-    implement ``inject`` as: stop or SIGKILL the primary, promote the standby, wait
-    until it accepts writes, and report ``{"promoted": 1}``; then add ``Failover()`` to
-    ``default_faults``. With synchronous replication off, acknowledged writes not yet
-    replicated can be lost: the checker will report them as ``lost-write``, which is
-    the point of running it.
+    The rebuilt standby keeps the old primary's directory, so its socket: the 2-host DSN
+    the stores were made with stays valid for every later failover (the roles swap).
+    A new standby is synchronous if the one promoted was.
+
+    ``freeze`` (seconds): first SIGSTOP the standby's WAL receiver that long, with the
+    primary still taking writes, and SIGCONT it after the kill. With a synchronous
+    standby the writes wait meanwhile (none is acknowledged without it); with an
+    asynchronous one those acknowledged meanwhile are lost, which the checker must
+    report as ``lost-write``.
     """
 
+    freeze: float = 0.0
+    timeout: float = 60.0  # liveness: until the promoted server takes writes
     kind: str = "failover"
 
     async def inject(self, cluster: Cluster) -> FaultEvent:
-        raise NotImplementedError("failover needs the standby API of the failover branch")
+        old, standby = cluster.our_server(), cluster.our_standby()
+        if not standby.is_standby():
+            raise RuntimeError(f"{standby} is not a standby")
+        start = time.monotonic()
+        deadline = start + self.timeout
+        receiver = await _wal_receiver(standby) if self.freeze > 0 else None
+        try:
+            if receiver is not None:
+                os.kill(receiver, signal.SIGSTOP)
+                await asyncio.sleep(self.freeze)
+            await asyncio.to_thread(old.kill)
+        finally:
+            if receiver is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(receiver, signal.SIGCONT)
+        killed = int(not old.is_running())
+        await asyncio.to_thread(standby.promote)
+        new = standby.server
+        # From here on the roles are swapped, whatever happens next (stop() stops both).
+        cluster.server, cluster.standby = new, None
+        await _until_writable(cluster.dsn, new, deadline)
+        writable = time.monotonic()
+        await asyncio.to_thread(shutil.rmtree, old.pgdata)
+        cluster.standby = Standby(
+            new, old.data_dir, name=standby.name, synchronous=standby.synchronous
+        )
+        await asyncio.to_thread(cluster.standby.start, max(1.0, deadline - time.monotonic()))
+        detail = {
+            "killed": killed,
+            "froze_receiver": int(receiver is not None),
+            "promoted": int(not standby.is_standby()),
+            "rebuilt": int(cluster.standby.is_standby() and cluster.standby.server.is_running()),
+            "writable_ms": int((writable - start) * 1000),
+        }
+        return FaultEvent(self.kind, start, time.monotonic(), detail)
+
+
+async def _wal_receiver(standby: Standby) -> int:
+    """The pid of the standby's WAL receiver, checked to be a child of its postmaster."""
+    postmaster = standby.server.status().pid
+    if postmaster is None:
+        raise RuntimeError(f"{standby} is not running")
+    async with await psycopg.AsyncConnection.connect(
+        standby.dsn, autocommit=True, application_name="history-admin"
+    ) as conn:
+        cur = await conn.execute("SELECT pid FROM pg_stat_wal_receiver")
+        row = await cur.fetchone()
+    if row is None or row[0] not in live_children(postmaster):
+        raise RuntimeError(f"{standby} has no WAL receiver")
+    return int(row[0])
+
+
+async def _until_writable(dsn: str, server: EmbeddedServer, deadline: float) -> None:
+    """Poll until ``dsn`` (a read-write multi-host DSN) reaches ``server``, out of
+    recovery; fail at ``deadline``."""
+    want = str(server.pgdata)
+    seen: object = None
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                dsn, autocommit=True, application_name="history-admin", connect_timeout=5
+            ) as conn:
+                cur = await conn.execute(
+                    "SELECT pg_is_in_recovery(), current_setting('data_directory')"
+                )
+                seen = await cur.fetchone()
+            if seen == (False, want):
+                return
+        except psycopg.OperationalError as exc:
+            seen = exc
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{server} did not take writes through {dsn} in time: {seen}")
+        await asyncio.sleep(0.05)
 
 
 def default_faults(pause: float = 1.5, down: float = 0.5) -> list[Fault]:
-    """One of each kind that works on a lone embedded server: pauses of ``pause``
-    seconds, and ``down`` seconds between a SIGKILL and the restart."""
-    return [TerminateBackends(), KillRestart(down), Pause(pause), PauseBackends(pause)]
+    """One of each kind: pauses of ``pause`` seconds, ``down`` seconds between a SIGKILL
+    and the restart, and a failover (the cluster needs a standby: ``Cluster.replicated``)."""
+    return [TerminateBackends(), KillRestart(down), Pause(pause), PauseBackends(pause), Failover()]
