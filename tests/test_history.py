@@ -1,11 +1,11 @@
 """The history checker (tests/history): it finds planted bugs, in synthetic histories
 and end to end, and finds nothing wrong with pgactors under faults.
 
-The fault test runs clients against its own embedded server while backends are
-terminated, the server is SIGKILLed and restarted, and the server or only the store's
-backends are SIGSTOPped; it asserts that each
-fault happened and disturbed the clients, and that no anomaly and no lost acknowledged
-write was found.
+The fault test runs clients against its own embedded server and its synchronous standby
+(through the failover DSN) while backends are terminated, the server is SIGKILLed and
+restarted, the server or only the store's backends are SIGSTOPped, and the primary is
+SIGKILLed and its standby promoted; it asserts that each fault happened and disturbed
+the clients, and that no anomaly and no lost acknowledged write was found.
 """
 
 from __future__ import annotations
@@ -260,7 +260,10 @@ async def test_no_anomaly_and_no_lost_write_under_faults(tmp_path: Path) -> None
     cluster = Cluster.replicated(tmp_path / "a", tmp_path / "b")
     first_primary = cluster.our_server().data_dir
     try:
-        config = RunConfig(duration=18.0, interval=2.0, faults=default_faults(), seed=3)
+        # A second failover promotes the rebuilt standby, through the same DSN; it holds
+        # the standby's WAL receiver first, so that the kill comes while commits wait.
+        faults = [*default_faults(), Failover(freeze=0.5)]
+        config = RunConfig(duration=18.0, interval=2.0, faults=faults, seed=3)
         result = await run_history(cluster, config)
     finally:
         cluster.stop()
@@ -290,6 +293,8 @@ async def test_no_anomaly_and_no_lost_write_under_faults(tmp_path: Path) -> None
             # and the old one's directory is its synchronous standby now.
             assert event.detail["killed"] == event.detail["promoted"] == 1, report
             assert event.detail["rebuilt"] == 1, report
+    assert by_kind["failover"] >= 2, report
+    assert any(e.detail.get("froze_receiver") for e in result.events), report
     for kind in ("terminate", "kill", "failover"):
         assert sum(a["unknown"] for e, a in seen if e.kind == kind) > 0, report
     assert result.feed_reconnects > 0, report
