@@ -254,7 +254,8 @@ class Failover:
         killed = int(not old.is_running())
         await asyncio.to_thread(standby.promote)
         new = standby.server
-        # From here on the roles are swapped, whatever happens next (stop() stops both).
+        # The roles are swapped from here on, whatever happens next: the old primary is
+        # dead, and stop() stops the new one (and its standby once there is one).
         cluster.server, cluster.standby = new, None
         await _until_writable(cluster.dsn, new, deadline)
         writable = time.monotonic()
