@@ -39,6 +39,7 @@ class RunConfig:
     seed: int | None = None
     # Replaces methods of the clients' store: how tests plant a bug.
     plant: Callable[[Store], None] | None = None
+    settle: float = SETTLE_SECONDS
 
 
 @dataclass
@@ -135,12 +136,12 @@ async def run_history(cluster: Cluster, config: RunConfig) -> RunResult:
             await asyncio.gather(*clients, consuming, return_exceptions=True)
             raise
         stop.set()
-        _, pending = await asyncio.wait(clients, timeout=SETTLE_SECONDS)
+        _, pending = await asyncio.wait(clients, timeout=config.settle)
         for task in pending:
             task.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
-        final = await _final_state(cluster, config.schema, keys)
-        await consumer.catch_up(final, time.monotonic() + SETTLE_SECONDS)
+        final = await _final_state(cluster, config.schema, keys, config.settle)
+        await consumer.catch_up(final, time.monotonic() + config.settle)
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
         feed = watcher._feed
@@ -268,9 +269,11 @@ class _Consumer:
             await asyncio.sleep(0.05)
 
 
-async def _final_state(cluster: Cluster, schema: str, keys: list[str]) -> dict[str, FinalState]:
+async def _final_state(
+    cluster: Cluster, schema: str, keys: list[str], settle: float
+) -> dict[str, FinalState]:
     """Each key's state, read by a fresh store once the server answers."""
-    deadline = time.monotonic() + SETTLE_SECONDS
+    deadline = time.monotonic() + settle
     while True:
         try:
             async with await Store.connect(cluster.dsn, schema=schema) as store:
