@@ -19,6 +19,7 @@ from psycopg import sql
 from pgactors import (
     Change,
     ChangesExpired,
+    ChangesLost,
     ChangeStream,
     InMemoryStore,
     InvalidInput,
@@ -189,6 +190,22 @@ async def test_subscriber_past_retention_gets_changes_expired(
     async with store.changes(since=0) as from_oldest:
         await store.save("U", "new", {})
         assert [c.id for c in await take(from_oldest, 1)] == ["new"]
+
+
+async def test_resume_point_beyond_the_log_is_changes_lost(store: Store) -> None:
+    """A consumer's position beyond the newest change means changes it saw are gone
+    (a failover to a standby that had not received them): positions after it may be
+    numbered again, so resuming there would silently skip the new ones."""
+    await store.save("U", "a", {})
+    async with store.changes(since=0) as stream:
+        (seen,) = await take(stream, 1)
+    with pytest.raises(ChangesLost) as info:
+        await store.changes(since=seen.position + 5).start()
+    assert info.value.since == seen.position + 5 and info.value.oldest == seen.position
+    assert isinstance(info.value, ChangesExpired)  # handled as an expired resume point
+    async with store.changes(since=seen.position) as stream:  # the newest: fine
+        await store.save("U", "b", {})
+        assert [c.id for c in await take(stream, 1)] == ["b"]
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from .config import StoreConfig
 from .errors import (
     CallAlreadyApplied,
     ChangesExpired,
+    ChangesLost,
     ConfigError,
     DatabaseError,
     ImportAborted,
@@ -62,6 +63,7 @@ __all__ = [
     "Change",
     "ChangeStream",
     "ChangesExpired",
+    "ChangesLost",
     "ConfigError",
     "DatabaseError",
     "Encoded",

@@ -23,7 +23,14 @@ from types import TracebackType
 from typing import Literal, Protocol, Self
 
 from .checks import int_in_range
-from .errors import ChangesExpired, ConfigError, InvalidInput, PgActorsError, SchemaMismatch
+from .errors import (
+    ChangesExpired,
+    ChangesLost,
+    ConfigError,
+    InvalidInput,
+    PgActorsError,
+    SchemaMismatch,
+)
 from .record import check_type
 
 logger = logging.getLogger("pgactors.changes")
@@ -193,6 +200,8 @@ class ChangeFeed:
             last = pruned
         elif since < pruned:
             raise ChangesExpired(since, pruned)
+        elif since > head:
+            raise ChangesLost(since, head)
         else:
             last = since
         subscriber = _Subscriber(wanted, last)
@@ -299,6 +308,9 @@ class ChangeFeed:
         head, pruned = await self._source.feed_state()
         if subscriber.last < pruned:
             subscriber.fail(ChangesExpired(subscriber.last, pruned))
+            return
+        if subscriber.last > head:  # positions only grow, unless changes were lost
+            subscriber.fail(ChangesLost(subscriber.last, head))
             return
         types = sorted(subscriber.types) if subscriber.types is not None else None
         while True:

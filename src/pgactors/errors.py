@@ -131,6 +131,23 @@ class ChangesExpired(PgActorsError):
         self.oldest = oldest
 
 
+class ChangesLost(ChangesExpired):
+    """A change feed resume point is beyond the newest change in the log: changes this
+    consumer saw are gone (a failover to a standby that had not received them), and the
+    positions after it may be numbered again. Reload the state; ``oldest`` is the newest
+    position the log has now."""
+
+    def __init__(self, since: int, newest: int) -> None:
+        PgActorsError.__init__(
+            self,
+            f"the change feed resume point {since} is beyond the newest change in the log "
+            f"({newest}): changes seen there are gone (a failover to a standby that had not "
+            "received them?), and positions after it may be reused: reload the state",
+        )
+        self.since = since
+        self.oldest = newest
+
+
 class DatabaseError(PgActorsError):
     """PostgreSQL refused an operation for a reason not covered by a more specific error."""
 
@@ -166,6 +183,7 @@ class ServerError(PgActorsError):
 
 __all__ = [
     "ChangesExpired",
+    "ChangesLost",
     "ConfigError",
     "DatabaseError",
     "ImportAborted",
