@@ -24,21 +24,9 @@ from pgactors.embedded import (
     default_data_dir,
 )
 from pgactors.errors import ServerError
+from wheel_psql import psql
 
 slow = pytest.mark.slow
-
-
-def psql(dsn: str, sql: str) -> str:
-    """Run SQL with the wheel's psql and return its unaligned output."""
-    completed = subprocess.run(
-        [str(bin_path("psql")), dsn, "-X", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.strip()
 
 
 def postmasters(pgdata: Path) -> list[int]:

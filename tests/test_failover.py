@@ -21,25 +21,13 @@ from pgactors import Change, ServerError, Store, StoreUnavailable, SyncStore, Ve
 from pgactors.embedded import EmbeddedServer, bin_path
 from pgactors.postgres.pool import MAX_RECONNECT_DELAY
 from pgactors.standby import Standby, failover_dsn
+from wheel_psql import psql
 
 WRITERS = 8
 # Writes acknowledged before the kill, and after the promotion, before the test stops.
 BEFORE, AFTER = 150, 150
 DEADLINE = 30.0
 PGACTORS = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"
-
-
-def psql(dsn: str, sql: str) -> str:
-    """Run SQL with the wheel's psql and return its unaligned output."""
-    completed = subprocess.run(
-        [str(bin_path("psql")), dsn, "-X", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout.strip()
 
 
 @pytest.fixture
