@@ -352,20 +352,20 @@ class Connections:
         conninfo = build_conninfo(config)
         statements = Statements(config)
         pooled = config.pooler == "pgbouncer"
+        second: Conn | None = None
         if config.pooler == "auto":
             conn, second = await connect_pair(conninfo, config)
-            try:
-                with translated(config):
-                    pooled = await transaction_pooled(conn, second)
-            finally:
-                await second.close()
         else:
             conn = await connect(conninfo, config)
         try:
             with translated(config):
+                if second is not None:
+                    pooled = await transaction_pooled(conn, second)
                 version = await read_schema_version(conn, statements, config)
         finally:
             await conn.close()
+            if second is not None:
+                await second.close()
         if version is not None and version > schema.latest_version():
             raise too_new(version, config)
         # Recorded by our own code rather than a pool ``reset`` callback: a reset
