@@ -32,6 +32,7 @@ from .errors import ServerError
 from .pginstall import bin_path, binary_version, child_env
 from .postmaster import (
     Postmaster,
+    fsync_dir,
     is_postmaster,
     live_children,
     pid_exists,
@@ -434,7 +435,7 @@ class EmbeddedServer:
                 conf.flush()
                 os.fsync(conf.fileno())
             scratch.rename(self.pgdata)
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
         except OSError as exc:
             raise ServerError(f"cannot finish initialising {self.pgdata}: {exc}") from exc
 
@@ -545,11 +546,3 @@ def _whole_seconds(deadline: float) -> int:
 
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

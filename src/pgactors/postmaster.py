@@ -103,8 +103,18 @@ def live_children(pid: int) -> list[int]:
     return children
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a file created or renamed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 __all__ = [
     "Postmaster",
+    "fsync_dir",
     "is_postmaster",
     "live_children",
     "pid_exists",

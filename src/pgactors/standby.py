@@ -16,11 +16,11 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 from .embedded import EmbeddedServer
 from .errors import ServerError
+from .postmaster import fsync_dir
 
 __all__ = ["DEFAULT_STANDBY_NAME", "Standby", "failover_dsn"]
 
@@ -207,7 +207,7 @@ class Standby:
             with contextlib.suppress(FileNotFoundError):
                 self.server.pgdata.rmdir()
             scratch.rename(self.server.pgdata)
-            _fsync_dir(self.server.data_dir)
+            fsync_dir(self.server.data_dir)
         except OSError as exc:
             raise ServerError(f"cannot finish the standby in {self.server.pgdata}: {exc}") from exc
 
@@ -265,11 +265,3 @@ def _left(deadline: float) -> float:
 
 def _conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -33,7 +33,7 @@ from pathlib import Path
 from . import tlsproxy
 from .errors import ServerError
 from .pginstall import child_env
-from .postmaster import process_alive
+from .postmaster import fsync_dir, process_alive
 from .service_account import Account
 
 __all__ = ["HOSTS", "LISTEN_ADDRESS", "TlsFiles", "TlsFront", "free_port"]
@@ -130,7 +130,7 @@ class TlsFiles:
             _write(scratch / self.client_cert.name, client.cert_pem, 0o644)
             _write(scratch / self.client_key.name, client.key_pem, 0o600)
             scratch.rename(self.directory)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         except OSError as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             raise ServerError(f"cannot write TLS files to {self.directory}: {exc}") from exc
@@ -306,11 +306,3 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         file.flush()
         os.fsync(fd)
     scratch.replace(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +75,23 @@ class Cluster:
         finally:
             if self.server is not None:
                 self.server.stop()
+
+
+async def _stopped_for(pids: Iterable[int], seconds: float) -> int:
+    """SIGSTOP each of ``pids`` still alive, wait ``seconds``, SIGCONT them; how many
+    were stopped."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        await asyncio.sleep(seconds)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return len(stopped)
 
 
 @dataclass
@@ -160,19 +178,11 @@ class Pause:
             raise RuntimeError(f"{server} is not running")
         start = time.monotonic()
         os.kill(postmaster, signal.SIGSTOP)
-        stopped: list[int] = []
         try:
-            for pid in live_children(postmaster):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-            await asyncio.sleep(self.duration)
+            stopped = await _stopped_for(live_children(postmaster), self.duration)
         finally:
-            for pid in stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
             os.kill(postmaster, signal.SIGCONT)
-        detail = {"stopped": len(stopped) + 1}
+        detail = {"stopped": stopped + 1}
         return FaultEvent(self.kind, start, time.monotonic(), detail)
 
 
@@ -199,19 +209,10 @@ class PauseBackends:
             )
             listed = {row[0] for row in await cur.fetchall()}
         start = time.monotonic()
-        stopped: list[int] = []
-        try:
-            # Only children of our postmaster: never a pid some other program reused.
-            for pid in sorted(listed.intersection(live_children(postmaster))):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-            await asyncio.sleep(self.duration)
-        finally:
-            for pid in stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-        return FaultEvent(self.kind, start, time.monotonic(), {"stopped": len(stopped)})
+        # Only children of our postmaster: never a pid some other program reused.
+        ours = sorted(listed.intersection(live_children(postmaster)))
+        stopped = await _stopped_for(ours, self.duration)
+        return FaultEvent(self.kind, start, time.monotonic(), {"stopped": stopped})
 
 
 @dataclass
