@@ -6,6 +6,7 @@ The server is the embedded one (started here, stopped at the end) unless
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from pgactors import InMemoryStore, Store, SyncStore
+from pgactors.config import StoreConfig
 from pgbouncer_server import PgBouncer, pgbouncer_binary
 
 # Ray binds its services to the machine's address unless told this is a one-machine
@@ -66,10 +68,12 @@ TEST_PARTITIONS = 4
 
 @asynccontextmanager
 async def _initialised_store(
-    dsn: str, schema: str, partitions: int | None = None
+    dsn: str, schema: str, partitions: int | None = None, cache_size: int = 0
 ) -> AsyncIterator[Store]:
-    store = await Store.connect(dsn, schema=schema)
+    store = await Store.connect(dsn, schema=schema, cache_size=cache_size)
     await store.init_schema(partitions=partitions)
+    if cache_size:
+        await cache_serving(store)
     try:
         yield store
     finally:
@@ -103,13 +107,38 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         yield InMemoryStore()
         return
+    if request.param == "memory-cached":
+        memory = InMemoryStore(StoreConfig(cache_size=CACHE_SIZE))
+        await cache_serving(memory)
+        yield memory
+        await memory.close()
+        return
     partitions = TEST_PARTITIONS if request.param == "postgres-partitioned" else None
+    cache_size = CACHE_SIZE if request.param == "postgres-cached" else 0
     dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name")
     if request.param.startswith("pgbouncer-"):
         mode = request.param.removeprefix("pgbouncer-")
         dsn = request.getfixturevalue(f"pgbouncer_{mode}").dsn
-    async with _initialised_store(dsn, schema, partitions) as store:
+    async with _initialised_store(dsn, schema, partitions, cache_size) as store:
         yield store
+
+
+CACHE_SIZE = 1000
+"""Records the "-cached" stores of the conformance suite keep in their read cache."""
+
+
+async def cache_serving(store: Store, within: float = 10.0) -> None:
+    """Start the store's read cache (a first load) and wait until it serves."""
+    await store.load("Warmup", "w")
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        cache = store.metrics().cache
+        assert cache is not None, "the store has no read cache"
+        if cache.serving:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the read cache did not start serving within {within}s")
+        await asyncio.sleep(0.01)
 
 
 def _pgbouncer(

@@ -11,10 +11,19 @@ import pytest
 
 from pgactors import InvalidInput, NotFound, Store, VersionConflict
 
-# Every backend, and PostgreSQL with a hash-partitioned state table (`init --partitions`).
+# Every backend, PostgreSQL with a hash-partitioned state table (`init --partitions`),
+# through PgBouncer, and both with the read cache on (`cache_size`).
 pytestmark = pytest.mark.parametrize(
     "store",
-    ["memory", "postgres", "postgres-partitioned", "pgbouncer-transaction", "pgbouncer-session"],
+    [
+        "memory",
+        "postgres",
+        "postgres-partitioned",
+        "pgbouncer-transaction",
+        "pgbouncer-session",
+        "memory-cached",
+        "postgres-cached",
+    ],
     indirect=True,
 )
 

@@ -225,9 +225,10 @@ async def test_server_stats(pg_store: Store, pg_dsn: str) -> None:
         )
     async with pg_store.changes() as stream:
         assert stream is not None
-        # The listener connects in the background after the subscription: wait for it.
+        # The listener connects in the background after the subscription: wait for it (and
+        # for a listener of an earlier test, closed but still exiting, to be gone).
         deadline = asyncio.get_running_loop().time() + 10
-        while (stats := await pg_store.server_stats()).listeners < 1:
+        while (stats := await pg_store.server_stats()).listeners != 1:
             assert asyncio.get_running_loop().time() < deadline, "the listener never showed"
             await asyncio.sleep(0.01)
         assert stats.listeners == 1

@@ -287,6 +287,10 @@ class AdminBackend(Protocol):
         """Drop every record and schema object (``pgactors reset``)."""
         ...
 
+    async def server_time(self) -> datetime:
+        """The server's clock now (the one ``expires_at`` is set by)."""
+        ...
+
 
 class ReminderBackend(Protocol):
     """Reminders outside a transaction, and the listener that hears of new ones."""

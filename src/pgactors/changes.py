@@ -151,24 +151,34 @@ class FeedSource(Protocol):
 
 
 @dataclass(eq=False)
-class _Subscriber:
+class Subscriber:
+    """One stream's place in the feed: its types, last position, and queue (or sink)."""
+
     types: frozenset[str] | None
     last: int
     queue: asyncio.Queue[Change | BaseException] = field(default_factory=asyncio.Queue)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     failed: bool = False
+    # Called at delivery instead of queueing (a watcher, see ``ChangeFeed.watch``).
+    sink: Callable[[Change | BaseException], None] | None = None
 
     def accept(self, change: Change) -> None:
         if change.position <= self.last:
             return
         self.last = change.position
         if self.types is None or change.type in self.types:
-            self.queue.put_nowait(change)
+            if self.sink is not None:
+                self.sink(change)
+            else:
+                self.queue.put_nowait(change)
 
     def fail(self, exc: BaseException) -> None:
         if not self.failed:
             self.failed = True
-            self.queue.put_nowait(exc)
+            if self.sink is not None:
+                self.sink(exc)
+            else:
+                self.queue.put_nowait(exc)
 
 
 class ChangeFeed:
@@ -184,12 +194,42 @@ class ChangeFeed:
         self._source = source
         self._poll_interval = poll_interval
         self._prune_interval = prune_interval
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.reconnects = 0
+        self._live = False
+        self._on_live: list[Callable[[bool], None]] = []
 
-    async def subscribe(self, types: Sequence[str] | None, since: int | None) -> _Subscriber:
+    @property
+    def live(self) -> bool:
+        """True while the listener is connected and has caught up with the log since."""
+        return self._live
+
+    def on_live(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(live)`` whenever :attr:`live` changes."""
+        self._on_live.append(callback)
+
+    def _set_live(self, live: bool) -> None:
+        if live != self._live:
+            self._live = live
+            for callback in list(self._on_live):
+                callback(live)
+
+    async def watch(
+        self, sink: Callable[[Change | BaseException], None], since: int | None = None
+    ) -> Subscriber:
+        """Like :meth:`subscribe` for every type, but each change (or the failure that
+        ends it) is handed to ``sink`` at delivery, in the feed's task, with no queue."""
+        return await self.subscribe(None, since, sink=sink)
+
+    async def subscribe(
+        self,
+        types: Sequence[str] | None,
+        since: int | None,
+        *,
+        sink: Callable[[Change | BaseException], None] | None = None,
+    ) -> Subscriber:
         """Register a stream starting after ``since`` (None: now; 0: oldest retained)."""
         wanted = _check_types(types)
         since = _check_since(since)
@@ -204,7 +244,7 @@ class ChangeFeed:
             raise ChangesLost(since, head)
         else:
             last = since
-        subscriber = _Subscriber(wanted, last)
+        subscriber = Subscriber(wanted, last, sink=sink)
         self._subscribers.add(subscriber)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="pgactors-change-feed")
@@ -212,7 +252,7 @@ class ChangeFeed:
             await self._fill(subscriber)
         return subscriber
 
-    async def unsubscribe(self, subscriber: _Subscriber) -> None:
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a stream; the listener stops with the last one."""
         self._subscribers.discard(subscriber)
         if not self._subscribers:
@@ -244,6 +284,7 @@ class ChangeFeed:
                     await listener.connect()
                     backoff = 0.1
                     await self._catch_up()
+                    self._set_live(True)
                     while not self._stopping:
                         payloads = await listener.wait(self._poll_interval)
                         ranges = [r for r in map(parse_range, payloads) if r is not None]
@@ -261,6 +302,7 @@ class ChangeFeed:
                         subscriber.fail(exc)
                     return
                 except (PgActorsError, OSError) as exc:
+                    self._set_live(False)
                     self.reconnects += 1
                     logger.warning("change feed connection lost, reconnecting: %s", exc)
                     await listener.close()
@@ -272,6 +314,7 @@ class ChangeFeed:
                 subscriber.fail(exc)
             raise
         finally:
+            self._set_live(False)
             await listener.close()
 
     async def _catch_up(self) -> None:
@@ -301,7 +344,7 @@ class ChangeFeed:
                 for change in batch:
                     subscriber.accept(change)
 
-    async def _fill(self, subscriber: _Subscriber) -> None:
+    async def _fill(self, subscriber: Subscriber) -> None:
         """Deliver every logged change after the subscriber's position (lock held)."""
         if subscriber.failed:
             return
@@ -379,7 +422,7 @@ class ChangeStream:
         self._feed = feed
         self._types = types
         self._since = since
-        self._subscriber: _Subscriber | None = None
+        self._subscriber: Subscriber | None = None
         self._starting = asyncio.Lock()
         self._closed = False
 

@@ -598,6 +598,9 @@ class MemoryBackend:
     def retry_counts(self) -> dict[str, int]:
         return {}
 
+    async def server_time(self) -> datetime:
+        return datetime.now(UTC)
+
     async def drop_schema(self) -> None:
         self._rows = {}
         self._calls = {}

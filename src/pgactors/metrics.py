@@ -25,6 +25,7 @@ from typing import (
     TypeVar,
 )
 
+from .cache import CacheStats
 from .errors import VersionConflict
 from .stats import PoolStats, ServerStats
 
@@ -172,6 +173,7 @@ class MetricsSnapshot:
     retries: dict[str, int]
     pool: PoolStats | None = None
     server: ServerStats | None = None
+    cache: CacheStats | None = None
 
     @property
     def conflicts(self) -> int:
@@ -247,6 +249,26 @@ def _pool_and_server(out: _Exposition, snapshot: MetricsSnapshot) -> None:
             out.sample(name, total)
     if snapshot.server is not None:
         _server_samples(out, snapshot.server)
+    if snapshot.cache is not None:
+        _cache_samples(out, snapshot.cache)
+
+
+def _cache_samples(out: _Exposition, cache: CacheStats) -> None:
+    for name, value, help in (
+        ("cache_entries", cache.entries, "Records in the read cache."),
+        ("cache_bytes", cache.bytes, "Bytes the read cache holds (JSON text plus overhead)."),
+        ("cache_serving", int(cache.serving), "1 while the read cache serves (feed live)."),
+    ):
+        out.family(name, "gauge", help)
+        out.sample(name, value)
+    for name, total, help in (
+        ("cache_hits_total", cache.hits, "Loads served from the read cache."),
+        ("cache_misses_total", cache.misses, "Loads that read PostgreSQL."),
+        ("cache_evictions_total", cache.evictions, "Entries dropped to stay within bounds."),
+        ("cache_invalidations_total", cache.invalidations, "Entries dropped as changed."),
+    ):
+        out.family(name, "counter", help)
+        out.sample(name, total)
 
 
 def _server_samples(out: _Exposition, stats: ServerStats) -> None:

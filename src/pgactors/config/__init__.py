@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from .dsn import MASK, analyze_dsn, redact_dsn, redact_patterns
 from .fields import (
     DEFAULT_APPLICATION_NAME,
+    DEFAULT_CACHE_BYTES,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_DATA_BYTES,
     FIELD_CHECKS,
@@ -61,6 +62,8 @@ class StoreConfig:
     purge_interval: float = 60.0
     pooler: str = "auto"
     listen_dsn: str | None = None
+    cache_size: int = 0
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         for name, check in FIELD_CHECKS.items():

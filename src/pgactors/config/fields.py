@@ -23,6 +23,12 @@ DEFAULT_APPLICATION_NAME = "pgactors"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Default seconds to wait for a connection."""
 
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+"""Default upper bound on the bytes of JSON (or binary payload) the read cache holds."""
+
+MAX_CACHE_SIZE = 100_000_000
+"""Upper bound on ``cache_size`` (records)."""
+
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 """Allowed schema names, table prefixes and channel names (short enough for suffixes)."""
 
@@ -203,6 +209,8 @@ FIELD_CHECKS: dict[str, Callable[[object], object]] = {
     ),
     "pooler": _check_pooler,
     "listen_dsn": lambda v: _check_dsn(v, "listen_dsn"),
+    "cache_size": lambda v: _check_int("cache_size", v, 0, MAX_CACHE_SIZE),
+    "cache_bytes": lambda v: _check_int("cache_bytes", v, 1),
 }
 
 """Per field, a function that returns the validated (possibly normalised) value or raises
@@ -214,6 +222,7 @@ FIELD_NAMES: tuple[str, ...] = tuple(FIELD_CHECKS)
 
 __all__ = [
     "DEFAULT_APPLICATION_NAME",
+    "DEFAULT_CACHE_BYTES",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_DATA_BYTES",
     "FIELD_CHECKS",

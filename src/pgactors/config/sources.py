@@ -20,7 +20,9 @@ from ..errors import ConfigError
 from .dsn import analyze_dsn
 from .fields import FIELD_CHECKS, FIELD_NAMES, show
 
-_INT_FIELDS = frozenset({"port", "pool_min_size", "pool_max_size", "max_data_bytes"})
+_INT_FIELDS = frozenset(
+    {"port", "pool_min_size", "pool_max_size", "max_data_bytes", "cache_size", "cache_bytes"}
+)
 _FLOAT_FIELDS = frozenset(
     {"connect_timeout", "statement_timeout", "changes_retention", "purge_interval"}
 )
@@ -59,6 +61,8 @@ _PGACTORS_ENV: tuple[tuple[str, str], ...] = (
     ("PGACTORS_PURGE_INTERVAL", "purge_interval"),
     ("PGACTORS_POOLER", "pooler"),
     ("PGACTORS_LISTEN_DSN", "listen_dsn"),
+    ("PGACTORS_CACHE_SIZE", "cache_size"),
+    ("PGACTORS_CACHE_BYTES", "cache_bytes"),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from psycopg import sql
 from psycopg.errors import DeadlockDetected
@@ -186,6 +187,11 @@ class PostgresAdmin:
             reminders_overdue=int(overdue),
             oldest_overdue_reminder=oldest_overdue,
         )
+
+    async def server_time(self) -> datetime:
+        rows = await self._db.read(self._q.server_time, {})
+        value: datetime = rows[0][0]
+        return value
 
     async def drop_schema(self) -> None:
         # Dropping locks the tables in one order; writers, triggers and the sequencer

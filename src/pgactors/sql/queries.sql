@@ -503,6 +503,9 @@ WHERE s.type = %(type)s AND (s.expires_at IS NULL OR s.expires_at > now())
 -- name: ping
 SELECT 1
 
+-- name: server_time
+SELECT clock_timestamp()
+
 -- name: advisory_lock
 SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..backend import Backend
+from ..cached import CachedBackend
 from ..config import StoreConfig
 from ..metrics import Metrics
 
@@ -16,6 +17,12 @@ class StoreBase:
     _backend: Backend
     _metrics: Metrics
     _max_bytes: int
+    _cached: CachedBackend | None
+
+    def _cache_clear(self) -> None:
+        """Forget every cached record (after a bulk change the feed may be slow to tell)."""
+        if self._cached is not None:
+            self._cached.watch.cache.clear()
 
 
 def types_list(types: Sequence[str] | str | None) -> list[str] | None:

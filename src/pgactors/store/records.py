@@ -45,9 +45,18 @@ class RecordMethods(StoreBase):
     # -- single records -------------------------------------------------------------------
 
     @timed("load")
-    async def load(self, type: str, id: str) -> Record | None:
-        """The record, or None if it does not exist."""
-        return await self._backend.records.load(check_type(type), check_id(id))
+    async def load(self, type: str, id: str, *, fresh: bool = False) -> Record | None:
+        """The record, or None if it does not exist.
+
+        With the read cache on (``cache_size``), from the cache when it holds the
+        record; ``fresh=True`` always reads PostgreSQL (and refreshes the cache).
+        """
+        type, id = check_type(type), check_id(id)
+        if not isinstance(fresh, bool):
+            raise InvalidInput(f"fresh must be True or False, got {fresh!r}")
+        if fresh and self._cached is not None:
+            return await self._cached.records.load_fresh(type, id)
+        return await self._backend.records.load(type, id)
 
     @timed("exists")
     async def exists(self, type: str, id: str) -> bool:

@@ -10,6 +10,7 @@ and closes it, and holds the schema, statistics and change feed methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import (
     Sequence,
@@ -19,6 +20,8 @@ from typing import Any, Final, Self
 from ..backend import (
     Backend,
 )
+from ..cache import RecordCache
+from ..cached import CachedBackend, CacheWatch
 from ..changes import ChangeFeed, ChangeStream
 from ..checks import int_in_range
 from ..config import StoreConfig
@@ -44,11 +47,18 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
     """
 
     def __init__(self, backend: Backend, config: StoreConfig) -> None:
-        self._backend = backend
         self.config = config
         self._max_bytes = config.max_data_bytes
         self._feed: ChangeFeed | None = None
         self._metrics = Metrics()
+        self._cached: CachedBackend | None = None
+        if config.cache_size:
+            backend.feed.check_listen()  # the cache is kept coherent by the change feed
+            watch = CacheWatch(
+                RecordCache(config.cache_size, config.cache_bytes), self._change_feed, backend.admin
+            )
+            backend = self._cached = CachedBackend(backend, watch)
+        self._backend = backend
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -135,7 +145,10 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
     def metrics(self) -> MetricsSnapshot:
         """This store's operation counts, latencies, conflicts, retries and pool usage."""
         admin = self._backend.admin
-        return self._metrics.snapshot(admin.pool_stats(), admin.retry_counts())
+        snapshot = self._metrics.snapshot(admin.pool_stats(), admin.retry_counts())
+        if self._cached is not None:
+            snapshot = dataclasses.replace(snapshot, cache=self._cached.watch.stats())
+        return snapshot
 
     def observe(self, operation: str, seconds: float) -> None:
         """Record one ``operation`` taking ``seconds`` in this store's metrics (for the
@@ -145,6 +158,7 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
     async def drop_schema(self) -> None:
         """Drop every pgactors table and function of this schema and prefix: ALL STATE."""
         await self._backend.admin.drop_schema()
+        self._cache_clear()
 
     # -- change feed ----------------------------------------------------------------------------
 
@@ -160,9 +174,12 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
         transaction pooler (``pooler``) it needs ``listen_dsn``, else ``ConfigError``.
         """
         self._backend.feed.check_listen()
+        return ChangeStream(self._change_feed(), types_list(types), since)  # type: ignore[arg-type]
+
+    def _change_feed(self) -> ChangeFeed:
         if self._feed is None:
             self._feed = ChangeFeed(self._backend.feed)
-        return ChangeStream(self._feed, types_list(types), since)  # type: ignore[arg-type]
+        return self._feed
 
     async def feed_stats(self) -> FeedStats:
         """The change log's positions, row count and size."""

@@ -149,7 +149,10 @@ class TransferMethods(StoreBase):
         strict: bool,
         progress: Callable[[int], None] | None,
     ) -> ImportResult:
-        async with self._backend.transfer.importer(on_conflict) as importer:
-            return await run_import(
-                importer, batches, on_conflict, strict=strict, progress=progress
-            )
+        try:
+            async with self._backend.transfer.importer(on_conflict) as importer:
+                return await run_import(
+                    importer, batches, on_conflict, strict=strict, progress=progress
+                )
+        finally:
+            self._cache_clear()  # imported records are read afresh, at once

@@ -171,9 +171,9 @@ class SyncStore(SyncReminderMethods):
         """Delete changes older than ``changes_retention`` now."""
         return self._run(self._store.prune_changes())
 
-    def load(self, type: str, id: str) -> Record | None:
-        """The record, or None."""
-        return self._run(self._store.load(type, id))
+    def load(self, type: str, id: str, *, fresh: bool = False) -> Record | None:
+        """The record, or None (``fresh``: not from the read cache)."""
+        return self._run(self._store.load(type, id, fresh=fresh))
 
     def exists(self, type: str, id: str) -> bool:
         """True if the record exists."""
