@@ -164,18 +164,19 @@ class CachedRecords:
     async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
         if for_update:
             return await self._inner.load(type, id, for_update=True)
-        key = (type, id)
-        if self._cache.serving:
-            hit = self._cache.get(key)
-            if hit is not None:
-                return hit
-        else:
-            await self._watch.ensure()
-            self._cache.misses += 1
+        hit = self.lookup(type, id)
+        if hit is not None:
+            return hit
         return await self.load_fresh(type, id)
+
+    def lookup(self, type: str, id: str) -> Record | None:
+        """The cached record, or None (a miss)."""
+        return self._cache.get((type, id))
 
     async def load_fresh(self, type: str, id: str) -> Record | None:
         """Read from the database, and cache what was read."""
+        if not self._cache.serving:
+            await self._watch.ensure()
         token = self._cache.token()
         record = await self._inner.load(type, id)
         if record is None:
@@ -216,7 +217,7 @@ class CachedRecords:
     ) -> Record:
         async with self._writing([id], type) as token:
             record = await self._inner.save(type, id, text, expected, ttl, sliding)
-        self._cache.put(record, token, text)
+        self._cache.put(record, token)
         return record
 
     async def save_binary(
@@ -239,7 +240,7 @@ class CachedRecords:
     async def save_call(self, request: CallRequest) -> Record:
         async with self._writing([request.id], request.type) as token:
             record = await self._inner.save_call(request)
-        self._cache.put(record, token, request.state.text)
+        self._cache.put(record, token)
         return record
 
     async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
@@ -260,9 +261,8 @@ class CachedRecords:
     ) -> dict[str, Record]:
         async with self._writing([i.id for i in items], type) as token:
             saved = await self._inner.save_many(type, items, ttl, sliding)
-        texts = {i.id: i.text for i in items}
-        for id, record in saved.items():
-            self._cache.put(record, token, texts.get(id))
+        for record in saved.values():
+            self._cache.put(record, token)
         return saved
 
     async def delete_many(self, type: str, ids: list[str]) -> int:

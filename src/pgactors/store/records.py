@@ -54,9 +54,14 @@ class RecordMethods(StoreBase):
         type, id = check_type(type), check_id(id)
         if not isinstance(fresh, bool):
             raise InvalidInput(f"fresh must be True or False, got {fresh!r}")
-        if fresh and self._cached is not None:
-            return await self._cached.records.load_fresh(type, id)
-        return await self._backend.records.load(type, id)
+        cached = self._cached
+        if cached is None:
+            return await self._backend.records.load(type, id)
+        if not fresh:
+            hit = cached.records.lookup(type, id)
+            if hit is not None:
+                return hit
+        return await cached.records.load_fresh(type, id)
 
     @timed("exists")
     async def exists(self, type: str, id: str) -> bool:

@@ -70,7 +70,12 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
         from ..postgres import PostgresBackend
 
         config = StoreConfig.resolve(dsn_or_config, **overrides)
-        return cls(await PostgresBackend.open(config), config)
+        backend = await PostgresBackend.open(config)
+        try:
+            return cls(backend, config)
+        except BaseException:
+            await backend.close()
+            raise
 
     @classmethod
     async def embedded(
