@@ -34,6 +34,10 @@ from .reminders import Reminder, ReminderRequest
 
 logger = logging.getLogger("pgactors.cache")
 
+RETRY_AFTER = 5.0
+"""Seconds after the change feed failed (not a reconnect: it gave up) before the cache
+subscribes again; loads read PostgreSQL meanwhile."""
+
 
 class CacheWatch:
     """Keeps a ``RecordCache`` coherent with one ``ChangeFeed``; starts at the first read."""
@@ -45,11 +49,12 @@ class CacheWatch:
         self._watching: Subscriber | None = None
         self._starting = asyncio.Lock()
         self._closed = False
+        self._retry_at = 0.0  # after the feed failed: not before then
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def ensure(self) -> None:
         """Subscribe to the feed unless subscribed (the cache serves once it is live)."""
-        if self._watching is not None or self._closed:
+        if self._watching is not None or self._closed or time.monotonic() < self._retry_at:
             return
         async with self._starting:
             if self._watching is not None or self._closed:
@@ -80,6 +85,7 @@ class CacheWatch:
             # Expired, lost, or the feed closed: nothing cached is confirmed any more.
             self._watching = None
             self.cache.stop()
+            self._retry_at = time.monotonic() + RETRY_AFTER
             if not isinstance(item, StopAsyncIteration):
                 logger.warning("read cache cleared, the change feed failed: %s", item)
             return
