@@ -441,3 +441,31 @@ async def test_an_import_is_read_at_once(store: Store) -> None:
     lines = ['{"type": "T", "id": "a", "data": {"v": 2}}']
     await store.import_jsonl(lines, on_conflict="overwrite")
     assert (await store.load("T", "a")).data == {"v": 2}  # type: ignore[union-attr]
+
+
+async def test_a_gap_in_the_feed_clears_the_cache_until_it_resubscribes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pgactors import cached
+    from pgactors.errors import ChangesLost
+
+    monkeypatch.setattr(cached, "RETRY_AFTER", 0.0)
+    store = InMemoryStore(StoreConfig(cache_size=10))
+    try:
+        await cache_serving(store)
+        await store.save("T", "a", {"v": 1})
+        await store.load("T", "a")
+        assert cache_of(store).entries == 1
+        feed = store._feed
+        assert feed is not None
+        (watcher,) = [s for s in feed._subscribers if s.sink is not None]
+        watcher.fail(ChangesLost(5, 3))  # as after a failover that lost changes
+        after = cache_of(store)
+        assert not after.serving and after.entries == 0
+        record = await store.load("T", "a")  # read afresh, and subscribes again
+        assert record is not None and record.data == {"v": 1}
+        await until(lambda: cache_of(store).serving, "the cache to serve again")
+        await store.load("T", "a")
+        assert cache_of(store).entries == 1
+    finally:
+        await store.close()

@@ -50,6 +50,7 @@ class CacheWatch:
         self._starting = asyncio.Lock()
         self._closed = False
         self._retry_at = 0.0  # after the feed failed: not before then
+        self._registered = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def ensure(self) -> None:
@@ -60,7 +61,9 @@ class CacheWatch:
             if self._watching is not None or self._closed:
                 return
             feed = self._feed()
-            feed.on_live(self._live)
+            if not self._registered:
+                feed.on_live(self._live)
+                self._registered = True
             await self._measure_clock()
             self._watching = await feed.watch(self._deliver)
             if feed.live:
