@@ -7,6 +7,7 @@ from ..config import StoreConfig
 from .admin import PostgresAdmin
 from .connection import Connections
 from .feed import SEQUENCE_MAX_ROWS, PostgresFeed
+from .history import PostgresHistory
 from .ops import Ops, reminder_channel
 from .queries import PostgresQueries
 from .records import PostgresRecords
@@ -30,6 +31,7 @@ class PostgresBackend:
         self.transfer = PostgresTransfer(db)
         self.reminders = PostgresReminders(db, Ops(db.statements, reminder_channel(db.config)))
         self.admin = PostgresAdmin(db)
+        self.history = PostgresHistory(db, self.records)
         self._sequencer = Sequencer(
             self.feed.sequence_changes, max_rows=SEQUENCE_MAX_ROWS, min_interval=SEQUENCE_INTERVAL
         )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ..backend import Backend
 from ..config import StoreConfig
 from ..metrics import Metrics
+from ..record import Record
 
 
 class StoreBase:
@@ -16,6 +17,9 @@ class StoreBase:
     _backend: Backend
     _metrics: Metrics
     _max_bytes: int
+
+    async def _load_version(self, type: str, id: str, version: object) -> Record | None:
+        raise NotImplementedError  # HistoryMethods
 
 
 def types_list(types: Sequence[str] | str | None) -> list[str] | None:

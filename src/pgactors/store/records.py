@@ -45,8 +45,15 @@ class RecordMethods(StoreBase):
     # -- single records -------------------------------------------------------------------
 
     @timed("load")
-    async def load(self, type: str, id: str) -> Record | None:
-        """The record, or None if it does not exist."""
+    async def load(self, type: str, id: str, *, version: int | None = None) -> Record | None:
+        """The record, or None if it does not exist.
+
+        ``version=N``: that version, current or kept in the history (see
+        ``enable_history``), else None; after a delete and re-create, the newest one
+        numbered N.
+        """
+        if version is not None:
+            return await self._load_version(check_type(type), check_id(id), version)
         return await self._backend.records.load(check_type(type), check_id(id))
 
     @timed("exists")

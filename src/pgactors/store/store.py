@@ -27,6 +27,7 @@ from ..memory import MemoryBackend
 from ..metrics import Metrics, MetricsSnapshot
 from ..stats import FeedStats, ServerInfo, ServerStats
 from .base import types_list
+from .history import HistoryMethods
 from .queries import QueryMethods
 from .records import RecordMethods
 from .reminders import ReminderMethods
@@ -36,7 +37,7 @@ from .transfer import TransferMethods
 MAX_PARTITIONS: Final = 1024
 
 
-class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
+class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods, HistoryMethods):
     """Versioned JSON state by ``(type, id)`` in PostgreSQL.
 
     Create it with :meth:`connect` or :meth:`embedded`; use it as an async context

@@ -28,13 +28,14 @@ from ..retry import DEFAULT_MAX_RETRIES
 from ..stats import FeedStats, ServerInfo, ServerStats
 from ..store import InMemoryStore, Store
 from ..transfer import ImportResult, OnConflict
+from .history import SyncHistoryMethods
 from .loop import LoopThread, T
 from .reminders import SyncReminderMethods
 from .stream import SyncChangeStream
 from .transaction import SyncTransaction
 
 
-class SyncStore(SyncReminderMethods):
+class SyncStore(SyncReminderMethods, SyncHistoryMethods):
     """Blocking ``Store``: the same operations and semantics, without ``await``."""
 
     def __init__(self, store: Store, runner: LoopThread) -> None:
@@ -171,9 +172,9 @@ class SyncStore(SyncReminderMethods):
         """Delete changes older than ``changes_retention`` now."""
         return self._run(self._store.prune_changes())
 
-    def load(self, type: str, id: str) -> Record | None:
-        """The record, or None."""
-        return self._run(self._store.load(type, id))
+    def load(self, type: str, id: str, *, version: int | None = None) -> Record | None:
+        """The record (or that version of it), or None."""
+        return self._run(self._store.load(type, id, version=version))
 
     def exists(self, type: str, id: str) -> bool:
         """True if the record exists."""
