@@ -218,8 +218,13 @@ class PostgresRecords:
             await asyncio.sleep(interval)
             try:
                 await self.purge_expired(None, PURGE_BATCH)
-                if self._also_purge is not None:
-                    await self._also_purge()
             except Exception as exc:
                 # Expired records stay invisible meanwhile; only the disk space waits.
                 logger.warning("purging expired records failed, retrying in %gs: %s", interval, exc)
+            if self._also_purge is None:
+                continue
+            try:
+                await self._also_purge()
+            except Exception as exc:
+                # Reads apply the retention limits anyway; only the disk space waits.
+                logger.warning("purging past versions failed, retrying in %gs: %s", interval, exc)
