@@ -366,10 +366,6 @@ class HistoryBackend(Protocol):
         """Every kept past version (of ``types``), oldest first, ``chunk`` at a time."""
         ...
 
-    async def restore(self, policies: list[HistoryInfo], rows: list[PastVersion]) -> None:
-        """Set these types' history settings and append these past versions (an import)."""
-        ...
-
 
 class Backend(Protocol):
     """A storage engine: one object per role, and ``close``."""

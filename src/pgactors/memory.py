@@ -21,7 +21,7 @@ from . import schema
 from .backend import CallRequest, SaveItem, TransactionBackend, stale
 from .changes import Change, FeedListener, range_payload
 from .errors import CallAlreadyApplied, VersionConflict
-from .history import PastVersion
+from .history import HistoryPolicy, PastVersion
 from .memory_history import MemoryHistory, Rows
 from .memory_reminders import (
     Entries,
@@ -223,6 +223,12 @@ class _MemoryImporter:
         self.rows = rows
         self.on_conflict = on_conflict
         self.events: list[_Event] = []
+        self.policies: list[HistoryPolicy] = []
+        self.past: list[PastVersion] = []
+
+    async def history(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
+        self.policies += policies
+        self.past += rows
 
     async def write(self, rows: list[ImportRow]) -> ImportOutcome:
         if self.on_conflict == "fail":
@@ -538,6 +544,7 @@ class MemoryBackend:
             yield importer
             self._rows = importer.rows
             self._publish(importer.events)
+            self._history.restore(importer.policies, importer.past)
 
     # -- change feed: positions are given at write time, which is commit time here
 

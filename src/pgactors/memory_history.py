@@ -151,14 +151,10 @@ class MemoryHistory:
         for start in range(0, len(every), chunk):
             yield [_copy(past) for _, past in every[start : start + chunk]]
 
-    async def restore(self, policies: list[HistoryInfo], rows: list[PastVersion]) -> None:
-        async with self._lock:
-            self.restore_now(policies, rows)
-
-    def restore_now(self, policies: list[HistoryInfo], rows: list[PastVersion]) -> None:
-        """``restore`` with the write lock held (an import's commit)."""
+    def restore(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
+        """Set these settings and append these past versions (an import's, at commit)."""
         for p in policies:
-            self._policies[p.type] = HistoryPolicy(p.type, p.enabled, p.keep_versions, p.keep_days)
+            self._policies[p.type] = p
         for past in rows:
             self._seq += 1
             self._kept.setdefault((past.type, past.id), []).append((self._seq, past))

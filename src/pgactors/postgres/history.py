@@ -118,10 +118,6 @@ class PostgresHistory:
             while rows := await cur.fetchmany(chunk):
                 yield [past_version(row[0], row[1], _reordered(row)) for row in rows]
 
-    async def restore(self, policies: list[HistoryInfo], rows: list[PastVersion]) -> None:
-        async with self._db.connection() as conn, conn.transaction():
-            await restore_on(conn, self._q, policies, rows)
-
 
 def _reordered(row: Sequence[Any]) -> tuple[Any, ...]:
     """``history_export``'s columns after type and id, in ``past_version``'s order."""
@@ -130,7 +126,7 @@ def _reordered(row: Sequence[Any]) -> tuple[Any, ...]:
 
 
 async def restore_on(
-    conn: Conn, q: Statements, policies: list[HistoryInfo], rows: list[PastVersion]
+    conn: Conn, q: Statements, policies: list[HistoryPolicy], rows: list[PastVersion]
 ) -> None:
     """Set the history settings and append past versions, in ``conn``'s transaction."""
     if policies:

@@ -392,16 +392,24 @@ class SyncStore(SyncReminderMethods, SyncHistoryMethods):
         return self._iterate(self._store.export(types, where=where))
 
     def export_lines(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> Iterator[str]:
         """The export as JSONL lines, no newline (see ``Store.export_lines``)."""
-        return self._iterate(self._store.export_lines(types, where=where))
+        return self._iterate(self._store.export_lines(types, where=where, history=history))
 
     def export_jsonl(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> Iterator[bytes]:
         """The export as UTF-8 JSONL blocks (see ``Store.export_jsonl``)."""
-        return self._iterate(self._store.export_jsonl(types, where=where))
+        return self._iterate(self._store.export_jsonl(types, where=where, history=history))
 
     def import_jsonl(
         self,
