@@ -31,7 +31,15 @@ from psycopg import sql
 from benchmarks import harness, report
 from benchmarks.pgbench import FEED_OFF
 from benchmarks.report import ScalePoint
-from benchmarks.suite import BY_NAME, SCALE_WORKLOADS, WORKLOADS, Bench, Workload, select_workloads
+from benchmarks.suite import (
+    BY_NAME,
+    HISTORY_WORKLOADS,
+    SCALE_WORKLOADS,
+    WORKLOADS,
+    Bench,
+    Workload,
+    select_workloads,
+)
 from pgactors import Store
 from pgactors.config import redact
 from pgactors.embedded import EmbeddedServer
@@ -93,6 +101,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default) or bind it as a parameter on every execution, as the Python clients do",
     )
     parser.add_argument(
+        "--history-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="version history: N alternating rounds of pgactors save with no history, "
+        "with another type keeping history, and with its own type keeping it, at each "
+        "concurrency; medians and ratios (default 3, 0 to skip)",
+    )
+    parser.add_argument(
         "--scale",
         action="store_true",
         help="also run the scale curve: pgactors save and load at --concurrency against "
@@ -112,6 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be at least 1")
     if args.records < 1:
         parser.error("--records must be at least 1")
+    if args.history_rounds < 0:
+        parser.error("--history-rounds must be at least 0")
     try:
         args.selected = select_workloads(args.workloads)
     except ValueError as exc:
@@ -160,6 +179,25 @@ async def _run_all(
     return results
 
 
+async def _run_history(bench: Bench, levels: Sequence[int], rounds: int) -> list[harness.Result]:
+    """The version history comparison: its workloads in turn, ``rounds`` times per level,
+    so that drift (checkpoints, the disk, other load) hits every side alike."""
+    results: list[harness.Result] = []
+    total = len(levels) * rounds * len(HISTORY_WORKLOADS)
+    for level in levels:
+        for round in range(rounds):
+            for name in HISTORY_WORKLOADS:
+                workload = BY_NAME[name]
+                _log(
+                    f"[history {len(results) + 1}/{total}] {workload.label}, concurrency "
+                    f"{level}, round {round + 1} ..."
+                )
+                result = await workload.run(bench, level, seed=2000 + len(results))
+                results.append(result)
+                _done(result)
+    return results
+
+
 async def _run_scale(
     args: argparse.Namespace, make_bench: Callable[[int], Awaitable[Bench]]
 ) -> list[ScalePoint]:
@@ -192,6 +230,7 @@ def _markdown(
     results: Sequence[harness.Result],
     checks: Sequence[dict[str, Any]],
     scale: Sequence[ScalePoint],
+    history: Sequence[harness.Result] = (),
 ) -> str:
     parts = [
         f"# pgactors benchmarks, {meta['date']}",
@@ -206,12 +245,21 @@ def _markdown(
     notes = report.conflict_notes(results)
     if notes:
         parts += ["", "Compare-and-set conflicts:", "", *notes]
+
     parts += [
         "",
         f"## Targets (c={meta['target_concurrency']})",
         "",
         *[f"- {line}" for line in report.target_lines(checks)],
     ]
+    if history:
+        parts += [
+            "",
+            "## Version history: what saves of the bench type cost (medians of "
+            f"{meta['history_rounds']} alternating rounds)",
+            "",
+            report.history_table(report.history_rows(history)),
+        ]
     if scale:
         parts += [
             "",
@@ -231,6 +279,7 @@ class Run:
     results: list[harness.Result]
     checks: list[dict[str, Any]]
     scale: list[ScalePoint]
+    history: list[harness.Result]
 
 
 async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
@@ -269,6 +318,7 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         _log(f"schema {schema_name}: preloading {args.records} records ...")
         _log(f"preloaded in {await bench.preload():.1f} s")
         results = await _run_all(bench, args.selected, levels)
+        history = await _run_history(bench, levels, args.history_rounds)
         scale: list[ScalePoint] = []
         if args.scale:
             scale = await _run_scale(args, lambda size: make_bench(size, f"{schema_name}_s{size}"))
@@ -295,10 +345,11 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         "peak_rss": "VmHWM of the process that ran the workload (ru_maxrss off Linux): a "
         "fresh spawn subprocess per Python run, the pgbench process for pgbench",
         "scale_sizes": args.scale_sizes if args.scale else [],
+        "history_rounds": args.history_rounds,
         "workloads": [w.name for w in args.selected],
     }
     checks = report.check_targets(results, args.concurrency)
-    return Run(meta, results, checks, scale)
+    return Run(meta, results, checks, scale, history)
 
 
 def publish(args: argparse.Namespace, run: Run) -> list[Path]:
@@ -307,7 +358,7 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
     from benchmarks import charts
 
     meta, date = run.meta, run.meta["date"]
-    markdown = _markdown(meta, run.results, run.checks, run.scale)
+    markdown = _markdown(meta, run.results, run.checks, run.scale, run.history)
     print()
     print(markdown, end="")
     print()
@@ -315,7 +366,7 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    doc = report.document(meta, run.results, run.checks, run.scale)
+    doc = report.document(meta, run.results, run.checks, run.scale, run.history)
     written = [out / f"{date}.json", out / f"{date}.md", out / f"{date}.png"]
     report.write_json(written[0], doc)
     report.write_atomic(written[1], markdown)
