@@ -98,11 +98,6 @@ class PostgresHistory:
             cur = await conn.execute(self._q.history_purge)
         return cur.rowcount
 
-    async def policies(self) -> list[HistoryPolicy]:
-        """Every type's history setting."""
-        rows = await self._db.read(self._q.history_policies, {})
-        return [HistoryPolicy(*row) for row in rows]
-
     async def info(self) -> list[HistoryInfo]:
         rows = await self._db.read(self._q.history_stats, {})
         return [

@@ -953,9 +953,6 @@ RETURNING 1
 -- name: history_enabled_types
 SELECT type FROM {schema}.{history_types} WHERE enabled ORDER BY type
 
--- name: history_policies
-SELECT type, enabled, keep_versions, keep_days FROM {schema}.{history_types} ORDER BY type
-
 -- name: history_drop_trigger
 DROP TRIGGER IF EXISTS {history_trigger} ON {schema}.{state}
 

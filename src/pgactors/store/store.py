@@ -3,7 +3,8 @@
 ``Store`` validates every input before anything is written, encodes data to JSON
 once, and hands the rest to a backend (``postgres`` or ``memory``). Its methods
 are grouped by role: records (``records.py``), queries (``queries.py``), export
-and import (``transfer.py``), transactions (``transaction.py``); this module opens
+and import (``transfer.py``), transactions (``transaction.py``), version history
+(``history.py``); this module opens
 and closes it, and holds the schema, statistics and change feed methods.
 """
 
