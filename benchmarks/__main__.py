@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from benchmarks import harness, report
+from benchmarks import history as history_bench
 from benchmarks.pgbench import FEED_OFF
 from benchmarks.report import ScalePoint
 from benchmarks.suite import (
@@ -231,6 +232,7 @@ def _markdown(
     checks: Sequence[dict[str, Any]],
     scale: Sequence[ScalePoint],
     history: Sequence[harness.Result] = (),
+    server: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         f"# pgactors benchmarks, {meta['date']}",
@@ -260,6 +262,15 @@ def _markdown(
             "",
             report.history_table(report.history_rows(history)),
         ]
+    if server:
+        parts += [
+            "",
+            f"Server side, the same comparison without client or commit: one DO block of "
+            f"{server['updates_per_block']:,} UPDATEs of the bench type per run, "
+            f"{meta['history_rounds']} alternating rounds:",
+            "",
+            history_bench.server_table(server),
+        ]
     if scale:
         parts += [
             "",
@@ -280,6 +291,7 @@ class Run:
     checks: list[dict[str, Any]]
     scale: list[ScalePoint]
     history: list[harness.Result]
+    server: dict[str, Any] | None
 
 
 async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
@@ -319,6 +331,11 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         _log(f"preloaded in {await bench.preload():.1f} s")
         results = await _run_all(bench, args.selected, levels)
         history = await _run_history(bench, levels, args.history_rounds)
+        server = None
+        if args.history_rounds:
+            _log("history, server side: DO blocks of UPDATEs ...")
+            server = await history_bench.server_rounds(bench, args.history_rounds)
+            _log(f"    µs per UPDATE (medians): {server['medians']}")
         scale: list[ScalePoint] = []
         if args.scale:
             scale = await _run_scale(args, lambda size: make_bench(size, f"{schema_name}_s{size}"))
@@ -349,7 +366,7 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         "workloads": [w.name for w in args.selected],
     }
     checks = report.check_targets(results, args.concurrency)
-    return Run(meta, results, checks, scale, history)
+    return Run(meta, results, checks, scale, history, server)
 
 
 def publish(args: argparse.Namespace, run: Run) -> list[Path]:
@@ -358,7 +375,7 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
     from benchmarks import charts
 
     meta, date = run.meta, run.meta["date"]
-    markdown = _markdown(meta, run.results, run.checks, run.scale, run.history)
+    markdown = _markdown(meta, run.results, run.checks, run.scale, run.history, run.server)
     print()
     print(markdown, end="")
     print()
@@ -367,6 +384,7 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     doc = report.document(meta, run.results, run.checks, run.scale, run.history)
+    doc["history"]["server"] = run.server
     written = [out / f"{date}.json", out / f"{date}.md", out / f"{date}.png"]
     report.write_json(written[0], doc)
     report.write_atomic(written[1], markdown)
