@@ -182,12 +182,14 @@ async def _run_all(
 
 async def _run_history(bench: Bench, levels: Sequence[int], rounds: int) -> list[harness.Result]:
     """The version history comparison: its workloads in turn, ``rounds`` times per level,
-    so that drift (checkpoints, the disk, other load) hits every side alike."""
+    each round starting with another one, so that drift (checkpoints, the disk, other
+    load, the dead rows a run leaves to the next) hits every side alike."""
     results: list[harness.Result] = []
     total = len(levels) * rounds * len(HISTORY_WORKLOADS)
     for level in levels:
         for round in range(rounds):
-            for name in HISTORY_WORKLOADS:
+            turn = round % len(HISTORY_WORKLOADS)
+            for name in HISTORY_WORKLOADS[turn:] + HISTORY_WORKLOADS[:turn]:
                 workload = BY_NAME[name]
                 _log(
                     f"[history {len(results) + 1}/{total}] {workload.label}, concurrency "

@@ -5,7 +5,9 @@ One ``DO`` block updates ``updates`` records of the bench type in one transactio
 wall time over ``updates`` is the server's time per UPDATE. The block runs with no
 history anywhere, with another type keeping history (the trigger exists and its
 ``WHEN`` fails for these rows) and with the bench type keeping history, in turn, for
-``rounds`` rounds. Part of ``python -m benchmarks`` (``--history-rounds``).
+``rounds`` rounds; each round starts with another side (each block leaves dead row
+versions the next one would prune), and a VACUUM of the state table precedes each
+block. Part of ``python -m benchmarks`` (``--history-rounds``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ async def server_rounds(bench: Bench, rounds: int, updates: int = 20_000) -> dic
         type=sql.Literal(RECORD_TYPE),
         records=sql.Literal(bench.records),
     )
+    vacuum = sql.SQL("VACUUM {}").format(sql.Identifier(bench.schema, "pgactors_state"))
     runs: dict[str, list[float]] = {side or "none": [] for side in SIDES}
-    for _ in range(rounds):
-        for side in SIDES:
+    for round in range(rounds):
+        for side in SIDES[round % 3 :] + SIDES[: round % 3]:
+            await bench.admin.execute(vacuum)
             async with history_enabled(bench, side):
                 started = time.perf_counter()
                 await bench.admin.execute(block)
