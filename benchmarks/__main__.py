@@ -29,9 +29,18 @@ import psycopg
 from psycopg import sql
 
 from benchmarks import harness, report
+from benchmarks import history as history_bench
 from benchmarks.pgbench import FEED_OFF
 from benchmarks.report import ScalePoint
-from benchmarks.suite import BY_NAME, SCALE_WORKLOADS, WORKLOADS, Bench, Workload, select_workloads
+from benchmarks.suite import (
+    BY_NAME,
+    HISTORY_WORKLOADS,
+    SCALE_WORKLOADS,
+    WORKLOADS,
+    Bench,
+    Workload,
+    select_workloads,
+)
 from pgactors import Store
 from pgactors.config import redact
 from pgactors.embedded import EmbeddedServer
@@ -93,6 +102,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default) or bind it as a parameter on every execution, as the Python clients do",
     )
     parser.add_argument(
+        "--history-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="version history: N alternating rounds of pgactors save with no history, "
+        "with another type keeping history, and with its own type keeping it, at each "
+        "concurrency; medians and ratios (default 3, 0 to skip)",
+    )
+    parser.add_argument(
         "--scale",
         action="store_true",
         help="also run the scale curve: pgactors save and load at --concurrency against "
@@ -112,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be at least 1")
     if args.records < 1:
         parser.error("--records must be at least 1")
+    if args.history_rounds < 0:
+        parser.error("--history-rounds must be at least 0")
     try:
         args.selected = select_workloads(args.workloads)
     except ValueError as exc:
@@ -160,6 +180,27 @@ async def _run_all(
     return results
 
 
+async def _run_history(bench: Bench, levels: Sequence[int], rounds: int) -> list[harness.Result]:
+    """The version history comparison: its workloads in turn, ``rounds`` times per level,
+    each round starting with another one, so that drift (checkpoints, the disk, other
+    load, the dead rows a run leaves to the next) hits every side alike."""
+    results: list[harness.Result] = []
+    total = len(levels) * rounds * len(HISTORY_WORKLOADS)
+    for level in levels:
+        for round in range(rounds):
+            turn = round % len(HISTORY_WORKLOADS)
+            for name in HISTORY_WORKLOADS[turn:] + HISTORY_WORKLOADS[:turn]:
+                workload = BY_NAME[name]
+                _log(
+                    f"[history {len(results) + 1}/{total}] {workload.label}, concurrency "
+                    f"{level}, round {round + 1} ..."
+                )
+                result = await workload.run(bench, level, seed=2000 + len(results))
+                results.append(result)
+                _done(result)
+    return results
+
+
 async def _run_scale(
     args: argparse.Namespace, make_bench: Callable[[int], Awaitable[Bench]]
 ) -> list[ScalePoint]:
@@ -192,6 +233,8 @@ def _markdown(
     results: Sequence[harness.Result],
     checks: Sequence[dict[str, Any]],
     scale: Sequence[ScalePoint],
+    history: Sequence[harness.Result] = (),
+    server: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         f"# pgactors benchmarks, {meta['date']}",
@@ -206,12 +249,30 @@ def _markdown(
     notes = report.conflict_notes(results)
     if notes:
         parts += ["", "Compare-and-set conflicts:", "", *notes]
+
     parts += [
         "",
         f"## Targets (c={meta['target_concurrency']})",
         "",
         *[f"- {line}" for line in report.target_lines(checks)],
     ]
+    if history:
+        parts += [
+            "",
+            "## Version history: what saves of the bench type cost (medians of "
+            f"{meta['history_rounds']} alternating rounds)",
+            "",
+            report.history_table(report.history_rows(history)),
+        ]
+    if server:
+        parts += [
+            "",
+            f"Server side, the same comparison without client or commit: one DO block of "
+            f"{server['updates_per_block']:,} UPDATEs of the bench type per run, "
+            f"{meta['history_rounds']} alternating rounds:",
+            "",
+            history_bench.server_table(server),
+        ]
     if scale:
         parts += [
             "",
@@ -231,6 +292,8 @@ class Run:
     results: list[harness.Result]
     checks: list[dict[str, Any]]
     scale: list[ScalePoint]
+    history: list[harness.Result]
+    server: dict[str, Any] | None
 
 
 async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
@@ -269,6 +332,12 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         _log(f"schema {schema_name}: preloading {args.records} records ...")
         _log(f"preloaded in {await bench.preload():.1f} s")
         results = await _run_all(bench, args.selected, levels)
+        history = await _run_history(bench, levels, args.history_rounds)
+        server = None
+        if args.history_rounds:
+            _log("history, server side: DO blocks of UPDATEs ...")
+            server = await history_bench.server_rounds(bench, args.history_rounds)
+            _log(f"    µs per UPDATE (medians): {server['medians']}")
         scale: list[ScalePoint] = []
         if args.scale:
             scale = await _run_scale(args, lambda size: make_bench(size, f"{schema_name}_s{size}"))
@@ -295,10 +364,11 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         "peak_rss": "VmHWM of the process that ran the workload (ru_maxrss off Linux): a "
         "fresh spawn subprocess per Python run, the pgbench process for pgbench",
         "scale_sizes": args.scale_sizes if args.scale else [],
+        "history_rounds": args.history_rounds,
         "workloads": [w.name for w in args.selected],
     }
     checks = report.check_targets(results, args.concurrency)
-    return Run(meta, results, checks, scale)
+    return Run(meta, results, checks, scale, history, server)
 
 
 def publish(args: argparse.Namespace, run: Run) -> list[Path]:
@@ -307,7 +377,7 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
     from benchmarks import charts
 
     meta, date = run.meta, run.meta["date"]
-    markdown = _markdown(meta, run.results, run.checks, run.scale)
+    markdown = _markdown(meta, run.results, run.checks, run.scale, run.history, run.server)
     print()
     print(markdown, end="")
     print()
@@ -315,7 +385,8 @@ def publish(args: argparse.Namespace, run: Run) -> list[Path]:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    doc = report.document(meta, run.results, run.checks, run.scale)
+    doc = report.document(meta, run.results, run.checks, run.scale, run.history)
+    doc["history"]["server"] = run.server
     written = [out / f"{date}.json", out / f"{date}.md", out / f"{date}.png"]
     report.write_json(written[0], doc)
     report.write_atomic(written[1], markdown)

@@ -65,6 +65,10 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def _ops(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
@@ -212,6 +216,61 @@ def scale_table(points: Sequence[ScalePoint]) -> str:
 # -- files --------------------------------------------------------------------------------
 
 
+def history_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """The version history comparison: per concurrency, the median saves/s (and p99) of
+    each of ``rounds`` alternating runs with no history, with another type keeping
+    history, and with the saved type keeping it; and the ratios to no history."""
+    rows = []
+    for level in sorted({r.concurrency for r in results}):
+        median: dict[str, Result] = {}
+        for name in ("pgactors-save", "pgactors-save-history-other", "pgactors-save-history"):
+            runs = sorted(
+                (r for r in results if r.name == name and r.concurrency == level),
+                key=lambda r: r.ops_per_sec,
+            )
+            if runs:
+                median[name] = runs[len(runs) // 2]
+        none = median.get("pgactors-save")
+        if none is None or none.ops_per_sec <= 0:
+            continue
+        other, own = median.get("pgactors-save-history-other"), median.get("pgactors-save-history")
+        rows.append(
+            {
+                "concurrency": level,
+                "rounds": sum(
+                    1 for r in results if r.concurrency == level and r.name == "pgactors-save"
+                ),
+                "none_ops": none.ops_per_sec,
+                "other_ops": other and other.ops_per_sec,
+                "own_ops": own and own.ops_per_sec,
+                "other_ratio": other and other.ops_per_sec / none.ops_per_sec,
+                "own_ratio": own and own.ops_per_sec / none.ops_per_sec,
+                "none_p99_ms": none.p99_ms,
+                "other_p99_ms": other and other.p99_ms,
+                "own_p99_ms": own and own.p99_ms,
+            }
+        )
+    return rows
+
+
+def history_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The version history comparison as markdown: both figures and their ratio."""
+    lines = [
+        "| c | rounds | no history: saves/s | another type keeps history: saves/s | ratio "
+        "| its own type keeps history: saves/s | ratio | p99 ms (none / other / own) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        none, other, own = (_ops(row[key]) for key in ("none_ops", "other_ops", "own_ops"))
+        lines.append(
+            f"| {row['concurrency']} | {row['rounds']} | {none} | "
+            f"{other} | {_ratio(row['other_ratio'])} | {own} | "
+            f"{_ratio(row['own_ratio'])} | {_ms(row['none_p99_ms'])} / "
+            f"{_ms(row['other_p99_ms'])} / {_ms(row['own_p99_ms'])} |"
+        )
+    return "\n".join(lines)
+
+
 def result_row(results: Sequence[Result], r: Result) -> dict[str, Any]:
     """A result as a dict, with records/s and the ratios the table shows."""
     row = dataclasses.asdict(r)
@@ -226,10 +285,15 @@ def document(
     results: Sequence[Result],
     checks: Sequence[Mapping[str, Any]],
     scale: Sequence[ScalePoint],
+    history: Sequence[Result] = (),
 ) -> dict[str, Any]:
     """Everything the run measured, as the JSON file holds it."""
     return {
         "meta": dict(meta),
+        "history": {
+            "medians": history_rows(history),
+            "runs": [dataclasses.asdict(r) for r in history],
+        },
         "results": [result_row(results, r) for r in results],
         "targets": [dict(check) for check in checks],
         "scale": [

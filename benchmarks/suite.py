@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from psycopg import sql
 from benchmarks import harness, peers, pgbench, runner
 from benchmarks.harness import Result
 from benchmarks.statements import query
+from pgactors import Store
+
+HISTORY_OTHER_TYPE = "bench-history"
+"""The type whose history is enabled while ``history="other"`` workloads run."""
 
 
 @dataclass
@@ -111,10 +116,17 @@ class Workload:
     coalesce: bool = True
     changes: bool = False
     batched: bool = False
+    # Version history during the run: "" none, "other" another type keeps history (the
+    # bench type pays only the trigger's WHEN), "own" the bench type keeps history.
+    history: str = ""
 
     async def run(self, bench: Bench, concurrency: int, seed: int = 0) -> Result:
         """Measure this workload at ``concurrency`` for ``bench.duration`` seconds."""
         await bench.checkpoint()
+        async with history_enabled(bench, self.history):
+            return await self._run(bench, concurrency, seed)
+
+    async def _run(self, bench: Bench, concurrency: int, seed: int) -> Result:
         if self.script is not None:
             return await pgbench.measure(
                 bench.dsn,
@@ -149,6 +161,22 @@ class Workload:
         return await runner.run_isolated(task)
 
 
+@asynccontextmanager
+async def history_enabled(bench: Bench, which: str) -> AsyncIterator[None]:
+    """Enable version history of the bench type ("own") or another one ("other") for the
+    duration of the block; nothing for ""."""
+    if not which:
+        yield
+        return
+    kept = harness.RECORD_TYPE if which == "own" else HISTORY_OTHER_TYPE
+    async with await Store.connect(bench.dsn, schema=bench.schema, pool_max_size=1) as store:
+        await store.enable_history(kept, keep_versions=10)
+        try:
+            yield
+        finally:
+            await store.disable_history(kept)
+
+
 WORKLOADS: tuple[Workload, ...] = (
     # Writes: last-write-wins upsert of one record (pgactors' save_lww statement).
     Workload(
@@ -178,6 +206,24 @@ WORKLOADS: tuple[Workload, ...] = (
         default=False,
     ),
     Workload("pgactors-save", "pgactors", "save", "pgactors save (LWW)", "save_lww"),
+    Workload(
+        "pgactors-save-history-other",
+        "pgactors",
+        "save",
+        "pgactors save (LWW), another type keeps history",
+        "save_lww",
+        history="other",
+        default=False,
+    ),
+    Workload(
+        "pgactors-save-history",
+        "pgactors",
+        "save",
+        "pgactors save (LWW), its type keeps history",
+        "save_lww",
+        history="own",
+        default=False,
+    ),
     Workload(
         "pgactors-save-nocoalesce",
         "pgactors",
@@ -260,6 +306,9 @@ BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 SCALE_WORKLOADS = ("pgactors-save", "pgactors-load")
 """What the scale curve runs at every size."""
+
+HISTORY_WORKLOADS = ("pgactors-save", "pgactors-save-history-other", "pgactors-save-history")
+"""What the version history comparison alternates: no history, another type's, its own."""
 
 
 def select_workloads(spec: str | None) -> list[Workload]:

@@ -328,3 +328,54 @@ def test_reminder_commands_and_status(pg_store_sync: SyncStore, db_env: dict[str
     assert (stats["reminders"], stats["reminders_overdue"]) == (2, 1)
     assert datetime.fromisoformat(stats["oldest_overdue_reminder"]) == overdue_at
     assert "2 set, 1 overdue" in run("status", env=db_env).stdout
+
+
+def test_history_commands(db_env: dict[str, str]) -> None:
+    assert run("init", env=db_env).returncode == 0
+    assert run("history", "Contract", "c-1", env=db_env).returncode == 0  # none yet
+    enabled = run("history-enable", "Contract", "--keep-versions", "2", env=db_env)
+    assert enabled.returncode == 0, enabled.stderr
+    assert "at most 2 per record" in enabled.stdout
+    for n in range(1, 5):
+        assert run("put", "Contract", "c-1", json.dumps({"n": n}), env=db_env).returncode == 0
+
+    listed = run("history", "Contract", "c-1", "--json", env=db_env)
+    assert listed.returncode == 0, listed.stderr
+    past = json.loads(listed.stdout)
+    assert [(p["version"], p["data"], p["deleted"]) for p in past] == [
+        (3, {"n": 3}, False),
+        (2, {"n": 2}, False),
+    ]
+    assert all(p["replaced_at"] for p in past)
+    one = run("history", "Contract", "c-1", "--limit", "1", "--json", env=db_env)
+    assert [p["version"] for p in json.loads(one.stdout)] == [3]
+    table = run("history", "Contract", "c-1", env=db_env)
+    assert table.returncode == 0 and "past versions of Contract/c-1" in table.stdout
+    assert '{"n": 3}' in table.stdout and "save" in table.stdout
+
+    got = run("get", "Contract", "c-1", "--version", "2", env=db_env)
+    assert got.returncode == 0 and json.loads(got.stdout) == {"n": 2}
+    meta = run("get", "Contract", "c-1", "--version", "4", "--meta", env=db_env)
+    assert json.loads(meta.stdout)["version"] == 4
+    gone = run("get", "Contract", "c-1", "--version", "1", env=db_env)
+    assert gone.returncode == 1 and "not found: Contract/c-1 version 1" in gone.stderr
+    bad = run("get", "Contract", "c-1", "--version", "0", env=db_env)
+    assert bad.returncode == 2 and "version must be an int >= 1" in bad.stderr
+    bad = run("history-enable", "Contract", "--keep-days", "-1", env=db_env)
+    assert bad.returncode == 2 and "keep_days must be" in bad.stderr
+
+    status = json.loads(run("status", "--json", env=db_env).stdout)
+    [info] = status["history"]
+    assert (info["type"], info["enabled"], info["keep_versions"]) == ("Contract", True, 2)
+    assert info["rows"] == 3 and info["bytes"] > 0  # one beyond the limit, until purged
+    shown = run("status", env=db_env)
+    assert "version history" in shown.stdout and "at most 2 per record" in shown.stdout
+    purged = run("purge", "--history", env=db_env)
+    assert purged.returncode == 0 and "purged 1 past version" in purged.stdout
+
+    disabled = run("history-disable", "Contract", env=db_env)
+    assert disabled.returncode == 0 and "disabled" in disabled.stdout
+    assert run("history-disable", "Contract", env=db_env).returncode == 1
+    assert run("put", "Contract", "c-1", "{}", env=db_env).returncode == 0
+    after = json.loads(run("history", "Contract", "c-1", "--json", env=db_env).stdout)
+    assert [p["version"] for p in after] == [3, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from typing import Any
@@ -473,3 +474,218 @@ async def test_bad_list_arguments_refused(store: Store) -> None:
         await store.save_many("T", {"a": {}}, expected_versions={"b": 1})
     with pytest.raises(InvalidInput, match="max_retries"):
         await store.update("T", "a", lambda d: d, max_retries=-1)
+
+
+# -- version history (opt-in per type) ------------------------------------------------------
+
+
+def data_versions(records: list[Any]) -> list[tuple[int, Any]]:
+    return [(r.version, r.data) for r in records]
+
+
+async def test_history_keeps_each_replaced_version(store: Store) -> None:
+    await store.enable_history("Contract", keep_versions=20)
+    for n in range(1, 4):
+        await store.save("Contract", "c-1", {"n": n})
+    past = await store.history("Contract", "c-1")
+    assert data_versions(past) == [(2, {"n": 2}), (1, {"n": 1})]
+    assert [p.deleted for p in past] == [False, False]
+    assert past[0].replaced_at >= past[1].replaced_at >= past[1].updated_at
+    assert past[1].created_at == past[0].created_at
+    assert data_versions(await store.history("Contract", "c-1", limit=1)) == [(2, {"n": 2})]
+    for n in range(1, 4):
+        loaded = await store.load("Contract", "c-1", version=n)
+        assert loaded is not None and (loaded.version, loaded.data) == (n, {"n": n})
+    assert await store.load("Contract", "c-1", version=4) is None
+    assert await store.load("Contract", "other", version=1) is None
+    # A read gives a private copy, as every load does.
+    past[0].data["n"] = 99
+    assert data_versions(await store.history("Contract", "c-1", limit=1)) == [(2, {"n": 2})]
+
+
+async def test_history_records_every_write_path(store: Store) -> None:
+    t = "Kept"
+    await store.enable_history(t)
+    await store.save(t, "a", {"n": 1})
+    await store.save_binary(t, "a", b"\x00bin", "raw")  # replaces 1
+    call = await store.save_call(t, "a", {"n": 3}, expected_version=2, call_id="c1")  # 2
+    await store.save_many(t, {"a": {"n": 4}, "b": {"n": 1}})  # 3
+    async with store.transaction() as tx:
+        await tx.save(t, "a", {"n": 5})  # 4
+        await tx.save(t, "a", {"n": 6})  # 5, replaced inside the transaction
+    await store.update(t, "a", lambda d: {"n": d["n"] + 1})  # 6
+    await store.import_jsonl(
+        [json.dumps({"type": t, "id": "a", "data": {"n": 8}})], on_conflict="overwrite"
+    )  # 7
+    await store.delete(t, "a")  # 8, deleted
+    await store.delete_many(t, ["b"])
+    assert call.version == 3
+    past = await store.history(t, "a")
+    assert [p.version for p in past] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert [p.deleted for p in past] == [True] + [False] * 7
+    binary = past[-2]
+    assert (binary.data, binary.payload, binary.manifest) == (None, b"\x00bin", "raw")
+    assert [p.data for p in past if p.version != 2] == [{"n": n} for n in (8, 7, 6, 5, 4, 3, 1)]
+    assert data_versions(await store.history(t, "b")) == [(1, {"n": 1})]
+    assert (await store.history(t, "b"))[0].deleted
+
+
+async def test_history_rolled_back_transaction_keeps_nothing(store: Store) -> None:
+    await store.enable_history("T")
+    await store.save("T", "a", {"n": 1})
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.save("T", "a", {"n": 2})
+            raise RuntimeError("roll back")
+    assert await store.history("T", "a") == []
+    with pytest.raises(VersionConflict):
+        await store.save("T", "a", {"n": 2}, expected_version=7)
+    assert await store.history("T", "a") == []
+
+
+async def test_history_versions_restart_after_delete(store: Store) -> None:
+    await store.enable_history("T")
+    await store.save("T", "a", "first life v1")
+    await store.save("T", "a", "first life v2")
+    await store.delete("T", "a")
+    await store.save("T", "a", "second life v1")
+    past = await store.history("T", "a")
+    assert data_versions(past) == [(2, "first life v2"), (1, "first life v1")]
+    assert [p.deleted for p in past] == [True, False]
+    # The current record is the newest version 1; then the newest kept one.
+    loaded = await store.load("T", "a", version=1)
+    assert loaded is not None and loaded.data == "second life v1"
+    await store.save("T", "a", "second life v2")
+    loaded = await store.load("T", "a", version=1)
+    assert loaded is not None and loaded.data == "second life v1"
+    loaded = await store.load("T", "a", version=2)
+    assert loaded is not None and loaded.data == "second life v2"
+    await store.delete("T", "a")
+    loaded = await store.load("T", "a", version=2)
+    assert loaded is not None and loaded.data == "second life v2"
+    assert (await store.history("T", "a"))[0].deleted
+
+
+async def test_history_only_for_enabled_types(store: Store) -> None:
+    await store.enable_history("With")
+    for t in ("With", "Without"):
+        await store.save(t, "a", {"n": 1})
+        await store.save(t, "a", {"n": 2})
+        await store.delete(t, "a")
+    assert await store.history("Without", "a") == []
+    assert len(await store.history("With", "a")) == 2
+    assert await store.load("Without", "a", version=1) is None
+    info = await store.history_info()
+    assert [(i.type, i.enabled, i.rows) for i in info] == [("With", True, 2)]
+    assert info[0].bytes > 0
+
+
+async def test_disable_history_keeps_rows_and_records_no_more(store: Store) -> None:
+    await store.enable_history("T", keep_versions=5)
+    await store.save("T", "a", 1)
+    await store.save("T", "a", 2)
+    assert await store.disable_history("T") is True
+    assert await store.disable_history("T") is False
+    assert await store.disable_history("Never") is False
+    await store.save("T", "a", 3)
+    await store.delete("T", "a")
+    assert data_versions(await store.history("T", "a")) == [(1, 1)]
+    [info] = await store.history_info()
+    assert (info.type, info.enabled, info.keep_versions, info.rows) == ("T", False, 5, 1)
+    await store.enable_history("T")  # again, now without limits
+    await store.save("T", "a", 4)
+    await store.save("T", "a", 5)
+    assert data_versions(await store.history("T", "a")) == [(1, 4), (1, 1)]
+
+
+async def test_history_retention_by_count(store: Store) -> None:
+    await store.enable_history("T", keep_versions=2)
+    await store.enable_history("U", keep_versions=3)
+    for n in range(1, 7):
+        await store.save("T", "a", n)
+        await store.save("T", "b", n)
+        await store.save("U", "a", n)
+    # Applied on read at once, purged or not.
+    assert data_versions(await store.history("T", "a")) == [(5, 5), (4, 4)]
+    assert await store.load("T", "a", version=3) is None
+    assert [p.version for p in await store.history("U", "a")] == [5, 4, 3]
+    assert await store.purge_history() == 3 + 3 + 2
+    assert await store.purge_history() == 0
+    assert data_versions(await store.history("T", "a")) == [(5, 5), (4, 4)]
+    rows = {i.type: i.rows for i in await store.history_info()}
+    assert rows == {"T": 4, "U": 3}
+    # A deleted record's history is kept within the same limits.
+    await store.delete("T", "a")
+    assert data_versions(await store.history("T", "a")) == [(6, 6), (5, 5)]
+    assert await store.purge_history() == 1
+
+
+async def test_history_retention_by_age(store: Store) -> None:
+    await store.enable_history("T", keep_days=1)
+    await store.save("T", "a", 1)
+    await store.save("T", "a", 2)
+    await store.save("T", "a", 3)
+    assert [p.version for p in await store.history("T", "a")] == [2, 1]
+    # A limit far below the versions' age: every one is too old now.
+    await store.enable_history("T", keep_days=1e-12)
+    assert await store.history("T", "a") == []
+    assert await store.load("T", "a", version=1) is None
+    latest = await store.load("T", "a", version=3)
+    assert latest is not None and latest.data == 3  # the current record is not history
+    assert await store.purge_history() == 2
+    [info] = await store.history_info()
+    assert (info.keep_days, info.rows) == (1e-12, 0)
+
+
+async def test_history_retention_by_count_and_age(store: Store) -> None:
+    await store.enable_history("T", keep_versions=1, keep_days=30)
+    for n in range(1, 4):
+        await store.save("T", "a", n)
+    assert data_versions(await store.history("T", "a")) == [(2, 2)]
+    await store.enable_history("T", keep_versions=1, keep_days=1e-12)
+    assert await store.history("T", "a") == []
+    assert await store.purge_history() == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"type": "bad type"}, "invalid type"),
+        ({"type": 7}, "invalid type"),
+        ({"keep_versions": 0}, "keep_versions must be None .* or an int from 1"),
+        ({"keep_versions": -3}, "keep_versions"),
+        ({"keep_versions": True}, "keep_versions"),
+        ({"keep_versions": 2.0}, "keep_versions"),
+        ({"keep_versions": "5"}, "keep_versions"),
+        ({"keep_days": 0}, "keep_days must be None .* or a number of days > 0"),
+        ({"keep_days": -1.5}, "keep_days"),
+        ({"keep_days": math.nan}, "keep_days"),
+        ({"keep_days": math.inf}, "keep_days"),
+        ({"keep_days": True}, "keep_days"),
+        ({"keep_days": "1"}, "keep_days"),
+    ],
+)
+async def test_bad_history_settings_refused(
+    store: Store, kwargs: dict[str, Any], match: str
+) -> None:
+    args = {"type": "T", **kwargs}
+    with pytest.raises(InvalidInput, match=match):
+        await store.enable_history(args.pop("type"), **args)
+    assert await store.history_info() == []
+    await store.save("T", "a", 1)
+    await store.save("T", "a", 2)
+    assert await store.history("T", "a") == []
+
+
+async def test_bad_history_reads_refused(store: Store) -> None:
+    await store.save("T", "a", 1)
+    for limit in (0, -1, True, 1.5, "10", 100_001):
+        with pytest.raises(InvalidInput, match="limit must be an int from 1 to 100000"):
+            await store.history("T", "a", limit=limit)  # type: ignore[arg-type]
+    for version in (0, -1, True, 1.0, "1"):
+        with pytest.raises(InvalidInput, match=r"version must be an int >= 1"):
+            await store.load("T", "a", version=version)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="invalid id"):
+        await store.history("T", "")
+    with pytest.raises(InvalidInput, match="invalid type"):
+        await store.disable_history("")

@@ -579,3 +579,127 @@ def test_import_and_export_memory_stays_flat(pg_dsn: str, schema_name: str) -> N
         assert report["imported"] == report["exported"] == n
         peaks[type] = report["peak_kb"]
     assert peaks["Big"] - peaks["Small"] < 25 * 1024, peaks  # KiB
+
+
+# -- version history -----------------------------------------------------------------------
+
+
+def past_fields(past: list[Any]) -> list[tuple[Any, ...]]:
+    fields = ("version", "data", "payload", "manifest", "created_at", "updated_at")
+    fields += ("expires_at", "replaced_at", "deleted")
+    return [tuple(getattr(p, name) for name in fields) for p in past]
+
+
+async def history_state(store: Store) -> dict[str, Any]:
+    keys = [("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1")]
+    return {
+        "records": [record_json(r) for r in await records(store)],
+        "past": {k: past_fields(await store.history(*k)) for k in keys},
+        "info": [(i.type, i.enabled, i.keep_versions, i.keep_days, i.rows) for i in
+                 await store.history_info()],
+    }  # fmt: skip
+
+
+async def test_export_import_with_history_round_trip(store: Store) -> None:
+    await store.enable_history("A", keep_versions=5)
+    await store.enable_history("C", keep_days=30)
+    for n in range(3):
+        await store.save("A", "a1", {"n": n, "text": 'żółw 🐢 \\ "'})
+    await store.save("A", "a2", None)
+    await store.delete("A", "a2")
+    await store.save("A", "a2", "again")
+    await store.save_binary("C", "c1", b"\x00\xff" * 10, "raw")
+    await store.save_binary("C", "c1", b"second", "raw")
+    await store.disable_history("C")
+    await store.save("B", "b1", 1)
+    await store.save("B", "b1", 2)
+    before = await history_state(store)
+    assert [len(p) for p in before["past"].values()] == [2, 1, 0, 1]
+
+    plain = [text async for text in store.export_lines()]
+    lines = [text async for text in store.export_lines(history=True)]
+    assert lines[: len(plain)] == plain
+    settings = [json.loads(text) for text in lines[len(plain) : len(plain) + 2]]
+    assert settings == [
+        {"history": {"type": "A", "enabled": True, "keep_versions": 5, "keep_days": None}},
+        {"history": {"type": "C", "enabled": False, "keep_versions": None, "keep_days": 30.0}},
+    ]
+    assert len(lines) == len(plain) + 2 + 4
+    blocks = b"".join([block async for block in store.export_jsonl(history=True)])
+    assert blocks.decode().splitlines() == lines
+    only_c = [text async for text in store.export_lines(["C"], history=True)]
+    assert len(only_c) == 1 + 1 + 1
+
+    await store.drop_schema()
+    await store.init_schema()
+    result = await store.import_jsonl(lines)
+    assert (result.imported, result.history, result.failed) == (4, 4, 0)
+    assert await history_state(store) == before
+    assert [text async for text in store.export_lines(history=True)] == lines
+    # The settings are restored: A records again, C does not.
+    await store.save("A", "a1", "after")
+    await store.save_binary("C", "c1", b"third", "raw")
+    assert len(await store.history("A", "a1")) == 3
+    assert len(await store.history("C", "c1")) == 1
+
+
+async def test_history_lines_refused_with_their_number(store: Store) -> None:
+    past = {
+        "type": "A", "id": "a", "version": 1, "data": 1, "created_at": STAMP,
+        "updated_at": STAMP, "expires_at": None, "replaced_at": STAMP, "deleted": False,
+    }  # fmt: skip
+    bad = [
+        json.dumps({"history": {"type": "A", "enabled": "yes"}}),
+        json.dumps({"history": {"type": "A", "enabled": True, "keep_versions": 0}}),
+        json.dumps({"history": {"type": "A", "enabled": True, "extra": 1}}),
+        json.dumps({**past, "deleted": None}),
+        json.dumps({**past, "version": None}),
+        json.dumps({**past, "replaced_at": "yesterday"}),
+        json.dumps(past),
+    ]
+    result = await store.import_jsonl(bad)
+    assert (result.failed, result.history) == (6, 1)
+    reasons = [str(issue) for issue in result.errors]
+    assert reasons[0].startswith("line 1: history enabled must be true or false")
+    assert reasons[1].startswith("line 2: keep_versions must be")
+    assert reasons[2].startswith("line 3: unknown history field(s): extra")
+    assert reasons[3].startswith("line 4: a past version's deleted must be")
+    assert reasons[4].startswith("line 5: a past version needs its version")
+    assert reasons[5].startswith("line 6: replaced_at must be an ISO 8601 timestamp")
+    [kept] = await store.history("A", "a")
+    assert (kept.version, kept.data) == (1, 1)
+    with pytest.raises(InvalidInput, match="cannot be combined with where"):
+        store.export_lines(where={"n": 1}, history=True)
+    with pytest.raises(ImportAborted, match="line 2: history enabled"):
+        await store.import_jsonl([json.dumps(past), bad[0]], strict=True)
+    assert len(await store.history("A", "a")) == 1  # nothing written
+
+
+def test_cli_export_import_with_history(db_env: dict[str, str], tmp_path: Path) -> None:
+    assert run("init", env=db_env).returncode == 0
+    assert run("history-enable", "A", "--keep-versions", "3", env=db_env).returncode == 0
+    for n in range(3):
+        assert run("put", "A", "a1", json.dumps({"n": n}), env=db_env).returncode == 0
+    bad = run("export", "--history", "--where", '{"n": 1}', env=db_env)
+    assert bad.returncode == 2 and "cannot be combined with --where" in bad.stderr
+    exported = run("export", "--history", "-o", str(tmp_path / "all.jsonl"), env=db_env)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 4 lines (records, then history)" in exported.stderr
+    text = (tmp_path / "all.jsonl").read_text()
+    other = {**db_env, "PGACTORS_SCHEMA": db_env["PGACTORS_SCHEMA"] + "_2"}
+    try:
+        assert run("init", env=other).returncode == 0
+        imported = run("import", str(tmp_path / "all.jsonl"), "--json", env=other)
+        assert imported.returncode == 0, imported.stderr
+        assert json.loads(imported.stdout)["history"] == 2
+        assert "past versions 2" in imported.stderr
+        again = run("export", "--history", env=other)
+        assert again.stdout == text
+        past = json.loads(run("history", "A", "a1", "--json", env=other).stdout)
+        assert [(p["version"], p["data"]) for p in past] == [(2, {"n": 1}), (1, {"n": 0})]
+        status = json.loads(run("status", "--json", env=other).stdout)
+        assert [(h["type"], h["keep_versions"]) for h in status["history"]] == [("A", 3)]
+    finally:
+        with psycopg.connect(db_env["PGACTORS_DSN"], autocommit=True) as conn:
+            name = sql.Identifier(other["PGACTORS_SCHEMA"])
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))

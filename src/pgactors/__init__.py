@@ -24,6 +24,7 @@ from .errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from .history import HistoryInfo, PastVersion
 from .objects import (
     PersistentObject,
     StateError,
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "Encoded",
+    "HistoryInfo",
     "ImportAborted",
     "ImportIssue",
     "ImportResult",
@@ -75,6 +77,7 @@ __all__ = [
     "InvalidQuery",
     "NotFound",
     "Page",
+    "PastVersion",
     "PersistentModel",
     "PersistentObject",
     "PgActorsError",

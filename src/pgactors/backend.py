@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .changes import FeedListener, FeedSource
+from .history import HistoryInfo, PastVersion
 from .query import Aggregate, Node, Path, Query
 from .record import AppliedCall, Encoded, Record
 from .reminders import Reminder, ReminderRequest, ReminderStats
@@ -340,6 +341,36 @@ class ReminderBackend(Protocol):
         ...
 
 
+class HistoryBackend(Protocol):
+    """Past versions of the types with history enabled, and their retention."""
+
+    async def enable(self, type: str, keep_versions: int | None, keep_days: float | None) -> None:
+        """Keep the versions that writes of ``type`` replace, within these limits."""
+        ...
+
+    async def disable(self, type: str) -> bool:
+        """Record no more past versions of ``type``; False if it was not enabled."""
+        ...
+
+    async def versions(
+        self, type: str, id: str, limit: int, version: int | None = None
+    ) -> list[PastVersion]:
+        """A record's kept past versions (only those numbered ``version``), newest first."""
+        ...
+
+    async def purge(self) -> int:
+        """Delete the past versions beyond their type's limits; return how many."""
+        ...
+
+    async def info(self) -> list[HistoryInfo]:
+        """Each type with a history setting or kept rows."""
+        ...
+
+    def export(self, types: list[str] | None, chunk: int) -> AsyncIterator[list[PastVersion]]:
+        """Every kept past version (of ``types``), oldest first, ``chunk`` at a time."""
+        ...
+
+
 class Backend(Protocol):
     """A storage engine: one object per role, and ``close``."""
 
@@ -371,6 +402,11 @@ class Backend(Protocol):
     @property
     def admin(self) -> AdminBackend:
         """Schema and statistics."""
+        ...
+
+    @property
+    def history(self) -> HistoryBackend:
+        """Version history."""
         ...
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from .backend import (
     AdminBackend,
     Backend,
     CallRequest,
+    HistoryBackend,
     QueryBackend,
     RecordsBackend,
     ReminderBackend,
@@ -352,6 +353,10 @@ class CachedBackend:
     @property
     def admin(self) -> AdminBackend:
         return self._inner.admin
+
+    @property
+    def history(self) -> HistoryBackend:
+        return self._inner.history
 
     async def close(self) -> None:
         self.watch.close()

@@ -21,6 +21,8 @@ from . import schema
 from .backend import CallRequest, SaveItem, TransactionBackend, stale
 from .changes import Change, FeedListener, range_payload
 from .errors import CallAlreadyApplied, VersionConflict
+from .history import HistoryPolicy, PastVersion
+from .memory_history import MemoryHistory, Rows
 from .memory_reminders import (
     Entries,
     MemoryListener,
@@ -56,7 +58,25 @@ class _Row:
         return self.expires_at is None or self.expires_at > now
 
 
-_Rows = dict[tuple[str, str], _Row]
+_Rows = Rows[_Row]
+
+
+def _past(key: tuple[str, str], row: _Row, deleted: bool) -> PastVersion:
+    """A replaced row as a past version; a row replaced after it expired was deleted."""
+    data = None if row.text is None else json.loads(row.text)
+    now = datetime.now(UTC)
+    return PastVersion(
+        *key,
+        data,
+        row.version,
+        row.created_at,
+        row.updated_at,
+        row.payload,
+        row.manifest,
+        row.expires_at,
+        replaced_at=now,
+        deleted=deleted or not row.live(now),
+    )
 
 
 def _get(rows: _Rows, type: str, id: str) -> _Row | None:
@@ -203,6 +223,12 @@ class _MemoryImporter:
         self.rows = rows
         self.on_conflict = on_conflict
         self.events: list[_Event] = []
+        self.policies: list[HistoryPolicy] = []
+        self.past: list[PastVersion] = []
+
+    async def history(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
+        self.policies += policies
+        self.past += rows
 
     async def write(self, rows: list[ImportRow]) -> ImportOutcome:
         if self.on_conflict == "fail":
@@ -242,9 +268,10 @@ class MemoryBackend:
     """
 
     def __init__(self, retention: float = 86400.0, *, changes: bool = True) -> None:
-        self._rows: _Rows = {}
-        self._calls: _Calls = {}
         self._write_lock = asyncio.Lock()
+        self._history = MemoryHistory(self._write_lock)
+        self._rows: _Rows = Rows(self._history, _past)
+        self._calls: _Calls = {}
         self._indexes: set[tuple[str, str]] = set()
         self._log: list[Change] = []
         self._position = 0
@@ -284,7 +311,14 @@ class MemoryBackend:
         """Schema and statistics: this object."""
         return self
 
+    @property
+    def history(self) -> MemoryHistory:
+        """Version history."""
+        return self._history
+
     def _publish(self, events: list[_Event]) -> None:
+        # Every write ends here once applied: its replaced versions are kept now.
+        self._history.keep(self._rows)
         if not self._changes or not events:
             return
         now = datetime.now(UTC)
@@ -467,7 +501,8 @@ class MemoryBackend:
             )
             events: list[_Event] = []
             for key in doomed:
-                events.append((*key, self._rows.pop(key).version, "delete"))
+                events.append((*key, self._rows[key].version, "delete"))
+                del self._rows[key]
             self._publish(events)
             return len(events)
 
@@ -475,7 +510,7 @@ class MemoryBackend:
     async def transaction(self) -> AsyncIterator[TransactionBackend]:
         async with self._write_lock:
             reminders = self._reminders
-            tx = _MemoryTransaction(dict(self._rows), dict(self._calls), dict(reminders.entries))
+            tx = _MemoryTransaction(self._rows.copy(), dict(self._calls), dict(reminders.entries))
             yield tx
             self._rows, self._calls, reminders.entries = tx.rows, tx.calls, tx.reminders
             self._publish(tx.events)
@@ -505,10 +540,11 @@ class MemoryBackend:
     @asynccontextmanager
     async def importer(self, on_conflict: OnConflict) -> AsyncIterator[_MemoryImporter]:
         async with self._write_lock:
-            importer = _MemoryImporter(dict(self._rows), on_conflict)
+            importer = _MemoryImporter(self._rows.copy(), on_conflict)
             yield importer
             self._rows = importer.rows
             self._publish(importer.events)
+            self._history.restore(importer.policies, importer.past)
 
     # -- change feed: positions are given at write time, which is commit time here
 
@@ -602,7 +638,8 @@ class MemoryBackend:
         return datetime.now(UTC)
 
     async def drop_schema(self) -> None:
-        self._rows = {}
+        self._rows = Rows(self._history, _past)
+        self._history.clear()
         self._calls = {}
 
     async def close(self) -> None:

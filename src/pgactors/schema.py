@@ -88,6 +88,14 @@ def identifiers(config: StoreConfig) -> dict[str, str]:
         "reminders": f"{prefix}_reminders",
         "reminders_pkey": f"{prefix}_reminders_pkey",
         "reminders_due_idx": f"{prefix}_reminders_due_idx",
+        "history": f"{prefix}_history",
+        "history_pkey": f"{prefix}_history_pkey",
+        "history_key_idx": f"{prefix}_history_key_idx",
+        "history_types": f"{prefix}_history_types",
+        "history_types_pkey": f"{prefix}_history_types_pkey",
+        "history_fn": f"{prefix}_keep_history",
+        # Exists only while some type has history enabled (not in expected_objects).
+        "history_trigger": f"{prefix}_history_record",
     }
 
 
@@ -129,4 +137,10 @@ def expected_objects(config: StoreConfig) -> list[SchemaObject]:
         SchemaObject("table", names["reminders"]),
         SchemaObject("index", names["reminders_pkey"]),
         SchemaObject("index", names["reminders_due_idx"]),
+        SchemaObject("table", names["history"]),
+        SchemaObject("index", names["history_pkey"]),
+        SchemaObject("index", names["history_key_idx"]),
+        SchemaObject("table", names["history_types"]),
+        SchemaObject("index", names["history_types_pkey"]),
+        SchemaObject("function", names["history_fn"]),
     ]

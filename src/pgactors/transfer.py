@@ -26,7 +26,14 @@ import contextlib
 import itertools
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +41,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
 from .checks import int_in_range
 from .errors import ImportAborted, InvalidInput
+from .history import HistoryPolicy, PastVersion, check_keep_days, check_keep_versions
 from .record import ESCAPED_NUL, Record, check_binary, check_id, check_type, encode_data
 
 OnConflict: TypeAlias = Literal["skip", "overwrite", "fail"]
@@ -101,6 +109,10 @@ class Importer(Protocol):
         """Write distinct-keyed rows; raise :class:`ImportAborted` on a conflict in fail mode."""
         ...
 
+    async def history(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
+        """Set these history settings and append these past versions (after those kept)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ImportIssue:
@@ -126,6 +138,8 @@ class ImportResult:
     skipped: int = 0
     failed: int = 0
     errors: list[ImportIssue] = field(default_factory=list)
+    # Past versions appended to the history (lines of ``export --history``).
+    history: int = 0
 
     @property
     def processed(self) -> int:
@@ -139,6 +153,7 @@ class ImportResult:
             "overwritten": self.overwritten,
             "skipped": self.skipped,
             "failed": self.failed,
+            "history": self.history,
             "errors": [str(e) for e in self.errors],
         }
 
@@ -190,6 +205,27 @@ def record_line(record: Record) -> str:
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
+
+
+def past_line(past: PastVersion) -> str:
+    """The JSONL line of a past version (``export --history``): its record's fields,
+    plus ``expires_at``, ``replaced_at`` and ``deleted``."""
+    body = record_json(past)
+    body["expires_at"] = None if past.expires_at is None else _iso(past.expires_at)
+    body["replaced_at"] = _iso(past.replaced_at)
+    body["deleted"] = past.deleted
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def policy_line(policy: HistoryPolicy) -> str:
+    """The JSONL line of a type's history setting (``export --history``)."""
+    setting = {
+        "type": policy.type,
+        "enabled": policy.enabled,
+        "keep_versions": policy.keep_versions,
+        "keep_days": policy.keep_days,
+    }
+    return json.dumps({"history": setting}, separators=(",", ":"))
 
 
 # -- reading input ------------------------------------------------------------------------
@@ -269,7 +305,7 @@ _TAIL = re.compile(rb',"created_at":"([^"\\\x00-\x1f]*)","updated_at":"([^"\\\x0
 _TAIL_START = b',"created_at":"'
 
 
-def parse_line(line: bytes, where: Where, type: str | None, max_bytes: int) -> ImportRow:
+def parse_line(line: bytes, where: Where, type: str | None, max_bytes: int) -> Item:
     """Check one JSONL line (``type`` overrides the line's type); raise InvalidInput."""
     head = _HEAD.match(line)
     if head is not None:
@@ -300,10 +336,18 @@ def _utf8(raw: bytes) -> str:
         raise InvalidInput(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
 
 
-def _parse_object(line: str, where: Where, type: str | None, max_bytes: int) -> ImportRow:
+def _parse_object(line: str, where: Where, type: str | None, max_bytes: int) -> Item:
     obj = _loads(line)
     if not isinstance(obj, dict):
         raise InvalidInput(f"a line must be a JSON object, got {obj.__class__.__name__}")
+    if "history" in obj:
+        return _parse_policy(obj, type)
+    if "replaced_at" in obj:
+        return _parse_past(obj, where, type, max_bytes)
+    return _parse_record(obj, where, type, max_bytes)
+
+
+def _parse_record(obj: dict[str, Any], where: Where, type: str | None, max_bytes: int) -> ImportRow:
     unknown = obj.keys() - _FIELDS
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -340,7 +384,53 @@ def _parse_object(line: str, where: Where, type: str | None, max_bytes: int) -> 
     )
 
 
-Parsed: TypeAlias = ImportRow | ImportIssue
+def _parse_policy(obj: dict[str, Any], type: str | None) -> HistoryPolicy:
+    setting = obj["history"]
+    if len(obj) != 1 or not isinstance(setting, dict):
+        raise InvalidInput('a history line is {"history": {"type": ..., "enabled": ...}}')
+    unknown = setting.keys() - {"type", "enabled", "keep_versions", "keep_days"}
+    if unknown:
+        raise InvalidInput(f"unknown history field(s): {', '.join(sorted(unknown))}")
+    enabled = setting.get("enabled")
+    if not isinstance(enabled, bool):
+        raise InvalidInput(f"history enabled must be true or false, got {enabled!r}")
+    return HistoryPolicy(
+        check_type(type or setting.get("type")),
+        enabled,
+        check_keep_versions(setting.get("keep_versions")),
+        check_keep_days(setting.get("keep_days")),
+    )
+
+
+def _parse_past(obj: dict[str, Any], where: Where, type: str | None, max_bytes: int) -> PastVersion:
+    deleted = obj.pop("deleted", None)
+    if not isinstance(deleted, bool):
+        raise InvalidInput(f"a past version's deleted must be true or false, got {deleted!r}")
+    replaced_at = _parse_time("replaced_at", obj.pop("replaced_at"))
+    expires_at = _timestamp(obj, "expires_at")
+    obj.pop("expires_at", None)
+    row = _parse_record(obj, where, type, max_bytes)
+    if row.version is None or row.created_at is None or row.updated_at is None:
+        raise InvalidInput("a past version needs its version, created_at and updated_at")
+    data = None if row.text is None else json.loads(row.text)
+    return PastVersion(
+        row.type,
+        row.id,
+        data,
+        row.version,
+        row.created_at,
+        row.updated_at,
+        row.payload,
+        row.manifest,
+        expires_at,
+        replaced_at=replaced_at,
+        deleted=deleted,
+    )
+
+
+Item: TypeAlias = ImportRow | HistoryPolicy | PastVersion
+"""A checked input line: a record, a type's history setting, or a past version."""
+Parsed: TypeAlias = Item | ImportIssue
 # Input is read and checked this many items at a time (about half a millisecond), then
 # the event loop runs: it keeps streaming the previous chunk to the server, which would
 # otherwise sit idle once it has drained the socket's buffer (10-20% faster here).
@@ -382,16 +472,16 @@ async def jsonl_rows_async(
 def _renumbered(items: Iterator[Parsed], offset: int) -> list[Parsed]:
     if not offset:
         return list(items)
-    return [
-        item
-        if isinstance(item.where, str)
-        else (
-            ImportIssue(item.where + offset, item.reason)
-            if isinstance(item, ImportIssue)
-            else item._replace(where=item.where + offset)
-        )
-        for item in items
-    ]
+    return [_shifted(item, offset) for item in items]
+
+
+def _shifted(item: Parsed, offset: int) -> Parsed:
+    """``item`` with its line number moved on by ``offset`` (history lines have none)."""
+    if isinstance(item, ImportIssue) and isinstance(item.where, int):
+        return ImportIssue(item.where + offset, item.reason)
+    if isinstance(item, ImportRow) and isinstance(item.where, int):
+        return item._replace(where=item.where + offset)
+    return item
 
 
 async def in_batches(items: Iterator[Parsed]) -> AsyncIterator[list[Parsed]]:
@@ -439,6 +529,36 @@ def directory_rows(directory: Path, type: str, max_bytes: int) -> Iterator[Parse
 # -- writing -----------------------------------------------------------------------------------
 
 
+class _HistoryLines:
+    """The history lines of an import, written a chunk at a time after the records
+    read before them (``drain`` waits for those)."""
+
+    def __init__(
+        self, importer: Importer, result: ImportResult, drain: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._importer = importer
+        self._result = result
+        self._drain = drain
+        self._policies: list[HistoryPolicy] = []
+        self._rows: list[PastVersion] = []
+
+    async def add(self, item: HistoryPolicy | PastVersion) -> None:
+        if isinstance(item, HistoryPolicy):
+            self._policies.append(item)
+        else:
+            self._rows.append(item)
+        if len(self._rows) >= CHUNK_ROWS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not (self._policies or self._rows):
+            return
+        await self._drain()
+        await self._importer.history(self._policies, self._rows)
+        self._result.history += len(self._rows)
+        self._policies, self._rows = [], []
+
+
 async def run_import(
     importer: Importer,
     batches: AsyncIterator[list[Parsed]],
@@ -468,6 +588,8 @@ async def run_import(
             if progress is not None:
                 progress(result.processed)
 
+    history = _HistoryLines(importer, result, lambda: collect(0))
+
     async def flush() -> None:
         nonlocal chunk, size
         # One chunk is written while the next is prepared, and the next read.
@@ -481,6 +603,9 @@ async def run_import(
             for item in batch:
                 if isinstance(item, ImportIssue):
                     result._fail(item, strict)
+                    continue
+                if not isinstance(item, ImportRow):
+                    await history.add(item)
                     continue
                 key = (item.type, item.id)
                 if key in chunk:
@@ -500,6 +625,7 @@ async def run_import(
                     await flush()
         await flush()
         await collect(0)
+        await history.flush()
     finally:
         for task in writing:
             task.cancel()

@@ -1,7 +1,7 @@
 """The ``pgactors`` admin command line: the command table.
 
 ``app`` (the Typer app, global options, error handling) is in ``app.py``; the commands
-are grouped by area (``admin``, ``records``, ``query``, ``transfer``, ``reminders``,
+are grouped by area (``admin``, ``records``, ``history``, ``query``, ``transfer``, ``reminders``,
 ``server``), and everything they print is drawn by ``render.py``. Commands are
 registered here, in the order ``--help`` lists them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import admin, query, records, reminders, server, transfer
+from . import admin, history, query, records, reminders, server, transfer
 from .app import app, main
 
 __all__ = ["app", "main"]
@@ -26,6 +26,9 @@ app.command()(records.put)
 app.command()(records.delete)
 app.command("ls")(records.list_ids)
 app.command()(records.types)
+app.command()(history.history)
+app.command("history-enable")(history.history_enable)
+app.command("history-disable")(history.history_disable)
 app.command()(query.query)
 app.command()(query.count)
 app.command()(query.stats)

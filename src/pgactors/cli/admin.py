@@ -13,6 +13,7 @@ from rich.table import Table
 from ..stats import ServerStats
 from ..store import Store
 from .app import EXIT_FAILED, EXIT_USAGE, Failed, JsonOption, with_store
+from .history import history_json
 from .render import err, out, print_status
 
 __all__ = ["init", "metrics", "migrate", "purge", "reset", "status", "verify"]
@@ -97,6 +98,7 @@ async def status(store: Store, as_json: JsonOption = False) -> None:
             "retention_seconds": store.config.changes_retention,
         },
         "stats": None if stats is None else stats_report(stats),
+        "history": history_json(await store.history_info()) if info.schema_version else [],
     }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -158,8 +160,16 @@ async def recreate_schema(store: Store) -> None:
 async def purge(
     store: Store,
     type: Annotated[str | None, typer.Option("--type", help="Only records of this type.")] = None,
+    history: Annotated[
+        bool,
+        typer.Option("--history", help="Also the past versions beyond their type's limits."),
+    ] = False,
 ) -> None:
     """Delete the expired records (saved with a ttl) now, and print how many."""
     purged = await store.purge_expired(type=type)
     noun = "record" if purged == 1 else "records"
     out.print(f"purged {purged} expired {noun}", markup=False)
+    if history:
+        past = await store.purge_history()
+        noun = "version" if past == 1 else "versions"
+        out.print(f"purged {past} past {noun} beyond the history limits", markup=False)

@@ -26,11 +26,16 @@ async def get(
     type: TypeArgument,
     id: IdArgument,
     meta: Annotated[bool, typer.Option("--meta", help="Include version and timestamps.")] = False,
+    version: Annotated[
+        int | None,
+        typer.Option(help="That version, current or kept in the history (see `history`)."),
+    ] = None,
 ) -> None:
     """Print a record's data as pretty JSON (exit 1 if missing)."""
-    record = await store.load(type, id)
+    record = await store.load(type, id, version=version)
     if record is None:
-        raise Failed(f"not found: {type}/{id}")
+        kept = "" if version is None else f" version {version}"
+        raise Failed(f"not found: {type}/{id}{kept}")
     shown: Any = record.data
     if meta:
         expires = record.expires_at

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 __all__ = [
     "err",
     "format_bytes",
+    "history_table",
     "key_value_table",
+    "limits_text",
     "out",
     "print_embedded",
     "print_status",
@@ -71,6 +73,8 @@ def print_status(report: dict[str, Any]) -> None:
         out.print(stats_table(report["stats"]))
     if report["types"]:
         out.print(types_table(report["types"]))
+    if report.get("history"):
+        out.print(history_table(report["history"]))
 
 
 def stats_table(stats: dict[str, Any]) -> Table:
@@ -130,6 +134,32 @@ def key_value_table(title: str, rows: dict[str, Any]) -> Table:
     table.add_column("")
     for key, value in rows.items():
         table.add_row(key, "-" if value is None else str(value))
+    return table
+
+
+def limits_text(keep_versions: int | None, keep_days: float | None) -> str:
+    """The retention limits in words."""
+    limits = []
+    if keep_versions is not None:
+        limits.append(f"at most {keep_versions} per record")
+    if keep_days is not None:
+        limits.append(f"replaced less than {keep_days:g} days ago")
+    return ", ".join(limits) if limits else "every version"
+
+
+def history_table(rows: list[dict[str, Any]]) -> Table:
+    """The types with history, their limits, rows and bytes."""
+    table = Table(title="version history")
+    for column in ("type", "recording", "keeps", "past versions", "size"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            escape(row["type"]),
+            "yes" if row["enabled"] else "no (disabled)",
+            limits_text(row["keep_versions"], row["keep_days"]),
+            str(row["rows"]),
+            format_bytes(row["bytes"]),
+        )
     return table
 
 

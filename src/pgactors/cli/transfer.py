@@ -81,13 +81,24 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Then the version history of the types: settings and past versions "
+            "(`import` restores them; not with --where).",
+        ),
+    ] = False,
 ) -> None:
     """Write every record (of the types, matching --where) as JSONL, one object per line,
     in (type, id) order."""
+    if history and where is not None:
+        err.print("error: --history exports whole types: it cannot be combined with --where")
+        raise typer.Exit(EXIT_USAGE)
     if output is None:
         try:
             with open(sys.stdout.fileno(), "wb", closefd=False) as stream:
-                export_to(ctx, stream, types, where)
+                export_to(ctx, stream, types, where, history)
         except BrokenPipeError:
             # The reader went away (`pgactors export | head`): stop quietly, as Unix tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -97,24 +108,28 @@ def export(
     partial = output.with_name(output.name + ".partial")
     try:
         with open(partial, "wb") as stream:
-            export_to(ctx, stream, types, where)
+            export_to(ctx, stream, types, where, history)
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
 
 
 def export_to(
-    ctx: typer.Context, stream: BinaryIO, types: list[str] | None, where: str | None
+    ctx: typer.Context,
+    stream: BinaryIO,
+    types: list[str] | None,
+    where: str | None,
+    history: bool = False,
 ) -> None:
     """Export to ``stream``; a bad ``--where`` is reported before connecting."""
     with handle_errors(ctx):
         condition = parse_where(where)
-    write_export(ctx, stream, types, condition)
+    write_export(ctx, stream, types, condition, history)
 
 
 @with_store
 async def write_export(
-    store: Store, stream: BinaryIO, types: list[str] | None, condition: Any
+    store: Store, stream: BinaryIO, types: list[str] | None, condition: Any, history: bool
 ) -> None:
     """Export the records to ``stream`` and say how many were written."""
     total = None
@@ -124,8 +139,9 @@ async def write_export(
             total = sum(n for t, n in counts.items() if not types or t in types)
         elif types:
             total = sum([await store.count(t, condition) for t in types])
-    exported = await run_export(store, types or None, stream, total, condition)
-    err.print(f"exported {exported} records", markup=False)
+    exported = await run_export(store, types or None, stream, total, condition, history)
+    what = "lines (records, then history)" if history else "records"
+    err.print(f"exported {exported} {what}", markup=False)
 
 
 def import_(
@@ -200,7 +216,8 @@ def print_import_result(result: ImportResult, as_json: bool) -> None:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     err.print(
         f"imported {result.imported}, overwritten {result.overwritten}, "
-        f"skipped {result.skipped}, failed {result.failed}",
+        f"skipped {result.skipped}, failed {result.failed}"
+        + (f", past versions {result.history}" if result.history else ""),
         markup=False,
     )
     if result.failed:
@@ -224,6 +241,7 @@ async def run_export(
     stream: BinaryIO,
     total: int | None,
     where: Any = None,
+    history: bool = False,
 ) -> int:
     """Write the export to ``stream``; return how many records were written."""
     bar = progress_bar(total, "export")
@@ -234,7 +252,7 @@ async def run_export(
     writing: asyncio.Future[int] | None = None
     with bar or contextlib.nullcontext():
         try:
-            async for block in store.export_jsonl(types, where=where):
+            async for block in store.export_jsonl(types, where=where, history=history):
                 if writing is not None:
                     await writing
                 writing = loop.run_in_executor(None, stream.write, block)

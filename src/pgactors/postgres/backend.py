@@ -7,6 +7,7 @@ from ..config import StoreConfig
 from .admin import PostgresAdmin
 from .connection import Connections
 from .feed import SEQUENCE_MAX_ROWS, PostgresFeed
+from .history import PostgresHistory
 from .ops import Ops, reminder_channel
 from .queries import PostgresQueries
 from .records import PostgresRecords
@@ -30,6 +31,7 @@ class PostgresBackend:
         self.transfer = PostgresTransfer(db)
         self.reminders = PostgresReminders(db, Ops(db.statements, reminder_channel(db.config)))
         self.admin = PostgresAdmin(db)
+        self.history = PostgresHistory(db, self.records)
         self._sequencer = Sequencer(
             self.feed.sequence_changes, max_rows=SEQUENCE_MAX_ROWS, min_interval=SEQUENCE_INTERVAL
         )
@@ -40,7 +42,9 @@ class PostgresBackend:
     @classmethod
     async def open(cls, config: StoreConfig) -> PostgresBackend:
         """Check that the server is reachable and the schema compatible, then open a pool."""
-        return cls(await Connections.open(config))
+        backend = cls(await Connections.open(config))
+        await backend.history.purge_if_kept()
+        return backend
 
     async def close(self) -> None:
         """Stop the background work, number the last changes, close every connection."""

@@ -47,7 +47,7 @@ IDLE_CHECK_SECONDS = 2.0
 POOL_WAIT_SECONDS = 30.0
 RETRIES = 3
 # Queries with placeholders beyond the configured identifiers, composed on use.
-_TEMPLATES = frozenset({"create_state_partition", "export_fetch"})
+_TEMPLATES = frozenset({"create_state_partition", "export_fetch", "history_create_trigger"})
 
 
 def build_conninfo(config: StoreConfig) -> str:

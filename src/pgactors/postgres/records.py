@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -34,6 +34,7 @@ class PostgresRecords:
         self._ops = Ops(self._q, reminder_channel(db.config))
         self.coalesced = Coalesced(db, self._ops, enabled=db.config.coalesce)
         self._purger: asyncio.Task[None] | None = None
+        self._also_purge: Callable[[], Awaitable[int]] | None = None
         self._closed = False
 
     async def close(self) -> None:
@@ -206,6 +207,11 @@ class PostgresRecords:
                 self._purge_forever(), name="pgactors-purger"
             )
 
+    def purge_also(self, purge: Callable[[], Awaitable[int]]) -> None:
+        """Run ``purge`` at each background purge too (history retention); start the purger."""
+        self._also_purge = purge
+        self._expiring()
+
     async def _purge_forever(self) -> None:
         interval = self._config.purge_interval
         while True:
@@ -215,3 +221,10 @@ class PostgresRecords:
             except Exception as exc:
                 # Expired records stay invisible meanwhile; only the disk space waits.
                 logger.warning("purging expired records failed, retrying in %gs: %s", interval, exc)
+            if self._also_purge is None:
+                continue
+            try:
+                await self._also_purge()
+            except Exception as exc:
+                # Reads apply the retention limits anyway; only the disk space waits.
+                logger.warning("purging past versions failed, retrying in %gs: %s", interval, exc)

@@ -17,10 +17,12 @@ from .. import query as queries
 from .. import schema
 from ..config import StoreConfig, redact
 from ..errors import ImportAborted
+from ..history import HistoryPolicy, PastVersion
 from ..record import Record
 from ..transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
 from . import compiler
 from .connection import Conn, Connections, Statements, json_list
+from .history import restore_on
 from .ops import record_from_row
 
 # Errors that one bad row causes; the chunk is split to find it and the rest is written.
@@ -123,6 +125,11 @@ class PostgresImporter:
             except psycopg.errors.UniqueViolation:
                 self._direct = False
         return await self._staged(rows, block)
+
+    async def history(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
+        """Set the history settings and append the past versions, in the import's transaction."""
+        async with self._turn:
+            await restore_on(self._conn, self._q, policies, rows)
 
     async def _copy(self, query: bytes, block: bytes) -> None:
         async with self._conn.cursor() as cur, cur.copy(query) as copy:

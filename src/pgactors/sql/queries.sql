@@ -644,6 +644,9 @@ DROP TABLE IF EXISTS {schema}.{feed};
 DROP TABLE IF EXISTS {schema}.{migrations};
 DROP TABLE IF EXISTS {schema}.{calls};
 DROP TABLE IF EXISTS {schema}.{reminders};
+DROP TABLE IF EXISTS {schema}.{history};
+DROP TABLE IF EXISTS {schema}.{history_types};
+DROP FUNCTION IF EXISTS {schema}.{history_fn}();
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
@@ -930,3 +933,109 @@ WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
 SELECT count(*), count(*) FILTER (WHERE due_at <= now()),
        min(due_at) FILTER (WHERE due_at <= now())
 FROM {schema}.{reminders}
+
+-- Version history (migrations/0009_history.sql). Retention applies on read as well:
+-- a version beyond its type's limits is never returned, purged yet or not.
+
+-- name: history_lock
+-- Serialises enable/disable: each re-creates the trigger from the committed types.
+LOCK TABLE {schema}.{history_types} IN SHARE ROW EXCLUSIVE MODE
+
+-- name: history_enable
+INSERT INTO {schema}.{history_types} (type, enabled, keep_versions, keep_days)
+VALUES (%(type)s, true, %(keep_versions)s, %(keep_days)s)
+ON CONFLICT (type) DO UPDATE
+    SET enabled = true, keep_versions = EXCLUDED.keep_versions,
+        keep_days = EXCLUDED.keep_days, changed_at = now()
+
+-- name: history_disable
+UPDATE {schema}.{history_types} SET enabled = false, changed_at = now()
+WHERE type = %(type)s AND enabled
+RETURNING 1
+
+-- name: history_enabled_types
+SELECT type FROM {schema}.{history_types} WHERE enabled ORDER BY type
+
+-- name: history_limited
+-- Whether any type has a limit on its history (enabled or not: its rows still age out).
+SELECT 1 FROM {schema}.{history_types}
+WHERE keep_versions IS NOT NULL OR keep_days IS NOT NULL
+LIMIT 1
+
+-- name: history_drop_trigger
+DROP TRIGGER IF EXISTS {history_trigger} ON {schema}.{state}
+
+-- name: history_create_trigger
+-- A template: {types} is the enabled types, a literal array composed with sql.Literal.
+CREATE TRIGGER {history_trigger} AFTER UPDATE OR DELETE ON {schema}.{state}
+FOR EACH ROW WHEN (OLD.type = ANY ({types}::text[]))
+EXECUTE FUNCTION {schema}.{history_fn}()
+
+-- name: history_versions
+-- One record's kept past versions, newest first.
+WITH policy AS (
+    SELECT keep_versions, keep_days FROM {schema}.{history_types} WHERE type = %(type)s
+), ranked AS (
+    SELECT h.seq, h.data, h.version, h.created_at, h.updated_at, h.payload, h.manifest,
+           h.expires_at, h.replaced_at, h.deleted,
+           row_number() OVER (ORDER BY h.seq DESC) AS rank
+    FROM {schema}.{history} h
+    WHERE h.type = %(type)s AND h.id = %(id)s
+)
+SELECT r.data, r.version, r.created_at, r.updated_at, r.payload, r.manifest, r.expires_at,
+       r.replaced_at, r.deleted
+FROM ranked r LEFT JOIN policy p ON true
+WHERE (p.keep_versions IS NULL OR r.rank <= p.keep_versions)
+  AND (p.keep_days IS NULL OR r.replaced_at > now() - p.keep_days * interval '1 day')
+  AND (%(version)s::bigint IS NULL OR r.version = %(version)s::bigint)
+ORDER BY r.seq DESC
+LIMIT %(limit)s
+
+-- name: history_purge
+-- Every past version beyond its type's limits, in one statement.
+WITH ranked AS (
+    SELECT h.seq, h.replaced_at, p.keep_versions, p.keep_days,
+           row_number() OVER (PARTITION BY h.type, h.id ORDER BY h.seq DESC) AS rank
+    FROM {schema}.{history} h
+    JOIN {schema}.{history_types} p ON p.type = h.type
+    WHERE p.keep_versions IS NOT NULL OR p.keep_days IS NOT NULL
+)
+DELETE FROM {schema}.{history} h
+USING ranked r
+WHERE h.seq = r.seq
+  AND (r.rank > r.keep_versions OR r.replaced_at <= now() - r.keep_days * interval '1 day')
+
+-- name: history_stats
+-- Rows and bytes per type (a scan of the history table), with each type's settings.
+WITH kept AS (
+    SELECT h.type, count(*) AS rows, sum(pg_column_size(h.*)) AS bytes
+    FROM {schema}.{history} h GROUP BY h.type
+)
+SELECT coalesce(p.type, k.type), coalesce(p.enabled, false), p.keep_versions, p.keep_days,
+       coalesce(k.rows, 0), coalesce(k.bytes, 0)
+FROM {schema}.{history_types} p FULL JOIN kept k ON k.type = p.type
+ORDER BY 1
+
+-- name: history_export
+-- Every past version (of the types), oldest first, as written.
+SELECT type, id, version, data, payload, manifest, created_at, updated_at, expires_at,
+       replaced_at, deleted
+FROM {schema}.{history}
+WHERE %(types)s::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text(%(types)s::jsonb))
+ORDER BY seq
+
+-- name: history_import
+-- Past versions from an export, appended after the rows already kept.
+INSERT INTO {schema}.{history}
+    (type, id, version, data, payload, manifest, created_at, updated_at, expires_at,
+     replaced_at, deleted)
+SELECT i.type, i.id, i.version, CASE WHEN i.manifest IS NULL THEN i.data END,
+       decode(i.payload, 'base64'), i.manifest, i.created_at, i.updated_at, i.expires_at,
+       i.replaced_at, i.deleted
+FROM ROWS FROM (jsonb_to_recordset(%(rows)s::jsonb)
+                AS (type text, id text, version bigint, data jsonb, payload text,
+                    manifest text, created_at timestamptz, updated_at timestamptz,
+                    expires_at timestamptz, replaced_at timestamptz, deleted boolean))
+     WITH ORDINALITY AS i(type, id, version, data, payload, manifest, created_at,
+                          updated_at, expires_at, replaced_at, deleted, ord)
+ORDER BY i.ord

@@ -8,6 +8,7 @@ from ..backend import Backend
 from ..cached import CachedBackend
 from ..config import StoreConfig
 from ..metrics import Metrics
+from ..record import Record
 
 
 class StoreBase:
@@ -23,6 +24,9 @@ class StoreBase:
         """Forget every cached record (after a bulk change the feed may be slow to tell)."""
         if self._cached is not None:
             self._cached.watch.cache.clear()
+
+    async def _load_version(self, type: str, id: str, version: object) -> Record | None:
+        raise NotImplementedError  # HistoryMethods
 
 
 def types_list(types: Sequence[str] | str | None) -> list[str] | None:

@@ -45,15 +45,21 @@ class RecordMethods(StoreBase):
     # -- single records -------------------------------------------------------------------
 
     @timed("load")
-    async def load(self, type: str, id: str, *, fresh: bool = False) -> Record | None:
+    async def load(
+        self, type: str, id: str, *, version: int | None = None, fresh: bool = False
+    ) -> Record | None:
         """The record, or None if it does not exist.
 
-        With the read cache on (``cache_size``), from the cache when it holds the
-        record; ``fresh=True`` always reads PostgreSQL (and refreshes the cache).
+        ``version=N``: that version, current or kept in the history (see
+        ``enable_history``), else None; after a delete and re-create, the newest one
+        numbered N. With the read cache on (``cache_size``), from the cache when it
+        holds the record; ``fresh=True`` always reads PostgreSQL (and refreshes the cache).
         """
         type, id = check_type(type), check_id(id)
         if not isinstance(fresh, bool):
             raise InvalidInput(f"fresh must be True or False, got {fresh!r}")
+        if version is not None:
+            return await self._load_version(type, id, version)
         cached = self._cached
         if cached is None:
             return await self._backend.records.load(type, id)

@@ -3,7 +3,8 @@
 ``Store`` validates every input before anything is written, encodes data to JSON
 once, and hands the rest to a backend (``postgres`` or ``memory``). Its methods
 are grouped by role: records (``records.py``), queries (``queries.py``), export
-and import (``transfer.py``), transactions (``transaction.py``); this module opens
+and import (``transfer.py``), transactions (``transaction.py``), version history
+(``history.py``); this module opens
 and closes it, and holds the schema, statistics and change feed methods.
 """
 
@@ -30,6 +31,7 @@ from ..memory import MemoryBackend
 from ..metrics import Metrics, MetricsSnapshot
 from ..stats import FeedStats, ServerInfo, ServerStats
 from .base import types_list
+from .history import HistoryMethods
 from .queries import QueryMethods
 from .records import RecordMethods
 from .reminders import ReminderMethods
@@ -39,7 +41,7 @@ from .transfer import TransferMethods
 MAX_PARTITIONS: Final = 1024
 
 
-class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods):
+class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods, HistoryMethods):
     """Versioned JSON state by ``(type, id)`` in PostgreSQL.
 
     Create it with :meth:`connect` or :meth:`embedded`; use it as an async context

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from ..history import HistoryPolicy
 from ..query import (
     Node,
     parse_filter,
@@ -35,6 +36,8 @@ from ..transfer import (
     in_thread,
     jsonl_rows,
     jsonl_rows_async,
+    past_line,
+    policy_line,
     run_import,
 )
 from .base import StoreBase, types_list
@@ -61,35 +64,82 @@ class TransferMethods(StoreBase):
                 yield record
 
     def export_lines(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> AsyncIterator[str]:
         """The records of :meth:`export` as JSONL lines (no newline): the fast path.
 
         ``{"type", "id", "version", "data", "created_at", "updated_at"}``, with
         ``"payload"`` (base64) and ``"manifest"`` instead of ``"data"`` for binary states.
+        ``history``: then the history of those types (not with ``where``), read after
+        the records: a ``{"history": {...}}`` line per type's setting, then each kept
+        past version, oldest first, with ``expires_at``, ``replaced_at`` and ``deleted``.
         """
-        selected, node = self._export_args(types, where)
-        return self._export_lines(selected, node)
+        selected, node = self._export_args(types, where, history)
+        return self._export_lines(selected, node, history)
 
     async def _export_lines(
-        self, types: list[str] | None, where: Node | None
+        self, types: list[str] | None, where: Node | None, history: bool
     ) -> AsyncIterator[str]:
         async for block in self._backend.transfer.export_jsonl(types, EXPORT_CHUNK, where):
             # JSON text never holds a raw newline, so lines split on it alone.
             for line in block.decode().split("\n")[:-1]:
                 yield line
+        if history:
+            async for line in self._history_lines(types):
+                yield line
 
     def export_jsonl(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> AsyncIterator[bytes]:
         """The lines of :meth:`export_lines` as UTF-8 blocks of many, each line ending in
         a newline: the fastest way to write an export to a (binary) file."""
-        selected, node = self._export_args(types, where)
-        return self._backend.transfer.export_jsonl(selected, EXPORT_CHUNK, node)
+        selected, node = self._export_args(types, where, history)
+        blocks = self._backend.transfer.export_jsonl(selected, EXPORT_CHUNK, node)
+        return self._with_history(blocks, selected) if history else blocks
+
+    async def _with_history(
+        self, blocks: AsyncIterator[bytes], types: list[str] | None
+    ) -> AsyncIterator[bytes]:
+        async for block in blocks:
+            yield block
+        lines: list[str] = []
+        async for line in self._history_lines(types):
+            lines.append(line)
+            if len(lines) >= EXPORT_CHUNK:
+                yield ("\n".join(lines) + "\n").encode()
+                lines = []
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+    async def _history_lines(self, types: list[str] | None) -> AsyncIterator[str]:
+        """The history settings of ``types``, then their past versions, as JSONL lines."""
+        for info in await self._backend.history.info():
+            if types is None or info.type in types:
+                limits = (info.keep_versions, info.keep_days)
+                yield policy_line(HistoryPolicy(info.type, info.enabled, *limits))
+        async for chunk in self._backend.history.export(types, EXPORT_CHUNK):
+            for past in chunk:
+                yield past_line(past)
 
     def _export_args(
-        self, types: Sequence[str] | str | None, where: Mapping[str, Any] | None
+        self,
+        types: Sequence[str] | str | None,
+        where: Mapping[str, Any] | None,
+        history: bool = False,
     ) -> tuple[list[str] | None, Node | None]:
+        if history and where is not None:
+            raise InvalidInput(
+                "history=True exports the history of whole types: it cannot be combined "
+                "with where (export the records with where, and the history apart)"
+            )
         node = None if where is None else parse_filter(where)
         selected = types_list(types)
         return (None if selected is None else [check_type(t) for t in selected]), node
@@ -105,12 +155,15 @@ class TransferMethods(StoreBase):
     ) -> ImportResult:
         """Import JSONL lines (an open file, a list, ``export_lines()`` of another store).
 
-        One transaction. ``type`` overrides each line's type. An existing record is kept
-        (``"skip"``), replaced by the line's record with its version and timestamps
-        (``"overwrite"``), or aborts the import (``"fail"``, raising ``ImportAborted``).
-        A refused line is counted and reported with its number, and the rest imported;
-        with ``strict`` it aborts the import and nothing is written. ``progress`` is
-        called with the number of lines read so far after every chunk.
+        One transaction. The history lines of ``export_lines(history=True)`` restore
+        each type's history setting, and append its past versions after those kept
+        (``ImportResult.history`` counts them). ``type`` overrides each line's type. An
+        existing record is kept (``"skip"``), replaced by the line's record with its
+        version and timestamps (``"overwrite"``), or aborts the import (``"fail"``,
+        raising ``ImportAborted``). A refused line is counted and reported with its
+        number, and the rest imported; with ``strict`` it aborts the import and nothing
+        is written. ``progress`` is called with the number of lines read so far after
+        every chunk.
         """
         mode = check_on_conflict(on_conflict)
         if type is not None:

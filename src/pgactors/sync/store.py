@@ -28,13 +28,14 @@ from ..retry import DEFAULT_MAX_RETRIES
 from ..stats import FeedStats, ServerInfo, ServerStats
 from ..store import InMemoryStore, Store
 from ..transfer import ImportResult, OnConflict
+from .history import SyncHistoryMethods
 from .loop import LoopThread, T
 from .reminders import SyncReminderMethods
 from .stream import SyncChangeStream
 from .transaction import SyncTransaction
 
 
-class SyncStore(SyncReminderMethods):
+class SyncStore(SyncReminderMethods, SyncHistoryMethods):
     """Blocking ``Store``: the same operations and semantics, without ``await``."""
 
     def __init__(self, store: Store, runner: LoopThread) -> None:
@@ -171,9 +172,11 @@ class SyncStore(SyncReminderMethods):
         """Delete changes older than ``changes_retention`` now."""
         return self._run(self._store.prune_changes())
 
-    def load(self, type: str, id: str, *, fresh: bool = False) -> Record | None:
-        """The record, or None (``fresh``: not from the read cache)."""
-        return self._run(self._store.load(type, id, fresh=fresh))
+    def load(
+        self, type: str, id: str, *, version: int | None = None, fresh: bool = False
+    ) -> Record | None:
+        """The record (or that version of it), or None (``fresh``: not from the read cache)."""
+        return self._run(self._store.load(type, id, version=version, fresh=fresh))
 
     def exists(self, type: str, id: str) -> bool:
         """True if the record exists."""
@@ -391,16 +394,24 @@ class SyncStore(SyncReminderMethods):
         return self._iterate(self._store.export(types, where=where))
 
     def export_lines(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> Iterator[str]:
         """The export as JSONL lines, no newline (see ``Store.export_lines``)."""
-        return self._iterate(self._store.export_lines(types, where=where))
+        return self._iterate(self._store.export_lines(types, where=where, history=history))
 
     def export_jsonl(
-        self, types: Sequence[str] | str | None = None, *, where: Mapping[str, Any] | None = None
+        self,
+        types: Sequence[str] | str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        history: bool = False,
     ) -> Iterator[bytes]:
         """The export as UTF-8 JSONL blocks (see ``Store.export_jsonl``)."""
-        return self._iterate(self._store.export_jsonl(types, where=where))
+        return self._iterate(self._store.export_jsonl(types, where=where, history=history))
 
     def import_jsonl(
         self,
