@@ -29,7 +29,7 @@ from pgactors import (
     SyncStore,
     transfer,
 )
-from pgactors.transfer import record_json, record_line
+from pgactors.jsonl import record_json, record_line
 
 STAMP = "2026-01-02T03:04:05.123456+00:00"
 

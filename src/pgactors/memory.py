@@ -22,6 +22,7 @@ from .backend import CallRequest, SaveItem, TransactionBackend, stale
 from .changes import Change, FeedListener, range_payload
 from .errors import CallAlreadyApplied, VersionConflict
 from .history import HistoryPolicy, PastVersion
+from .jsonl import ImportRow, json_error, record_line
 from .memory_history import MemoryHistory, Rows
 from .memory_reminders import (
     Entries,
@@ -33,14 +34,7 @@ from .memory_reminders import (
 from .record import AppliedCall, Record
 from .reminders import Reminder, ReminderRequest
 from .stats import FeedStats, ServerInfo, ServerStats
-from .transfer import (
-    ImportOutcome,
-    ImportRow,
-    OnConflict,
-    conflict_error,
-    json_error,
-    record_line,
-)
+from .transfer import ImportOutcome, OnConflict, conflict_error
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..history import HistoryInfo, PastVersion
+from ..jsonl import record_json
 from ..store import Store
-from ..transfer import record_json
 from .app import Failed, JsonOption, with_store
 from .render import err, limits_text, out
 

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidQuery
+from ..jsonl import record_json
 from ..store import Store
-from ..transfer import record_json
 from .app import EXIT_USAGE, Failed, JsonOption, handle_errors, with_store
 from .render import err, out
 

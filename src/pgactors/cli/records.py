@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from ..jsonl import record_json
 from ..record import JSON
 from ..store import Store
-from ..transfer import record_json
 from .app import EXIT_USAGE, Failed, JsonOption, with_store
 from .render import err, out, types_table
 

@@ -18,8 +18,9 @@ from .. import schema
 from ..config import StoreConfig, redact
 from ..errors import ImportAborted
 from ..history import HistoryPolicy, PastVersion
+from ..jsonl import ImportRow
 from ..record import Record
-from ..transfer import ImportOutcome, ImportRow, OnConflict, conflict_error
+from ..transfer import ImportOutcome, OnConflict, conflict_error
 from . import compiler
 from .connection import Conn, Connections, Statements, json_list
 from .history import restore_on

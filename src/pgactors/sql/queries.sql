@@ -715,7 +715,7 @@ WHERE (%(types)s::jsonb IS NULL OR type IN (SELECT jsonb_array_elements_text(%(t
 
 -- name: export_lines
 -- The server writes each JSONL line, so the client never decodes and re-encodes data
--- (the format of transfer.record_line; timestamps in UTC, set by export_utc). As bytea
+-- (the format of jsonl.record_line; timestamps in UTC, set by export_utc). As bytea
 -- in binary format, a line reaches the client as the bytes it writes, with no Python
 -- code run per row.
 DECLARE pgactors_export NO SCROLL CURSOR FOR

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..history import HistoryPolicy
+from ..jsonl import past_line, policy_line
 from ..query import (
     Node,
     parse_filter,
@@ -36,8 +37,6 @@ from ..transfer import (
     in_thread,
     jsonl_rows,
     jsonl_rows_async,
-    past_line,
-    policy_line,
     run_import,
 )
 from .base import StoreBase, types_list
