@@ -21,7 +21,7 @@ from .changes import FeedListener, FeedSource
 from .query import Aggregate, Node, Path, Query
 from .record import AppliedCall, Encoded, Record
 from .reminders import Reminder, ReminderRequest, ReminderStats
-from .stats import FeedStats, PoolStats, ServerInfo, ServerStats
+from .stats import FeedStats, Overview, PoolStats, ServerInfo, ServerStats
 from .transfer import Importer, OnConflict
 
 
@@ -273,6 +273,10 @@ class AdminBackend(Protocol):
 
     async def feed_stats(self) -> FeedStats:
         """Size and range of the change log, for ``status``."""
+        ...
+
+    async def overview(self) -> Overview:
+        """The dashboard's figures; per-type counts may be estimates on a large table."""
         ...
 
     def pool_stats(self) -> PoolStats | None:
