@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -66,22 +67,27 @@ async def stream_changes(
 ) -> AsyncIterator[bytes]:
     """The SSE body: a ready event, then the changes (of record ``id``)."""
     try:
-        async with stream:
-            yield event({"position": stream.position}, name="ready")
-            iterator = aiter(stream)
-            while True:
-                try:
-                    change = await asyncio.wait_for(anext(iterator), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
-                if id is None or change.id == id:
-                    yield event(change_json(change), id=change.position)
+        await stream.start()
+        yield event({"position": stream.position}, name="ready")
+        iterator = aiter(stream)
+        while True:
+            try:
+                change = await asyncio.wait_for(anext(iterator), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if id is None or change.id == id:
+                yield event(change_json(change), id=change.position)
     except StopAsyncIteration:
         return
     except PgActorsError as exc:
         message = redact(str(exc), store.config)
         yield event({"error": message, "kind": type(exc).__name__}, name="failure")
+    finally:
+        # The client went away: Starlette cancels this body, and keeps cancelling every
+        # await in it; unsubscribing must still finish.
+        with anyio.CancelScope(shield=True):
+            await stream.close()
 
 
 async def changes(request: Request) -> Response:
