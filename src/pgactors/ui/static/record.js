@@ -17,6 +17,7 @@ export async function renderRecord(main, type, id) {
 
   let shown = null;   // the record on the page
   let editing = false;
+  let confirming = false;
   let gone = false;
 
   function say(text, kind = "error") {
@@ -24,7 +25,9 @@ export async function renderRecord(main, type, id) {
     message.textContent = text;
   }
 
-  function draw(record) {
+  function draw(record, force = false) {
+    // Read again but unchanged: leave the page (and what the user is doing) alone.
+    if (!force && shown && record.version === shown.version && record.updated_at === shown.updated_at) return;
     shown = record;
     const rows = [["version", String(record.version)], ["created", fmtTime(record.created_at)],
       ["updated", fmtTime(record.updated_at)], ["expires", record.expires_at ? fmtTime(record.expires_at) : "never"]];
@@ -40,6 +43,7 @@ export async function renderRecord(main, type, id) {
   }
 
   function drawActions() {
+    if (confirming) return;
     actions.replaceChildren();
     if (!shown || !shown.writable || gone) return;
     if (!shown.binary) actions.append(el("button", {id: "edit", on: {click: startEdit}}, "Edit"));
@@ -59,7 +63,7 @@ export async function renderRecord(main, type, id) {
         editing = false;
         banner.hidden = true;
         say(`saved: version ${saved.version}`, "ok");
-        draw(saved);
+        draw(saved, true);
       } catch (error) {
         if (error instanceof ApiError && error.status === 409) {
           const now = error.body.actual;
@@ -70,14 +74,21 @@ export async function renderRecord(main, type, id) {
         }
       }
     }}}, "Save");
-    const cancel = el("button", {id: "cancel", on: {click: () => { editing = false; say("", "muted"); reload(); }}}, "Cancel");
+    const cancel = el("button", {id: "cancel", on: {click: () => {
+      editing = false;
+      say("", "muted");
+      draw(shown, true);
+      reload();
+    }}}, "Cancel");
     actions.replaceChildren(save, cancel);
     clear(body).append(editor);
   }
 
   function askDelete() {
+    confirming = true;
     const version = shown.version;
     const yes = el("button", {className: "danger", id: "confirm-delete", on: {click: async () => {
+      confirming = false;
       try {
         await api(`${path}?expected_version=${version}`, {method: "DELETE"});
         gone = true;
@@ -93,7 +104,10 @@ export async function renderRecord(main, type, id) {
         }
       }
     }}}, "Yes, delete");
-    const no = el("button", {id: "cancel-delete", on: {click: drawActions}}, "Cancel");
+    const no = el("button", {id: "cancel-delete", on: {click: () => {
+      confirming = false;
+      drawActions();
+    }}}, "Cancel");
     actions.replaceChildren(el("span", {}, `Delete ${type}/${id} at version ${version}?`), yes, no);
   }
 
@@ -103,6 +117,7 @@ export async function renderRecord(main, type, id) {
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) {
         gone = true;
+        shown = null;
         meta.replaceChildren();
         clear(body);
         actions.replaceChildren();
