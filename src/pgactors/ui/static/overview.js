@@ -14,7 +14,7 @@ export async function renderOverview(main) {
     el("div", {className: "cards"},
       card("server", "server-version"), card("round trip", "latency"),
       card("database size", "database-size"), card("state table", "table-size"),
-      card("connections (active)", "connections"), card("records (live rows)", "live-rows")),
+      card("connections (active)", "connections"), card("records", "records")),
     el("h2", {}, "Writes per second ", el("span", {id: "rate", className: "muted"}, "–")),
     canvas,
     el("h2", {}, "Change feed"),
@@ -44,7 +44,8 @@ export async function renderOverview(main) {
       setText("database-size", fmtBytes(o.database_bytes));
       setText("table-size", `${fmtBytes(o.table_bytes)} + ${fmtBytes(o.index_bytes)} indexes`);
       setText("connections", `${o.connections} (${o.active_connections})`);
-      setText("live-rows", fmtNumber(o.live_rows));
+      const records = Object.values(o.types).reduce((a, b) => a + b, 0);
+      setText("records", (o.types_estimated ? "~" : "") + fmtNumber(records));
       setText("feed-position", fmtNumber(o.last_position));
       setText("feed-last", fmtTime(o.last_change_at));
       setText("feed-pending", o.pending_changes > 10000 ? "> 10,000" : fmtNumber(o.pending_changes));
