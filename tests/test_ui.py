@@ -301,6 +301,17 @@ def test_a_record_holding_script_renders_as_inert_text(
     # watched: no dialog opened, no console error
 
 
+def test_ids_with_slashes_and_query_characters_link_to_their_page(
+    server: UiServer, writer: SyncStore, watched: Watched
+) -> None:
+    page = watched.page
+    writer.save("odd", "a/b?c#d %2F", {"ok": True})
+    page.goto(server.url + "/types/odd")
+    page.click("#records a")
+    expect(page.locator("#record-id")).to_have_text("a/b?c#d %2F")
+    expect(page.locator("#json")).to_contain_text('"ok": true')
+
+
 def test_changes_page_streams_filters_pauses_and_resumes(
     server: UiServer, writer: SyncStore, watched: Watched
 ) -> None:

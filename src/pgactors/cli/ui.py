@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from ..store import Store
-from .app import with_store
+from .app import handle_errors, with_store
 from .render import err
 
 __all__ = ["ui"]
@@ -46,12 +46,11 @@ def ui(
 ) -> None:
     """Serve the web dashboard: types, records, queries, the live change feed."""
     if not is_loopback(host) and not token:
-        err.print(
-            f"error: listening on {host} (not a loopback address) needs a token: "
-            "pass --token or set PGACTORS_UI_TOKEN",
-            markup=False,
-        )
-        raise typer.Exit(2)
+        with handle_errors(ctx):
+            raise ConfigError(
+                f"listening on {host} (not a loopback address) needs a token: "
+                "pass --token or set PGACTORS_UI_TOKEN"
+            )
     serve(ctx, host=host, port=port, token=token or None, allow_writes=allow_writes)
 
 
