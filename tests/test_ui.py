@@ -32,6 +32,7 @@ import pgactors.postgres.admin as admin_module
 from pgactors import Store, SyncStore
 from pgactors.postgres.admin import estimate_counts
 from pgactors.ui import create_app
+from pgactors.ui.auth import local_path
 
 TOKEN = "tok-" + uuid.uuid4().hex
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -432,7 +433,7 @@ def read_first_event(url: str, headers: dict[str, str]) -> tuple[int, str]:
 def test_the_token_is_enforced_on_pages_api_and_event_streams(token_server: UiServer) -> None:
     base = token_server.url
     page = httpx.get(base + "/types/player", follow_redirects=False)
-    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Ftypes%2Fplayer"
     for path in ("/api/types", "/api/overview", "/api/types/player", "/api/types/player/p001"):
         refused = httpx.get(base + path)
         assert refused.status_code == 401, path
@@ -463,14 +464,24 @@ def test_the_token_is_enforced_on_pages_api_and_event_streams(token_server: UiSe
 
 def test_the_login_form_in_the_browser(token_server: UiServer, watched: Watched) -> None:
     page = watched.page
-    page.goto(token_server.url + "/types/player")
-    expect(page).to_have_url(token_server.url + "/login")
+    page.goto(token_server.url + "/types/player?limit=5")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
     page.fill("#token", "wrong")
     page.click("button[type=submit]")
     expect(page.locator("#failed")).to_be_visible()
     page.fill("#token", TOKEN)
     page.click("button[type=submit]")
+    # Back to the page asked for, now with the cookie.
+    expect(page).to_have_url(token_server.url + "/types/player?limit=5")
+    expect(page.locator("#records tbody tr")).to_have_count(5)
+    page.goto(token_server.url + "/")
     expect(page.locator("#types")).to_contain_text("player")
+
+
+def test_the_login_form_only_sends_back_to_this_dashboard() -> None:
+    assert local_path("/types/a?where=%7B%7D") == "/types/a?where=%7B%7D"
+    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example", "", "x"):
+        assert local_path(elsewhere) == "/", elsewhere
 
 
 def test_without_a_token_only_loopback_hosts_are_answered(server: UiServer) -> None:

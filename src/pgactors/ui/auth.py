@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -83,7 +83,17 @@ class TokenGate:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/login", status_code=303)
+        root = request.scope.get("root_path", "")
+        back = urlencode({"next": path + (f"?{request.url.query}" if request.url.query else "")})
+        return RedirectResponse(f"{root}/login?{back}", status_code=303)
+
+
+def local_path(path: str) -> str:
+    """``path`` if it is a path on this dashboard, else ``/``: the form must not send a
+    user to another site (``//evil.example``, ``/\\evil.example``)."""
+    if not path.startswith("/") or path.startswith(("//", "/\\")) or "\\" in path:
+        return "/"
+    return path
 
 
 async def login(request: Request) -> Response:
@@ -95,9 +105,11 @@ async def login(request: Request) -> Response:
         return RedirectResponse(f"{root}/", status_code=303)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     given = (form.get("token") or [""])[0]
+    back = local_path((form.get("next") or ["/"])[0])
     if not hmac.compare_digest(given.encode(), gate.token.encode()):
-        return RedirectResponse(f"{root}/login?failed=1", status_code=303)
-    response = RedirectResponse(f"{root}/", status_code=303)
+        query = urlencode({"failed": 1, "next": back})
+        return RedirectResponse(f"{root}/login?{query}", status_code=303)
+    response = RedirectResponse(f"{root}{back}", status_code=303)
     assert gate.session is not None
     response.set_cookie(
         COOKIE,
