@@ -490,6 +490,24 @@ def test_without_a_token_only_loopback_hosts_are_answered(server: UiServer) -> N
     assert rebound.status_code == 403
 
 
+def test_writes_from_another_sites_page_are_refused(server: UiServer, writer: SyncStore) -> None:
+    writer.save("player", "csrf", {"x": 1})
+    url = server.url + "/api/types/player/csrf"
+    body = {"data": {"x": 2}, "expected_version": 1}
+    refused = httpx.put(url, json=body, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert httpx.delete(url + "?expected_version=1", headers={"Origin": "null"}).status_code == 403
+    assert writer.load("player", "csrf").data == {"x": 1}  # type: ignore[union-attr]
+    own = httpx.put(url, json=body, headers={"Origin": server.url})
+    assert own.status_code == 200 and own.json()["version"] == 2
+
+
+def test_a_resume_point_beyond_the_feed_is_reported_on_the_stream(server: UiServer) -> None:
+    status, line = read_first_event(server.url + "/api/changes?since=999999999", {})
+    assert (status, line) == (200, "event: failure")
+    assert httpx.get(server.url + "/api/changes?since=-1").status_code == 400
+
+
 def test_pages_carry_a_content_security_policy(server: UiServer) -> None:
     response = httpx.get(server.url + "/")
     policy = response.headers["content-security-policy"]

@@ -32,7 +32,7 @@ CSP: Final = (
 SECURITY_HEADERS: Final = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 )
 STATIC: Final = resources.files("pgactors.ui") / "static"

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -21,6 +21,15 @@ COOKIE: Final = "pgactors_ui"
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 # Reachable without the token: the login form and the files it is drawn with.
 OPEN_PATHS: Final = ("/login", "/static/")
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """True unless the browser says the request comes from another site's page."""
+    origin = headers.get("origin")
+    if origin is None:  # not sent by a browser, or a same-origin GET
+        return True
+    return urlsplit(origin).netloc == headers.get("host", "")
 
 
 def session_value(token: str) -> str:
@@ -70,6 +79,9 @@ class TokenGate:
     def refusal(self, request: Request) -> Response | None:
         """The response refusing ``request``, or None to let it through."""
         path = request.url.path[len(request.scope.get("root_path", "")) :] or "/"
+        if request.method not in SAFE_METHODS and not same_origin(request.headers):
+            message = "a write must come from the dashboard's own pages (Origin differs)"
+            return JSONResponse({"error": message}, status_code=403)
         if self.token is None:
             if host_name(request.headers) in LOOPBACK_HOSTS:
                 return None
