@@ -199,10 +199,11 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def test_overview_shows_types_health_and_a_live_write_rate(
-    server: UiServer, writer: SyncStore, watched: Watched
+    server: UiServer, writer: SyncStore, ui_schema: str, watched: Watched
 ) -> None:
     page = watched.page
     page.goto(server.url + "/")
+    expect(page.locator("#target")).to_contain_text(f"({ui_schema})")
     expect(page.locator("#types")).to_contain_text("player")
     expect(page.locator("#types a", has_text="player")).to_have_attribute("href", "/types/player")
     expect(page.locator("#types tr", has_text="player")).to_contain_text("30")

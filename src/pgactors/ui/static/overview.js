@@ -12,6 +12,7 @@ export async function renderOverview(main) {
     el("h1", {}, "Overview"),
     error,
     el("div", {className: "cards"},
+      card("database (schema)", "target"),
       card("server", "server-version"), card("round trip", "latency"),
       card("database size", "database-size"), card("state table", "table-size"),
       card("connections (active)", "connections"), card("records", "records")),
@@ -39,6 +40,7 @@ export async function renderOverview(main) {
       const o = await api("/api/overview");
       error.hidden = true;
       const now = performance.now();
+      setText("target", `${o.target} (${o.schema})`);
       setText("server-version", o.server_version);
       setText("latency", `${o.latency_ms.toFixed(2)} ms`);
       setText("database-size", fmtBytes(o.database_bytes));
