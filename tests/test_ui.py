@@ -356,7 +356,9 @@ def test_changes_page_keeps_up_with_a_thousand_changes_a_second(
     worst_frame = page.evaluate("Math.max(...window.__gaps)")
     print(f"\n3,000 changes at 1,000/s: all shown {lag:.2f} s after the last write;", end=" ")
     print(f"longest frame {worst_frame:.0f} ms")
-    assert worst_frame < 500
+    # Frozen would be a frame of seconds; a loaded test machine alone can stretch one
+    # to a few hundred milliseconds (117-267 ms measured here).
+    assert worst_frame < 1000
 
 
 # -- writes ---------------------------------------------------------------------------------
