@@ -16,7 +16,9 @@ def server_dsn(dsn: str | None, prefix: str) -> Iterator[str]:
     if dsn is not None:
         yield dsn
         return
-    server = EmbeddedServer(Path(tempfile.mkdtemp(prefix=prefix)) / "data")
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    directory.chmod(0o711)  # run as root, the server's own user must pass through it
+    server = EmbeddedServer(directory / "data")
     server.start()
     try:
         yield server.dsn

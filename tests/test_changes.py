@@ -550,3 +550,19 @@ def test_watch_command_streams_changes(pg_dsn: str, pg_store_sync: object) -> No
     first_change = json.loads(line)
     assert (first_change["op"], first_change["id"], first_change["version"]) == ("save", "w1", 1)
     assert json.loads(second)["op"] == "delete"
+
+
+async def test_a_close_cancelled_midway_does_not_stop_the_next_stream() -> None:
+    # A web server cancels a stream's body when its client goes away, and (anyio)
+    # cancels every await of the cleanup too: the feed must still serve new streams.
+    import anyio
+
+    store = InMemoryStore()
+    stream = await store.changes("t").start()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await stream.close()
+    async with store.changes("t") as again:
+        await store.save("t", "a", {})
+        change = await asyncio.wait_for(anext(aiter(again)), 5)
+    assert change.id == "a"

@@ -364,6 +364,18 @@ async def test_list_ids_paging_prefix_and_types(store: Store) -> None:
     assert await store.types() == {"Room": 1, "User": 27}
 
 
+async def test_overview_counts_every_type_and_reports_the_feed(store: Store) -> None:
+    await store.save_many("User", {f"u{n}": {} for n in range(3)})
+    await store.save("Room", "r1", {}, ttl=3600)
+    await store.sequence_changes()
+    overview = await store.overview()
+    assert overview.types == {"Room": 1, "User": 3}
+    assert not overview.types_estimated
+    assert overview.last_position >= 4 and overview.last_change_at is not None
+    assert overview.reminders == overview.reminders_overdue == 0
+    assert overview.as_dict()["last_change_at"] == overview.last_change_at.isoformat()
+
+
 async def test_list_ids_uses_code_point_order(store: Store) -> None:
     ids = ["b", "B", "a", "Z", "é", "ä", "10", "9", "_x"]
     await store.save_many("Ord", {i: {} for i in ids})

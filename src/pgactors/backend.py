@@ -22,7 +22,7 @@ from .history import HistoryInfo, PastVersion
 from .query import Aggregate, Node, Path, Query
 from .record import AppliedCall, Encoded, Record
 from .reminders import Reminder, ReminderRequest, ReminderStats
-from .stats import FeedStats, PoolStats, ServerInfo, ServerStats
+from .stats import FeedStats, Overview, PoolStats, ServerInfo, ServerStats
 from .transfer import Importer, OnConflict
 
 
@@ -274,6 +274,10 @@ class AdminBackend(Protocol):
 
     async def feed_stats(self) -> FeedStats:
         """Size and range of the change log, for ``status``."""
+        ...
+
+    async def overview(self) -> Overview:
+        """The dashboard's figures; per-type counts may be estimates on a large table."""
         ...
 
     def pool_stats(self) -> PoolStats | None:

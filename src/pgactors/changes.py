@@ -263,12 +263,16 @@ class ChangeFeed:
         task, self._task = self._task, None
         if task is not None:
             self._stopping = True
-            # A cancellation that lands as a wait completes can be swallowed (asyncio
-            # before 3.12), so the loop also checks the flag, and we cancel again.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            self._stopping = False
+            try:
+                # A cancellation that lands as a wait completes can be swallowed (asyncio
+                # before 3.12), so the loop also checks the flag, and we cancel again.
+                while not task.done():
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=1.0)
+            finally:
+                # Even when this close is itself cancelled: a flag left set would stop
+                # the next listener as soon as it started.
+                self._stopping = False
         for subscriber in self._subscribers:
             subscriber.fail(StopAsyncIteration())
         self._subscribers.clear()

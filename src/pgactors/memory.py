@@ -33,7 +33,7 @@ from .memory_reminders import (
 )
 from .record import AppliedCall, Record
 from .reminders import Reminder, ReminderRequest
-from .stats import FeedStats, ServerInfo, ServerStats
+from .stats import FeedStats, Overview, ServerInfo, ServerStats
 from .transfer import ImportOutcome, OnConflict, conflict_error
 
 
@@ -617,6 +617,29 @@ class MemoryBackend:
             active_connections=0,
             listeners=len(self._listeners),
             notification_queue_usage=0.0,
+            reminders=reminders.total,
+            reminders_overdue=reminders.overdue,
+            oldest_overdue_reminder=reminders.oldest_overdue,
+        )
+
+    async def overview(self) -> Overview:
+        reminders = await self._reminders.stats()
+        last_at = self._log[-1].at if self._log else None
+        return Overview(
+            server_version="in-memory",
+            latency_ms=0.0,
+            database_bytes=0,
+            table_bytes=0,
+            index_bytes=0,
+            connections=0,
+            active_connections=0,
+            live_rows=len(self._rows),
+            writes_total=self._position,
+            types=await self.types(),
+            types_estimated=False,
+            last_position=self._position,
+            last_change_at=last_at,
+            pending_changes=0,
             reminders=reminders.total,
             reminders_overdue=reminders.overdue,
             oldest_overdue_reminder=reminders.oldest_overdue,

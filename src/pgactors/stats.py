@@ -92,3 +92,40 @@ class PoolStats:
     requests_queued: int = 0
     requests_wait_seconds: float = 0.0
     connections_lost: int = 0
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The dashboard's figures, cheap to read however large the state table grows.
+
+    ``types`` holds each type's record count; with ``types_estimated`` they are the
+    planner's statistics (``pg_stats``) scaled to the live row estimate, not exact
+    counts (the state table held more rows than an exact count answers quickly for).
+    ``pending_changes`` counts committed writes not yet numbered in the change log.
+    """
+
+    server_version: str
+    latency_ms: float
+    database_bytes: int
+    table_bytes: int
+    index_bytes: int
+    connections: int
+    active_connections: int
+    live_rows: int
+    writes_total: int
+    types: dict[str, int]
+    types_estimated: bool
+    last_position: int
+    last_change_at: datetime | None
+    pending_changes: int
+    reminders: int
+    reminders_overdue: int
+    oldest_overdue_reminder: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible values (timestamps in ISO 8601)."""
+        data = asdict(self)
+        for key in ("last_change_at", "oldest_overdue_reminder"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data

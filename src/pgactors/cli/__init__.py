@@ -2,7 +2,7 @@
 
 ``app`` (the Typer app, global options, error handling) is in ``app.py``; the commands
 are grouped by area (``admin``, ``records``, ``history``, ``query``, ``transfer``, ``reminders``,
-``server``), and everything they print is drawn by ``render.py``. Commands are
+``server``, ``ui``), and everything they print is drawn by ``render.py``. Commands are
 registered here, in the order ``--help`` lists them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import admin, history, query, records, reminders, server, transfer
+from . import admin, history, query, records, reminders, server, transfer, ui
 from .app import app, main
 
 __all__ = ["app", "main"]
@@ -40,6 +40,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
     server.psql
 )
 app.command()(server.demo)
+app.command()(ui.ui)
 
 server_app = typer.Typer(help="Manage the embedded PostgreSQL server.", no_args_is_help=True)
 server_app.command("start")(server.server_start)

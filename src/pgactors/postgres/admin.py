@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 from psycopg import sql
 from psycopg.errors import DeadlockDetected
 
 from .. import schema
 from ..errors import SchemaMismatch
-from ..stats import FeedStats, PoolStats, ServerInfo, ServerStats
+from ..stats import FeedStats, Overview, PoolStats, ServerInfo, ServerStats
 from .connection import RETRIES, Conn, Connections, read_schema_version, too_new, translated
 from .feed import listener_name
+
+EXACT_COUNT_BELOW = 100_000
+"""``overview`` counts each type's records exactly while the table holds fewer rows."""
 
 _NOT_PARTITIONED = sql.SQL("")
 _PARTITION_BY = sql.SQL(" PARTITION BY HASH (id)")
@@ -188,7 +192,62 @@ class PostgresAdmin:
             oldest_overdue_reminder=oldest_overdue,
         )
 
+    async def overview(self) -> Overview:
+        """The dashboard's figures: catalog statistics, index probes, no table scans."""
+        q = self._q
+        table = {"schema": self._config.schema, "table": self._names["state"]}
+        async with self._db.connection() as conn:
+            started = time.perf_counter()
+            await conn.execute(q.ping)
+            latency = (time.perf_counter() - started) * 1000
+            cur = await conn.execute(q.server_facts)
+            server_version, database_bytes = await cur.fetchone() or ("?", 0)
+            cur = await conn.execute(q.state_stats, table)
+            row = await cur.fetchone()
+            assert row is not None
+            _, table_bytes, _, index_bytes, live, _, _, _, writes = row
+            cur = await conn.execute(q.activity_stats, {"listener": listener_name(self._config)})
+            connections, active, _, _ = await cur.fetchone() or (0, 0, 0, 0.0)
+            types, estimated = await self._type_counts(conn, int(live))
+            cur = await conn.execute(q.feed_position)
+            last_position, last_at, pending = await cur.fetchone() or (0, None, 0)
+            cur = await conn.execute(q.reminder_stats)
+            reminders, overdue, oldest_overdue = await cur.fetchone() or (0, 0, None)
+        return Overview(
+            server_version=server_version,
+            latency_ms=latency,
+            database_bytes=int(database_bytes),
+            table_bytes=int(table_bytes),
+            index_bytes=int(index_bytes),
+            connections=int(connections),
+            active_connections=int(active),
+            live_rows=int(live),
+            writes_total=int(writes),
+            types=types,
+            types_estimated=estimated,
+            last_position=int(last_position),
+            last_change_at=last_at,
+            pending_changes=int(pending),
+            reminders=int(reminders),
+            reminders_overdue=int(overdue),
+            oldest_overdue_reminder=oldest_overdue,
+        )
+
+    async def _type_counts(self, conn: Conn, live_rows: int) -> tuple[dict[str, int], bool]:
+        """Exact counts for a small table; else estimates from the planner's statistics."""
+        q = self._q
+        if live_rows < EXACT_COUNT_BELOW:
+            cur = await conn.execute(q.types)
+            return {name: int(count) for name, count in await cur.fetchall()}, False
+        cur = await conn.execute(q.type_names)
+        names = [name for (name,) in await cur.fetchall()]
+        params = {"schema": self._config.schema, "table": self._names["state"]}
+        cur = await conn.execute(q.type_statistics, params)
+        stats = await cur.fetchone()
+        return estimate_counts(names, stats, live_rows), True
+
     async def server_time(self) -> datetime:
+
         rows = await self._db.read(self._q.server_time, {})
         value: datetime = rows[0][0]
         return value
@@ -213,3 +272,24 @@ class PostgresAdmin:
         rows = await self._db.read(self._q.feed_stats, params)
         last, pruned, oldest, count, size = rows[0]
         return FeedStats(int(last), int(pruned), oldest, int(count), int(size or 0))
+
+
+def estimate_counts(
+    names: list[str], stats: tuple[Any, ...] | None, live_rows: int
+) -> dict[str, int]:
+    """Each type's share of ``live_rows`` as the planner would estimate it.
+
+    ``stats``: ``(most common types, their frequencies, n_distinct)`` from ``pg_stats``,
+    or None before the table was first analyzed (then every type gets an equal share).
+    """
+    if not names:
+        return {}
+    if stats is None or stats[0] is None:
+        share = live_rows / len(names)
+        return {name: max(1, round(share)) for name in names}
+    common = dict(zip(stats[0], stats[1], strict=True))
+    n_distinct = float(stats[2])
+    distinct = -n_distinct * live_rows if n_distinct < 0 else n_distinct
+    others = max(distinct, len(names)) - len(common)
+    rest = max(0.0, 1.0 - sum(common.values())) / max(others, 1.0)
+    return {name: max(1, round(common.get(name, rest) * live_rows)) for name in names}

@@ -624,6 +624,35 @@ search (lo, hi) AS (
 )
 SELECT feed.last_position + 1 - min(search.hi) FROM search, feed GROUP BY feed.last_position
 
+-- name: type_names
+-- Every type present, one index probe each (a loose scan of the primary key), without
+-- reading the rows between: fast however many records each type has.
+WITH RECURSIVE names (type) AS (
+    (SELECT s.type FROM {schema}.{state} s ORDER BY s.type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT s.type FROM {schema}.{state} s WHERE s.type > n.type ORDER BY s.type LIMIT 1)
+    FROM names n
+    WHERE n.type IS NOT NULL
+)
+SELECT type FROM names WHERE type IS NOT NULL
+
+-- name: type_statistics
+-- The planner's statistics on the state table's type column: the most common types
+-- with their share of the rows, the share of the other types, and how many types.
+SELECT s.most_common_vals::text::text[], s.most_common_freqs, s.n_distinct
+FROM pg_stats s
+WHERE s.schemaname = %(schema)s AND s.tablename = %(table)s AND s.attname = 'type'
+ORDER BY s.inherited DESC
+LIMIT 1
+
+-- name: feed_position
+-- The change log's newest position and time, and the writes waiting to be numbered
+-- (counted up to 10,001: a backlog that large is reported as such).
+SELECT f.last_position,
+       (SELECT c.at FROM {schema}.{changes} c WHERE c.position = f.last_position),
+       (SELECT count(*) FROM (SELECT FROM {schema}.{pending_changes} LIMIT 10001) p)
+FROM {schema}.{feed} f
+
 -- name: state_partitioning
 -- Whether the state table exists, and its hash partition count (NULL: not partitioned).
 SELECT CASE WHEN c.relkind = 'p'

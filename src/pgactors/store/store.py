@@ -29,7 +29,7 @@ from ..config import StoreConfig
 from ..errors import InvalidInput
 from ..memory import MemoryBackend
 from ..metrics import Metrics, MetricsSnapshot
-from ..stats import FeedStats, ServerInfo, ServerStats
+from ..stats import FeedStats, Overview, ServerInfo, ServerStats
 from .base import types_list
 from .history import HistoryMethods
 from .queries import QueryMethods
@@ -148,6 +148,12 @@ class Store(RecordMethods, QueryMethods, ReminderMethods, TransferMethods, Histo
     async def server_stats(self) -> ServerStats:
         """Sizes, dead rows, last autovacuum, writes in the last minute, connections."""
         return await self._backend.admin.server_stats()
+
+    async def overview(self) -> Overview:
+        """Figures for a dashboard, quick at any size: server, sizes, connections, records
+        per type (estimated from the planner's statistics on a large table, as
+        ``types_estimated`` says), the change log's position, reminders."""
+        return await self._backend.admin.overview()
 
     def metrics(self) -> MetricsSnapshot:
         """This store's operation counts, latencies, conflicts, retries and pool usage."""

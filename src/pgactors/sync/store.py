@@ -25,7 +25,7 @@ from ..query import Page
 from ..record import JSON, MISSING, AppliedCall, Encoded, Record
 from ..reminders import Reminder
 from ..retry import DEFAULT_MAX_RETRIES
-from ..stats import FeedStats, ServerInfo, ServerStats
+from ..stats import FeedStats, Overview, ServerInfo, ServerStats
 from ..store import InMemoryStore, Store
 from ..transfer import ImportResult, OnConflict
 from .history import SyncHistoryMethods
@@ -159,6 +159,10 @@ class SyncStore(SyncReminderMethods, SyncHistoryMethods):
         """Every committed change (of ``types``), in commit order, at least once, as a
         blocking iterator (see ``Store.changes``)."""
         return SyncChangeStream(self._store.changes(types, since=since), self._runner)
+
+    def overview(self) -> Overview:
+        """Figures for a dashboard (see ``Store.overview``)."""
+        return self._run(self._store.overview())
 
     def feed_stats(self) -> FeedStats:
         """The change log's positions, row count and size."""
