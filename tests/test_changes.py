@@ -566,3 +566,17 @@ async def test_a_close_cancelled_midway_does_not_stop_the_next_stream() -> None:
         await store.save("t", "a", {})
         change = await asyncio.wait_for(anext(aiter(again)), 5)
     assert change.id == "a"
+
+
+@pytest.mark.parametrize("store", ["memory", "postgres"], indirect=True)
+async def test_a_stream_subscribing_while_the_last_one_closes_lives(store: Store) -> None:
+    first = await store.changes().start()
+    closing = asyncio.create_task(first.close())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not closing.done()  # the last stream is still stopping the listener
+    async with store.changes() as second:
+        await closing
+        await store.save("T", "after", {})
+        change = await asyncio.wait_for(anext(second), 15)
+        assert (change.type, change.id) == ("T", "after")

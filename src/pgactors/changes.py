@@ -196,7 +196,7 @@ class ChangeFeed:
         self._prune_interval = prune_interval
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stop = asyncio.Event()  # the running listener task's own stop flag
         self.reconnects = 0
         self._live = False
         self._on_live: list[Callable[[bool], None]] = []
@@ -211,6 +211,8 @@ class ChangeFeed:
         self._on_live.append(callback)
 
     def _set_live(self, live: bool) -> None:
+        if self._task is not asyncio.current_task():
+            return  # a listener being stopped while a newer one runs
         if live != self._live:
             self._live = live
             for callback in list(self._on_live):
@@ -247,7 +249,8 @@ class ChangeFeed:
         subscriber = Subscriber(wanted, last, sink=sink)
         self._subscribers.add(subscriber)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="pgactors-change-feed")
+            self._stop = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._stop), name="pgactors-change-feed")
         async with subscriber.lock:
             await self._fill(subscriber)
         return subscriber
@@ -256,40 +259,44 @@ class ChangeFeed:
         """Forget a stream; the listener stops with the last one."""
         self._subscribers.discard(subscriber)
         if not self._subscribers:
-            await self.close()
+            # Only the listener: a stream subscribing meanwhile gets a new one, and lives.
+            await self._stop_listener()
 
     async def close(self) -> None:
         """Stop the listener task; open streams end (their iteration stops)."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping = True
-            try:
-                # A cancellation that lands as a wait completes can be swallowed (asyncio
-                # before 3.12), so the loop also checks the flag, and we cancel again.
-                while not task.done():
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=1.0)
-            finally:
-                # Even when this close is itself cancelled: a flag left set would stop
-                # the next listener as soon as it started.
-                self._stopping = False
+        await self._stop_listener()
         for subscriber in self._subscribers:
             subscriber.fail(StopAsyncIteration())
         self._subscribers.clear()
 
-    async def _run(self) -> None:
+    async def _stop_listener(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()  # that task's flag: a listener started later has its own
+        if self._live:
+            self._live = False
+            for callback in list(self._on_live):
+                callback(False)
+        # A cancellation that lands as a wait completes can be swallowed (asyncio before
+        # 3.12), so the task also checks its flag, and we cancel again.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         listener = self._source.feed_listener()
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         try:
-            while not self._stopping:
+            while not stop.is_set():
                 try:
                     await listener.connect()
                     backoff = 0.1
                     await self._catch_up()
                     self._set_live(True)
-                    while not self._stopping:
+                    while not stop.is_set():
                         payloads = await listener.wait(self._poll_interval)
                         ranges = [r for r in map(parse_range, payloads) if r is not None]
                         if ranges:
