@@ -490,3 +490,23 @@ class Store_sync:
 
     def __exit__(self, *exc: object) -> None:
         self._store.close()
+
+
+async def test_the_dashboard_overview_shows_the_silos(
+    system: RayActorSystem, pg_store: Store
+) -> None:
+    import httpx
+
+    from pgactors.ui import create_app
+
+    await system.actor(RCounter, "dash").add(1)
+    app = create_app(pg_store, silos=system.status)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        reply = await client.get("/api/overview")
+    assert reply.status_code == 200, reply.text
+    silos = reply.json()["silos"]
+    assert silos["error"] is None
+    assert [s["index"] for s in silos["silos"]] == [0, 1]
+    assert all(s["alive"] and s["pid"] for s in silos["silos"])
+    assert sum(s["activations"] for s in silos["silos"]) == 1

@@ -213,6 +213,7 @@ def test_overview_shows_types_health_and_a_live_write_rate(
     expect(page.locator("#connections")).to_have_text(re.compile(r"^\d+ \(\d+\)$"))
     expect(page.locator("#feed-position")).to_have_text(re.compile(r"^\d"))
     expect(page.locator("#reminders-overdue")).to_have_text("0")
+    expect(page.locator("#silos-section")).to_be_hidden()  # no actor system given
     # Live, without a reload: a new type appears, and the chart gains samples.
     writer.save("newtype", "n1", {"x": 1})
     expect(page.locator("#types")).to_contain_text("newtype")
@@ -221,6 +222,28 @@ def test_overview_shows_types_health_and_a_live_write_rate(
     points = int(page.locator("#writes-chart").get_attribute("data-points") or 0)
     expect(page.locator("#writes-chart")).not_to_have_attribute("data-points", str(points))
     screenshot(page, "overview")
+
+
+def test_overview_shows_ray_silos_when_the_application_gives_them(
+    pg_dsn: str, ui_schema: str, writer: SyncStore, watched: Watched
+) -> None:
+    async def silos() -> list[dict[str, Any]]:  # RayActorSystem.status (test_ray: real)
+        return [
+            {"index": 0, "pid": 4242, "node_id": "<b>node</b>", "alive": True,
+             "activations": 3, "calls": 1200, "reruns": 1},
+            {"index": 1, "pid": None, "node_id": None, "alive": False,
+             "activations": 0, "calls": 0, "reruns": 0},
+        ]  # fmt: skip
+
+    with UiServer(pg_dsn, ui_schema, lambda s: create_app(s, silos=silos)) as running:
+        page = watched.page
+        page.goto(running.url + "/")
+        rows = page.locator("#silos tr")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("<b>node</b>")  # as text, not markup
+        expect(rows.first).to_contain_text("1,200")
+        expect(rows.nth(1)).to_contain_text("no")
+        expect(page.locator("#silos-error")).to_be_hidden()
 
 
 def test_type_page_pages_by_keyset_filters_counts_and_aggregates(

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from starlette.requests import Request
@@ -52,6 +55,10 @@ def store_of(request: Request) -> Store:
     return store
 
 
+SILO_TIMEOUT: Final = 2.0
+"""Seconds the overview waits for the silos' status."""
+
+
 async def overview(request: Request) -> Response:
     """GET /api/overview: health, change feed, reminders, and every type's count."""
     store = store_of(request)
@@ -59,7 +66,25 @@ async def overview(request: Request) -> Response:
     figures["target"] = store.config.target()
     figures["schema"] = store.config.schema
     figures["writable"] = request.app.state.allow_writes
+    silos = request.app.state.silos
+    if silos is not None:
+        figures["silos"] = await silo_figures(silos)
     return JSONResponse(figures)
+
+
+async def silo_figures(silos: Callable[[], Awaitable[Sequence[Any]]]) -> dict[str, Any]:
+    """Each silo's status as JSON (``{"error": ...}`` when asking failed)."""
+    try:
+        statuses = await asyncio.wait_for(silos(), SILO_TIMEOUT)
+    except Exception as exc:  # the overview shows the rest; the page says why
+        return {"error": f"{type(exc).__name__}: {exc}"[:300], "silos": []}
+    return {"error": None, "silos": [_plain(s) for s in statuses]}
+
+
+def _plain(status: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(status) and not isinstance(status, type):
+        return dataclasses.asdict(status)
+    return dict(status)
 
 
 async def types(request: Request) -> Response:

@@ -8,8 +8,9 @@ from the JSON API. The addresses are stable: ``/``, ``/types/{type}``,
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -93,14 +94,23 @@ async def error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=status_of(exc))
 
 
-def create_app(store: Store, *, token: str | None = None, allow_writes: bool = False) -> Starlette:
+def create_app(
+    store: Store,
+    *,
+    token: str | None = None,
+    allow_writes: bool = False,
+    silos: Callable[[], Awaitable[Sequence[Any]]] | None = None,
+) -> Starlette:
     """The dashboard as an ASGI app over an open ``store`` (which the caller closes).
 
     ``token``: every request must carry it (``Authorization: Bearer``, or the cookie
     the login form sets); without one, only requests to a loopback address are
     answered. ``allow_writes``: edits (compare-and-set on the version shown) and
-    deletes; read-only otherwise.
+    deletes; read-only otherwise. ``silos``: a Ray actor system's ``status`` (its
+    silos then show on the overview).
     """
+    if silos is not None and not callable(silos):
+        raise InvalidInput("silos must be an async callable, such as RayActorSystem.status")
     if token is not None and (not isinstance(token, str) or not token):
         raise InvalidInput("token must be a non-empty str, or None for no token")
     routes = [
@@ -127,5 +137,6 @@ def create_app(store: Store, *, token: str | None = None, allow_writes: bool = F
     )
     app.state.store = store
     app.state.allow_writes = bool(allow_writes)
+    app.state.silos = silos
     app.state.gate = TokenGate(app, token)
     return app

@@ -26,6 +26,14 @@ export async function renderOverview(main) {
     el("div", {className: "cards"},
       card("stored", "reminders"), card("overdue", "reminders-overdue"),
       card("oldest overdue since", "reminders-oldest")),
+    el("section", {id: "silos-section", hidden: true},
+      el("h2", {}, "Ray silos"),
+      el("p", {className: "error", id: "silos-error", hidden: true}),
+      el("table", {},
+        el("thead", {}, el("tr", {},
+          ...["silo", "pid", "node", "alive", "activations", "calls", "reruns"].map(
+            (name, i) => el("th", {className: i > 3 ? "num" : ""}, name)))),
+        el("tbody", {id: "silos"}))),
     el("h2", {}, "Types ", el("span", {id: "types-note", className: "muted"})),
     el("table", {},
       el("thead", {}, el("tr", {}, el("th", {}, "type"), el("th", {className: "num"}, "records"))),
@@ -56,6 +64,7 @@ export async function renderOverview(main) {
       setText("reminders", fmtNumber(o.reminders));
       setText("reminders-overdue", fmtNumber(o.reminders_overdue));
       setText("reminders-oldest", fmtTime(o.oldest_overdue_reminder));
+      if (o.silos) drawSilos(o.silos);
       if (previous) {
         const seconds = (now - previous.at) / 1000;
         const counter = o.last_position || previous.last_position ? "last_position" : "writes_total";
@@ -87,4 +96,20 @@ function drawTypes(body, types, estimated) {
       el("td", {className: "num"}, (estimated ? "~" : "") + fmtNumber(count))));
   if (!rows.length) rows.push(el("tr", {}, el("td", {colspan: 2, className: "muted"}, "no records")));
   body.replaceChildren(...rows);
+}
+
+// A Ray actor system's silos, when the application passed its status to create_app.
+function drawSilos(silos) {
+  document.getElementById("silos-section").hidden = false;
+  const error = document.getElementById("silos-error");
+  error.textContent = silos.error || "";
+  error.hidden = !silos.error;
+  const rows = silos.silos.map((s) =>
+    el("tr", {className: s.alive ? "" : "error"},
+      el("td", {}, String(s.index)), el("td", {}, s.pid === null ? "–" : String(s.pid)),
+      el("td", {}, s.node_id || "–"), el("td", {}, s.alive ? "yes" : "no"),
+      el("td", {className: "num"}, fmtNumber(s.activations)),
+      el("td", {className: "num"}, fmtNumber(s.calls)),
+      el("td", {className: "num"}, fmtNumber(s.reruns))));
+  document.getElementById("silos").replaceChildren(...rows);
 }
