@@ -645,3 +645,36 @@ def test_overview_estimates_counts_on_a_large_table(
     assert estimated.types_estimated
     assert set(estimated.types) == {"big", "small"}
     assert estimated.types["big"] > estimated.types["small"] > 0
+
+
+async def test_no_page_or_answer_shows_the_password(
+    pg_dsn: str, ui_schema: str, writer: SyncStore
+) -> None:
+    import httpx
+    from psycopg.conninfo import make_conninfo
+
+    secret = "hunter2-not-shown"
+    dsn = make_conninfo(pg_dsn, password=secret)  # trust auth: the server never asks
+    async with await Store.connect(dsn, schema=ui_schema) as store:
+        await store.save("player", "pw", {"x": 1})
+        app = create_app(store, allow_writes=True)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answers = [
+                await client.get(path)
+                for path in (
+                    "/",
+                    "/changes",
+                    "/types/player",
+                    "/api/overview",
+                    "/api/types",
+                    "/api/types/player",
+                    "/api/types/player/pw",
+                    "/api/types/player/missing",
+                    "/api/types/player?where=%7Bbad",
+                )
+            ]
+    assert [a.status_code for a in answers][-2:] == [404, 400]
+    for answer in answers:
+        assert secret not in answer.text, answer.request.url
+    assert store.config.password is None and secret in (store.config.dsn or "")
