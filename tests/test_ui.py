@@ -4,6 +4,7 @@ Debian's chromium through Playwright, plus the API and the token over plain HTTP
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -647,9 +648,15 @@ def test_overview_estimates_counts_on_a_large_table(
     assert estimated.types["big"] > estimated.types["small"] > 0
 
 
-async def test_no_page_or_answer_shows_the_password(
+def test_no_page_or_answer_shows_the_password(
     pg_dsn: str, ui_schema: str, writer: SyncStore
 ) -> None:
+    # Its own thread and loop: Playwright's sync API holds this thread's loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, no_password_shown(pg_dsn, ui_schema)).result(120)
+
+
+async def no_password_shown(pg_dsn: str, ui_schema: str) -> None:
     import httpx
     from psycopg.conninfo import make_conninfo
 
