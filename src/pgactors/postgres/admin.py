@@ -120,14 +120,19 @@ class PostgresAdmin:
             for obj in schema.expected_objects(self._config)
         ]
 
+    async def _server_facts(self, conn: Conn) -> tuple[float, str, int]:
+        """The round trip of a ``SELECT 1`` (ms), the server's version, the database's size."""
+        started = time.perf_counter()
+        await conn.execute(self._q.ping)
+        latency = (time.perf_counter() - started) * 1000
+        cur = await conn.execute(self._q.server_facts)
+        server_version, database_bytes = await cur.fetchone() or ("?", 0)
+        return latency, server_version, int(database_bytes)
+
     async def server_info(self) -> ServerInfo:
         q = self._q
         async with self._db.connection() as conn:
-            started = time.perf_counter()
-            await conn.execute(q.ping)
-            latency = (time.perf_counter() - started) * 1000
-            cur = await conn.execute(q.server_facts)
-            server_version, database_bytes = await cur.fetchone() or ("?", 0)
+            latency, server_version, database_bytes = await self._server_facts(conn)
             version = await read_schema_version(conn, q, self._config)
             types: dict[str, int] = {}
             table_bytes = index_bytes = 0
@@ -197,11 +202,7 @@ class PostgresAdmin:
         q = self._q
         table = {"schema": self._config.schema, "table": self._names["state"]}
         async with self._db.connection() as conn:
-            started = time.perf_counter()
-            await conn.execute(q.ping)
-            latency = (time.perf_counter() - started) * 1000
-            cur = await conn.execute(q.server_facts)
-            server_version, database_bytes = await cur.fetchone() or ("?", 0)
+            latency, server_version, database_bytes = await self._server_facts(conn)
             cur = await conn.execute(q.state_stats, table)
             row = await cur.fetchone()
             assert row is not None
