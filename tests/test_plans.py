@@ -38,12 +38,12 @@ BATCH = 16
 TYPE = "Plan"
 
 
-def _ids() -> list[str]:
-    return [f"k{n:05d}" for n in range(0, ROWS, ROWS // BATCH)][:BATCH]
+def _ids(batch: int, rows: int) -> list[str]:
+    return [f"k{n:05d}" for n in range(0, rows, rows // batch)][:batch]
 
 
-def _params() -> dict[str, dict[str, Any]]:
-    ids = _ids()
+def _params(batch: int = BATCH, rows: int = ROWS) -> dict[str, dict[str, Any]]:
+    ids = _ids(batch, rows)
     keys = [(TYPE, i) for i in ids]
     one_type = {"type": TYPE, "ids": json.dumps(ids)}
     cas = [SaveRequest(TYPE, i, '{"n": 1}', 1) for i in ids]
@@ -55,7 +55,7 @@ def _params() -> dict[str, dict[str, Any]]:
         "save_call_batch": call_params(calls),
         "fire_reminders_batch": firing_params(firings),
         "advance_reminders": advance_params(reminders),
-        "lease_reminders": {"types": json.dumps([TYPE]), "limit": BATCH, "seconds": 10.0},
+        "lease_reminders": {"types": json.dumps([TYPE]), "limit": batch, "seconds": 10.0},
         "applied_calls": {**key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
         "load_batch": key_params(keys),
         "versions_batch": key_params(keys),
@@ -65,8 +65,8 @@ def _params() -> dict[str, dict[str, Any]]:
         "delete_many": one_type,
         "save_many": {
             **one_type,
-            "datas": json.dumps([{"n": 1}] * BATCH),
-            "expected": json.dumps([None] * BATCH),
+            "datas": json.dumps([{"n": 1}] * batch),
+            "expected": json.dumps([None] * batch),
             "ttl": None,
             "sliding": False,
         },
@@ -187,3 +187,119 @@ def test_import_conflict_check_probes_keys_instead_of_reading_the_index(
     state = {node for node, rel in _scans(plan) if rel.startswith("pgactors_state")}
     assert state and state <= {"Index Scan", "Index Only Scan"}, state
     assert "Merge Join" not in json.dumps(plan) and "Hash Join" not in json.dumps(plan)
+
+
+# A prepared statement keeps the plan it got when first run; one made while the table
+# was small must stay linear in its batch once the table has grown, not scan the batch
+# (or the table) once per row. The batch is large enough for that to show.
+LINEAR_BATCH = 128
+SMALL, GROWN = 200, 1000
+
+
+def _fill(conn: psycopg.Connection[Any], schema: str, rows: int, others: bool) -> None:
+    """State records ``k00000`` up to ``rows`` (version 1); with ``others``, each with
+    two due reminders, and the odd ones with their ``call-<id>`` recorded."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, version, data) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 1, jsonb_build_object('n', g) "
+            "FROM generate_series(0, %s::int) g ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema, "pgactors_state")),
+        [TYPE, rows - 1],
+    )
+    if not others:
+        return
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, name, due_at) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), n, '2026-01-01' "
+            "FROM generate_series(0, %s::int) g, unnest(ARRAY['tick', 'tock']) n "
+            "ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema, "pgactors_reminders")),
+        [TYPE, rows - 1],
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, call_id, result) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 'call-k' || lpad(g::text, 5, '0'), 'null' "
+            "FROM generate_series(1, %s::int, 2) g ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema, "pgactors_calls")),
+        [TYPE, rows - 1],
+    )
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _numbered(query: bytes) -> tuple[bytes, list[str]]:
+    """``query`` with ``$n`` placeholders, and the parameter names in their order."""
+    order: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode()
+        if name not in order:
+            order.append(name)
+        return b"$%d" % (order.index(name) + 1)
+
+    return re.sub(rb"%\((\w+)\)s", number, query), order
+
+
+@pytest.fixture
+async def small_table(
+    pg_dsn: str, schema_name: str
+) -> AsyncIterator[tuple[Any, psycopg.Connection[Any]]]:
+    """The store's statements, and a connection to a state table of ``SMALL`` records
+    and nothing else (never analyzed, as in a store that has just started)."""
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    store = await Store.connect(pg_dsn, schema=schema_name)
+    await store.init_schema()
+    _fill(conn, schema_name, SMALL, others=False)
+    try:
+        yield store._backend.connections.statements, conn
+    finally:
+        await store.close()
+        conn.close()
+
+
+# The lease reads every due reminder of a type while the table has no statistics
+# (a bitmap scan, then a sort): linear in the backlog, not in the batch, until the
+# first ANALYZE; autovacuum's comes after a tenth of the table changed.
+LINEAR = sorted(set(_params()) - {"lease_reminders"})
+
+
+@pytest.mark.parametrize("name", LINEAR)
+async def test_batch_planned_on_a_small_table_stays_linear(
+    small_table: tuple[Any, psycopg.Connection[Any]], schema_name: str, name: str
+) -> None:
+    queries, conn = small_table
+    query, order = _numbered(getattr(queries, name))
+    params = _params(LINEAR_BATCH, GROWN)[name]
+    execute = sql.SQL("EXECUTE batch ({})").format(
+        sql.SQL(", ").join(sql.Literal(params[key]) for key in order)
+    )
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute(b"PREPARE batch AS " + query)
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("EXPLAIN ") + execute)  # the plan is made now, on SMALL rows
+    _fill(conn, schema_name, GROWN, others=True)
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + execute).fetchone()
+    assert row is not None
+    nodes = list(_nodes(row[0][0]["Plan"]))
+    touched = max(n["Actual Rows"] > 0 for n in nodes if n.get("Relation Name"))
+    assert touched, "the batch's records were not found: the test proves nothing"
+    # Rows each node produced or filtered out, over all its loops.
+    work = {
+        f"{n['Node Type']} {n.get('Relation Name', '')}".strip(): (
+            n["Actual Rows"]
+            + n.get("Rows Removed by Filter", 0)
+            + n.get("Rows Removed by Join Filter", 0)
+        )
+        * n["Actual Loops"]
+        for n in nodes
+    }
+    worst = max(work, key=lambda k: work[k])
+    assert work[worst] <= 4 * LINEAR_BATCH, f"{name}: {worst} did {work[worst]:.0f} rows of work"

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 import typing
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +67,6 @@ class ReminderFiring:
         self._types: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._listener: FeedListener | None = None
-        self._slots = asyncio.Semaphore(CONCURRENCY)
         self.fired = 0
         self.failed = 0
         self.repeated = 0  # firings found already applied (lease ran out, or a crash)
@@ -144,41 +144,49 @@ class ReminderFiring:
         """Fire the reminders due now; return how many were moved on.
 
         Reminders are taken ``ROUND`` at a time, and more are taken while the last of a
-        round still fire, so the statements that save firings stay full."""
+        round still fire, so the statements that save firings stay full. At most
+        ``CONCURRENCY`` fire at once; the others wait in a queue, not as tasks."""
         if self._owns is not None:
             return await self._fire_all(await self._owned_due())
         fired = 0
+        queued: deque[Reminder] = deque()
         firing: set[asyncio.Task[bool]] = set()
         settled: list[asyncio.Task[bool]] = []
         room = asyncio.Event()  # set as firings end, once at most half a round is left
 
+        def start() -> None:
+            while queued and len(firing) < CONCURRENCY:
+                task = asyncio.create_task(self._fire_logged(queued.popleft()))
+                firing.add(task)
+                task.add_done_callback(settle)
+
         def settle(task: asyncio.Task[bool]) -> None:
             firing.discard(task)
             settled.append(task)
-            if len(firing) <= ROUND // 2:
+            start()
+            if len(firing) + len(queued) <= ROUND // 2:
                 room.set()
 
         more = True
         try:
             while True:
-                if more and len(firing) <= ROUND // 2 and not self._stopping:
+                if more and len(firing) + len(queued) <= ROUND // 2 and not self._stopping:
                     # Taken for LEASE seconds: other instances take others. One still
                     # firing when its lease runs out may be fired again: the call
                     # record makes that second firing change nothing.
                     due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
                     more = len(due) == ROUND
-                    for reminder in due:
-                        task = asyncio.create_task(self._fire_logged(reminder))
-                        firing.add(task)
-                        task.add_done_callback(settle)
+                    queued.extend(due)
+                    start()
                 fired += sum(task.result() for task in settled)
                 settled.clear()
                 if not firing:
                     return fired
                 room.clear()
-                if not more or len(firing) > ROUND // 2:
+                if not more or len(firing) + len(queued) > ROUND // 2:
                     await room.wait()
         finally:
+            queued.clear()
             for task in list(firing):
                 task.cancel()
 
@@ -196,8 +204,11 @@ class ReminderFiring:
         return []
 
     async def _fire_all(self, due: list[Reminder]) -> int:
-        results = await asyncio.gather(*(self._fire_logged(r) for r in due))
-        return sum(results)
+        fired = 0
+        for start in range(0, len(due), CONCURRENCY):
+            chunk = due[start : start + CONCURRENCY]
+            fired += sum(await asyncio.gather(*(self._fire_logged(r) for r in chunk)))
+        return fired
 
     async def _fire_logged(self, reminder: Reminder) -> bool:
         """``_fire``; a storage failure is logged, and the reminder stays due."""
@@ -217,32 +228,31 @@ class ReminderFiring:
         """Fire one reminder and move it on; False if ``on_reminder`` raised (it is then
         put off)."""
         cls = self._classes[reminder.type]
-        async with self._slots:
-            activation = await self._system.activation(cls, reminder.id)
-            try:
-                async with activation.lock:
-                    applied = await self._system.reminder_turn(activation, reminder)
-            except PgActorsError:
-                raise  # storage trouble: it stays due, and is fired again
-            except Exception as exc:  # on_reminder raised: nothing of it was saved
-                self.failed += 1
-                logger.warning(
-                    "on_reminder(%r) of %s/%s raised, it fires again in %gs: %r",
-                    reminder.name,
-                    reminder.type,
-                    reminder.id,
-                    RETRY_DELAY,
-                    exc,
-                )
-                await self._store.retry_reminder(reminder, RETRY_DELAY)
-                return False
-            if not applied:
-                self.repeated += 1  # another instance had fired it: nothing changed
-            else:
-                self.fired += 1
-                lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
-                self._store.observe("reminder_fired", max(lateness, 0.0))
-            return True
+        activation = await self._system.activation(cls, reminder.id)
+        try:
+            async with activation.lock:
+                applied = await self._system.reminder_turn(activation, reminder)
+        except PgActorsError:
+            raise  # storage trouble: it stays due, and is fired again
+        except Exception as exc:  # on_reminder raised: nothing of it was saved
+            self.failed += 1
+            logger.warning(
+                "on_reminder(%r) of %s/%s raised, it fires again in %gs: %r",
+                reminder.name,
+                reminder.type,
+                reminder.id,
+                RETRY_DELAY,
+                exc,
+            )
+            await self._store.retry_reminder(reminder, RETRY_DELAY)
+            return False
+        if not applied:
+            self.repeated += 1  # another instance had fired it: nothing changed
+        else:
+            self.fired += 1
+            lateness = (datetime.now(UTC) - reminder.due_at).total_seconds()
+            self._store.observe("reminder_fired", max(lateness, 0.0))
+        return True
 
     async def _purge(self) -> None:
         """Forget firings recorded more than ``CALL_RETENTION`` seconds ago."""

@@ -32,6 +32,7 @@ import dataclasses
 import sys
 import types
 import typing
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar, Final, Self, TypeVar, Union
@@ -236,11 +237,18 @@ def _state_fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
     return fields
 
 
+# Resolved annotations by class: resolving them costs more than decoding a small state.
+_HINTS: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward references: fall back to plain values
-        return {}
+    hints = _HINTS.get(cls)
+    if hints is None:
+        try:
+            hints = _HINTS[cls] = typing.get_type_hints(cls)
+        except Exception:  # unresolvable forward references (not kept: they may resolve later)
+            return {}
+    return hints
 
 
 def _to_json(value: Any, where: str) -> Any:

@@ -48,11 +48,18 @@ def queries() -> dict[str, str]:
     """The named queries of ``sql/queries.sql``, keyed by name."""
     text = (resources.files("pgactors") / "sql" / "queries.sql").read_text("utf-8")
     parts = _QUERY_HEADER.split(text)
-    named = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
-        named[name] = "\n".join(lines).strip()
-    return named
+    return {name: compact(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+# A quoted literal (kept as it is), a comment to the end of its line, or blank space.
+_SQL_PIECE = re.compile(r"('(?:[^']|'')*')|--[^\n]*|\s+")
+
+
+def compact(text: str) -> str:
+    """SQL text without comments, with blank space runs as one space: psycopg caches
+    the parsing of statements only up to 4 KB, and the batch statements are longer with
+    their indentation."""
+    return _SQL_PIECE.sub(lambda m: m.group(1) or " ", text).strip()
 
 
 def identifiers(config: StoreConfig) -> dict[str, str]:

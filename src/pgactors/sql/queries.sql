@@ -210,9 +210,10 @@ RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 -- call_id is already recorded for its record is not applied again. Items not saved
 -- (stale version, or call already applied) return no row: the caller finds out which.
 -- A binary state travels as base64 in payloads with its manifest (data is then null).
+-- Rows find their items by key in one JSON object (m) instead of joining the batch: a
+-- join planned while the table was small scans the whole batch once per row.
 WITH i AS (
-    SELECT i.type, i.id, CASE WHEN i.manifest IS NULL THEN i.data END AS data,
-           decode(i.payload, 'base64') AS payload, i.manifest, i.expected::bigint AS expected,
+    SELECT i.type, i.id, i.data, i.payload, i.manifest, i.expected::bigint AS expected,
            i.call_id, i.result
     FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                     jsonb_array_elements_text(%(ids)s::jsonb),
@@ -230,9 +231,16 @@ WITH i AS (
           AND c.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
           AND c.call_id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb))))
     ORDER BY i.type COLLATE "C", i.id COLLATE "C"
+), m AS MATERIALIZED (
+    SELECT jsonb_object_agg(i.type || chr(31) || i.id, jsonb_build_object(
+               'data', i.data, 'payload', i.payload, 'manifest', i.manifest,
+               'expected', i.expected, 'call_id', i.call_id, 'result', i.result)) AS items
+    FROM i
 ), created AS (
     INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
-    SELECT i.type, i.id, 1, i.data, i.payload, i.manifest FROM i WHERE i.expected = 0
+    SELECT i.type, i.id, 1, CASE WHEN i.manifest IS NULL THEN i.data END,
+           decode(i.payload, 'base64'), i.manifest
+    FROM i WHERE i.expected = 0
     ON CONFLICT (type, id) DO UPDATE
         SET version = 1, created_at = now(), updated_at = now(),
             data = EXCLUDED.data, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
@@ -241,10 +249,15 @@ WITH i AS (
     RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 ), updated AS (
     UPDATE {schema}.{state} s
-    SET version = s.version + 1, data = i.data, payload = i.payload, manifest = i.manifest,
+    SET version = s.version + 1,
+        data = CASE WHEN m.items -> (s.type || chr(31) || s.id) ->> 'manifest' IS NULL
+                    THEN m.items -> (s.type || chr(31) || s.id) -> 'data' END,
+        payload = decode(m.items -> (s.type || chr(31) || s.id) ->> 'payload', 'base64'),
+        manifest = m.items -> (s.type || chr(31) || s.id) ->> 'manifest',
         updated_at = now(), expires_at = now() + s.ttl_seconds * interval '1 second'
-    FROM i
-    WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected AND i.expected > 0
+    FROM m
+    WHERE s.version = (m.items -> (s.type || chr(31) || s.id) ->> 'expected')::bigint
+      AND s.version > 0
       AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
       AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
       AND (s.expires_at IS NULL OR s.expires_at > now())
@@ -253,7 +266,9 @@ WITH i AS (
     SELECT * FROM created UNION ALL SELECT * FROM updated
 ), recorded AS (
     INSERT INTO {schema}.{calls} (type, id, call_id, result)
-    SELECT i.type, i.id, i.call_id, i.result FROM saved JOIN i USING (type, id)
+    SELECT s.type, s.id, m.items -> (s.type || chr(31) || s.id) ->> 'call_id',
+           m.items -> (s.type || chr(31) || s.id) -> 'result'
+    FROM saved s, m
 )
 SELECT * FROM saved
 
@@ -261,9 +276,9 @@ SELECT * FROM saved
 -- Firings: as save_call_batch, and each fired reminder moved on in the same statement
 -- (as advance_reminders) when its call is saved here or was recorded before. A stale
 -- version moves nothing: the reminder stays due, and is fired again.
+-- As in save_call_batch, rows find their items by key in JSON objects (m, f).
 WITH a AS (
-    SELECT a.type, a.id, CASE WHEN a.manifest IS NULL THEN a.data END AS data,
-           decode(a.payload, 'base64') AS payload, a.manifest, a.expected::bigint AS expected,
+    SELECT a.type, a.id, a.data, a.payload, a.manifest, a.expected::bigint AS expected,
            a.call_id, a.result, a.name, a.due_at::timestamptz AS due_at,
            EXISTS (
                SELECT FROM {schema}.{calls} c
@@ -286,9 +301,16 @@ WITH a AS (
          AS a(type, id, data, payload, manifest, expected, call_id, result, name, due_at)
 ), i AS (
     SELECT * FROM a WHERE NOT a.applied ORDER BY a.type COLLATE "C", a.id COLLATE "C"
+), m AS MATERIALIZED (
+    SELECT jsonb_object_agg(i.type || chr(31) || i.id, jsonb_build_object(
+               'data', i.data, 'payload', i.payload, 'manifest', i.manifest,
+               'expected', i.expected, 'call_id', i.call_id, 'result', i.result)) AS items
+    FROM i
 ), created AS (
     INSERT INTO {schema}.{state} AS s (type, id, version, data, payload, manifest)
-    SELECT i.type, i.id, 1, i.data, i.payload, i.manifest FROM i WHERE i.expected = 0
+    SELECT i.type, i.id, 1, CASE WHEN i.manifest IS NULL THEN i.data END,
+           decode(i.payload, 'base64'), i.manifest
+    FROM i WHERE i.expected = 0
     ON CONFLICT (type, id) DO UPDATE
         SET version = 1, created_at = now(), updated_at = now(),
             data = EXCLUDED.data, payload = EXCLUDED.payload, manifest = EXCLUDED.manifest,
@@ -297,10 +319,15 @@ WITH a AS (
     RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 ), updated AS (
     UPDATE {schema}.{state} s
-    SET version = s.version + 1, data = i.data, payload = i.payload, manifest = i.manifest,
+    SET version = s.version + 1,
+        data = CASE WHEN m.items -> (s.type || chr(31) || s.id) ->> 'manifest' IS NULL
+                    THEN m.items -> (s.type || chr(31) || s.id) -> 'data' END,
+        payload = decode(m.items -> (s.type || chr(31) || s.id) ->> 'payload', 'base64'),
+        manifest = m.items -> (s.type || chr(31) || s.id) ->> 'manifest',
         updated_at = now(), expires_at = now() + s.ttl_seconds * interval '1 second'
-    FROM i
-    WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected AND i.expected > 0
+    FROM m
+    WHERE s.version = (m.items -> (s.type || chr(31) || s.id) ->> 'expected')::bigint
+      AND s.version > 0
       AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
       AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
       AND (s.expires_at IS NULL OR s.expires_at > now())
@@ -309,15 +336,18 @@ WITH a AS (
     SELECT * FROM created UNION ALL SELECT * FROM updated
 ), recorded AS (
     INSERT INTO {schema}.{calls} (type, id, call_id, result)
-    SELECT i.type, i.id, i.call_id, i.result FROM saved JOIN i USING (type, id)
-), fired AS (
-    SELECT a.type, a.id, a.name, a.due_at FROM a
+    SELECT s.type, s.id, m.items -> (s.type || chr(31) || s.id) ->> 'call_id',
+           m.items -> (s.type || chr(31) || s.id) -> 'result'
+    FROM saved s, m
+), f AS MATERIALIZED (
+    -- The reminders to move on: their call is saved here, or was recorded before.
+    SELECT jsonb_object_agg(a.type || chr(31) || a.id || chr(31) || a.name, a.due_at) AS dues
+    FROM a
     WHERE a.applied OR EXISTS (SELECT FROM saved s WHERE s.type = a.type AND s.id = a.id)
-    ORDER BY a.type COLLATE "C", a.id COLLATE "C", a.name COLLATE "C"
 ), gone AS (
-    DELETE FROM {schema}.{reminders} r USING fired f
-    WHERE r.type = f.type AND r.id = f.id AND r.name = f.name
-      AND r.due_at = f.due_at AND r.period IS NULL
+    DELETE FROM {schema}.{reminders} r USING f
+    WHERE r.due_at = (f.dues ->> (r.type || chr(31) || r.id || chr(31) || r.name))::timestamptz
+      AND r.period IS NULL
       AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
       AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
       AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
@@ -326,9 +356,9 @@ WITH a AS (
     SET due_at = r.due_at + r.period * interval '1 second'
                  * (floor(extract(epoch FROM now() - r.due_at) / r.period) + 1),
         leased_until = NULL
-    FROM fired f
-    WHERE r.type = f.type AND r.id = f.id AND r.name = f.name
-      AND r.due_at = f.due_at AND r.period IS NOT NULL
+    FROM f
+    WHERE r.due_at = (f.dues ->> (r.type || chr(31) || r.id || chr(31) || r.name))::timestamptz
+      AND r.period IS NOT NULL
       AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
       AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
       AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
@@ -441,9 +471,7 @@ WITH doomed AS (
     FOR UPDATE OF s
 )
 DELETE FROM {schema}.{state} s
-USING doomed d
-WHERE s.type = %(type)s AND s.id = d.id
-  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+WHERE s.type = %(type)s AND s.id = ANY (ARRAY(SELECT d.id FROM doomed d))
 
 -- name: list_ids
 SELECT id
@@ -931,20 +959,26 @@ RETURNING r.name
 
 -- name: lease_reminders
 -- Due reminders of these types that no other instance holds, oldest first, taken for
--- a while: instances share them out instead of all reaching for the same ones.
+-- a while: instances share them out instead of all reaching for the same ones. Each
+-- type's are read in due order from the index, so a lease reads about as many rows as
+-- it takes, however many are due; they are updated by row address (locked meanwhile).
 WITH due AS (
-    SELECT type, id, name FROM {schema}.{reminders}
-    WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-      AND due_at <= now()
-      AND (leased_until IS NULL OR leased_until < now())
-    ORDER BY due_at
+    SELECT d.tid
+    FROM jsonb_array_elements_text(%(types)s::jsonb) AS t(type)
+    CROSS JOIN LATERAL (
+        SELECT r.ctid AS tid, r.due_at FROM {schema}.{reminders} r
+        WHERE r.type = t.type AND r.due_at <= now()
+          AND (r.leased_until IS NULL OR r.leased_until < now())
+        ORDER BY r.due_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) d
+    ORDER BY d.due_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.{reminders} r
 SET leased_until = now() + %(seconds)s::float8 * interval '1 second'
-FROM due
-WHERE r.type = due.type AND r.id = due.id AND r.name = due.name
+WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
 RETURNING r.type, r.id, r.name, r.due_at, r.period
 
 -- name: retry_reminder
