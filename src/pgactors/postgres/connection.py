@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -306,6 +307,10 @@ class Statements:
             for name, text in schema.queries().items()
             if name not in _TEMPLATES
         }
+        # Each statement with PostgreSQL's own placeholders ($1...) and its parameter
+        # names in their order: sent through a raw cursor, it is not parsed for
+        # placeholders on every run (psycopg caches that only for statements under 4 KB).
+        self.numbered = {query: numbered(query) for query in self.by_name.values()}
 
     def compose(self, text: str, **extra: sql.Composable) -> bytes:
         """SQL text with its ``{name}`` identifiers (and ``extra``) filled in, quoted by psycopg."""
@@ -320,6 +325,22 @@ class Statements:
             return self.by_name[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+_PLACEHOLDER = re.compile(rb"%\((\w+)\)s")
+
+
+def numbered(query: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """``query`` with ``$n`` placeholders instead of ``%(name)s``, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode()
+        if name not in names:
+            names.append(name)
+        return b"$%d" % (names.index(name) + 1)
+
+    return _PLACEHOLDER.sub(number, query).replace(b"%%", b"%"), tuple(names)
 
 
 class Connections:
@@ -470,7 +491,13 @@ class Connections:
                     if self.pooled and conn.prepare_threshold is not None:
                         conn.prepare_threshold = None
                     try:
-                        cur = await conn.execute(query, params, prepare=prepare)
+                        raw = self.statements.numbered.get(query)
+                        if raw is None:
+                            cur = await conn.execute(query, params, prepare=prepare)
+                        else:
+                            cur = psycopg.AsyncRawCursor(conn)
+                            values = [params[name] for name in raw[1]]
+                            await cur.execute(raw[0], values, prepare=prepare)
                         rows = await cur.fetchall()
                         self._check_confirmed(conn)
                         return rows

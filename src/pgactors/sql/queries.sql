@@ -276,17 +276,22 @@ SELECT * FROM saved
 -- Firings: as save_call_batch, and each fired reminder moved on in the same statement
 -- (as advance_reminders) when its call is saved here or was recorded before. A stale
 -- version moves nothing: the reminder stays due, and is fired again.
--- As in save_call_batch, rows find their items by key in JSON objects (m, f).
-WITH a AS (
+-- As in save_call_batch, rows find their items by key in JSON objects (m, f); the
+-- keys' arrays (k) let the tables be read by index.
+WITH k AS MATERIALIZED (
+    SELECT ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)) AS types,
+           ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)) AS ids,
+           ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)) AS names,
+           ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb)) AS call_ids
+), a AS (
     SELECT a.type, a.id, a.data, a.payload, a.manifest, a.expected::bigint AS expected,
            a.call_id, a.result, a.name, a.due_at::timestamptz AS due_at,
            EXISTS (
                SELECT FROM {schema}.{calls} c
                WHERE c.type = a.type AND c.id = a.id AND c.call_id = a.call_id
-                 AND c.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-                 AND c.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
-                 AND c.call_id = ANY (
-                     ARRAY(SELECT jsonb_array_elements_text(%(call_ids)s::jsonb)))
+                 AND c.type = ANY ((SELECT k.types FROM k)::text[])
+                 AND c.id = ANY ((SELECT k.ids FROM k)::text[])
+                 AND c.call_id = ANY ((SELECT k.call_ids FROM k)::text[])
            ) AS applied
     FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                     jsonb_array_elements_text(%(ids)s::jsonb),
@@ -328,8 +333,8 @@ WITH a AS (
     FROM m
     WHERE s.version = (m.items -> (s.type || chr(31) || s.id) ->> 'expected')::bigint
       AND s.version > 0
-      AND s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-      AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
+      AND s.type = ANY ((SELECT k.types FROM k)::text[])
+      AND s.id = ANY ((SELECT k.ids FROM k)::text[])
       AND (s.expires_at IS NULL OR s.expires_at > now())
     RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 ), saved AS (
@@ -348,9 +353,9 @@ WITH a AS (
     DELETE FROM {schema}.{reminders} r USING f
     WHERE r.due_at = (f.dues ->> (r.type || chr(31) || r.id || chr(31) || r.name))::timestamptz
       AND r.period IS NULL
-      AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-      AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
-      AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
+      AND r.type = ANY ((SELECT k.types FROM k)::text[])
+      AND r.id = ANY ((SELECT k.ids FROM k)::text[])
+      AND r.name = ANY ((SELECT k.names FROM k)::text[])
 ), moved AS (
     UPDATE {schema}.{reminders} r
     SET due_at = r.due_at + r.period * interval '1 second'
@@ -359,9 +364,9 @@ WITH a AS (
     FROM f
     WHERE r.due_at = (f.dues ->> (r.type || chr(31) || r.id || chr(31) || r.name))::timestamptz
       AND r.period IS NOT NULL
-      AND r.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-      AND r.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
-      AND r.name = ANY (ARRAY(SELECT jsonb_array_elements_text(%(names)s::jsonb)))
+      AND r.type = ANY ((SELECT k.types FROM k)::text[])
+      AND r.id = ANY ((SELECT k.ids FROM k)::text[])
+      AND r.name = ANY ((SELECT k.names FROM k)::text[])
 )
 SELECT * FROM saved
 
