@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -28,13 +29,15 @@ def _payload(i: int, round: int) -> dict[str, object]:
     }
 
 
-async def _update_counts(dsn: str, schema: str, at_least: int) -> tuple[int, int]:
-    """``(n_tup_upd, n_tup_hot_upd)`` of the state table, once ``at_least`` updates show
+async def _update_counts(
+    dsn: str, schema: str, at_least: int, table: str = "pgactors_state"
+) -> tuple[int, int]:
+    """``(n_tup_upd, n_tup_hot_upd)`` of ``table``, once ``at_least`` updates show
     (statistics reach pg_stat_user_tables when the writing sessions end)."""
     query = sql.SQL(
         "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
-        "WHERE schemaname = {} AND relname = 'pgactors_state'"
-    ).format(sql.Literal(schema))
+        "WHERE schemaname = {} AND relname = {}"
+    ).format(sql.Literal(schema), sql.Literal(table))
     deadline = time.monotonic() + DEADLINE
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while True:
@@ -116,3 +119,26 @@ async def _state_indexes(dsn: str, schema: str) -> set[str]:
             [schema, "pgactors_state"],
         )
         return {row[0] for row in await cur.fetchall()}
+
+
+async def test_reminder_leases_are_hot_updates(pg_dsn: str, schema_name: str) -> None:
+    """A lease changes nothing indexed, and the reminders table leaves room on its pages
+    for it: leasing a backlog of reminders adds no index entries."""
+    due = 2000
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        await store.init_schema()
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        for start in range(0, due, 500):
+            await asyncio.gather(
+                *(
+                    store.set_reminder("Job", f"j{i}", "tick", at=past)
+                    for i in range(start, start + 500)
+                )
+            )
+        leased = 0
+        while leased < due:
+            taken = await store.lease_reminders(["Job"], limit=256, seconds=60)
+            assert taken, f"only {leased} of {due} reminders could be leased"
+            leased += len(taken)
+    updates, hot = await _update_counts(pg_dsn, schema_name, due, table="pgactors_reminders")
+    assert hot >= 0.9 * updates, f"{hot} of {updates} leases were HOT"

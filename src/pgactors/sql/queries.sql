@@ -711,7 +711,8 @@ DROP TABLE IF EXISTS {schema}.{history_types};
 DROP FUNCTION IF EXISTS {schema}.{history_fn}();
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
-DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer)
+DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer);
+DROP FUNCTION IF EXISTS {schema}.{lease_fn}(jsonb, integer, float8)
 
 -- Change feed (see migrations/0002_change_feed.sql and 0008_lean_changes.sql).
 
@@ -964,27 +965,10 @@ RETURNING r.name
 
 -- name: lease_reminders
 -- Due reminders of these types that no other instance holds, oldest first, taken for
--- a while: instances share them out instead of all reaching for the same ones. Each
--- type's are read in due order from the index, so a lease reads about as many rows as
--- it takes, however many are due; they are updated by row address (locked meanwhile).
-WITH due AS (
-    SELECT d.tid
-    FROM jsonb_array_elements_text(%(types)s::jsonb) AS t(type)
-    CROSS JOIN LATERAL (
-        SELECT r.ctid AS tid, r.due_at FROM {schema}.{reminders} r
-        WHERE r.type = t.type AND r.due_at <= now()
-          AND (r.leased_until IS NULL OR r.leased_until < now())
-        ORDER BY r.due_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) d
-    ORDER BY d.due_at
-    LIMIT %(limit)s
-)
-UPDATE {schema}.{reminders} r
-SET leased_until = now() + %(seconds)s::float8 * interval '1 second'
-WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
-RETURNING r.type, r.id, r.name, r.due_at, r.period
+-- a while: instances share them out instead of all reaching for the same ones (see
+-- migrations/0010_lease_function.sql).
+SELECT type, id, name, due_at, period
+FROM {schema}.{lease_fn}(%(types)s::jsonb, %(limit)s::integer, %(seconds)s::float8)
 
 -- name: retry_reminder
 -- A firing whose turn failed: due again after the delay, unless the turn changed it.
