@@ -5,12 +5,17 @@
 1. Set: ``--tasks`` tasks call ``store.set_reminder`` for distinct keys (one-shot,
    ``after=3600``) for ``--duration`` seconds: sets per second with coalescing (the
    default) and with ``coalesce=False``.
-2. Fire: ``--fire-actors`` actors x ``--fire-names`` reminders, all due at one moment,
+2. Fire: ``--fire-actors`` actors x ``--fire-names`` reminders (20,000: about 4 s of
+   firing, so that the ramp at its start and the 20 ms poll at its end weigh little),
+   all due at one moment,
    fired by 1 and then by 4 instances (each a spawned process with its own ``Store`` and
    ``ActorSystem(store, actors=[BenchJob])``; ``on_reminder`` appends the name to the
    actor's state). Timed from the due moment until no ``BenchJob`` reminder is left;
    each instance's share, and a check from the saved states that every reminder fired
-   exactly once.
+   exactly once. Before it, ``WARMUP_FIRINGS`` reminders of other actors come due
+   (``WARMUP_LEAD`` seconds earlier, not timed), as in an application that has been
+   running: the instances' pools have their connections and prepared statements.
+   ``--cold`` leaves that out and times a first burst instead.
 3. Lateness: one instance; reminders due at a steady ``--rate`` per second for
    ``--duration`` seconds (all set in advance with ``at=``). Firing time minus due time,
    taken inside ``on_reminder``: p50, p99, max, and whether the instance kept up.
@@ -44,6 +49,8 @@ LATENESS_TARGET_MS = 200.0  # p99 at --rate due per second
 POOL = 16  # pool size of the store that sets
 POLL = 0.02  # seconds between polls for reminders left
 WARMUP = 0.5  # seconds of unrecorded sets before each set run
+WARMUP_FIRINGS = 1000  # reminders fired before the timed burst (one per other actor)
+WARMUP_LEAD = 1.5  # seconds between their due time and the timed burst's
 
 # Firing times minus due times (seconds) taken by on_reminder in this process; names
 # of the lateness part carry their due time (``t<epoch microseconds>``).
@@ -228,19 +235,24 @@ def lead_time(count: int, sets_per_s: float) -> float:
 
 
 async def fire_rate(
-    dsn: str, count: int, actors: int, names: int, sets_per_s: float
+    dsn: str, count: int, actors: int, names: int, sets_per_s: float, cold: bool = False
 ) -> dict[str, Any]:
-    """``actors x names`` reminders due at once, fired by ``count`` instances."""
+    """``actors x names`` reminders due at once, fired by ``count`` instances (after a
+    warm-up round unless ``cold``)."""
     async with fresh_store(dsn) as store:
         instances = Instances(dsn, store.config.schema, count)
         try:
             await instances.start()
             total = actors * names
-            due = datetime.now(UTC) + timedelta(seconds=lead_time(total, sets_per_s))
-            keys = [(f"j{a}", f"r{n}", due) for n in range(names) for a in range(actors)]
+            warm = 0 if cold else WARMUP_FIRINGS
+            lead = lead_time(total + warm, sets_per_s) + (0 if cold else WARMUP_LEAD)
+            due = datetime.now(UTC) + timedelta(seconds=lead)
+            warm_due = due - timedelta(seconds=WARMUP_LEAD)
+            keys = [(f"w{a}", "r0", warm_due) for a in range(warm)]
+            keys += [(f"j{a}", f"r{n}", due) for n in range(names) for a in range(actors)]
             took = await set_all(store, keys)
             early = (due - datetime.now(UTC)).total_seconds()
-            log(f"  set {total:,} in {took:.1f} s; due in {early:.1f} s")
+            log(f"  set {total + warm:,} in {took:.1f} s; due in {early:.1f} s")
             finished = await until_empty(store, due.timestamp() + 600)
             rows = await instances.stop()
         finally:
@@ -251,6 +263,9 @@ async def fire_rate(
         expected = sorted(f"r{n}" for n in range(names))
         states: dict[str, Any] = {id: record.data for id, record in records.items()}
         wrong = sum(1 for id in ids if sorted(states.get(id, {}).get("names", [])) != expected)
+        warmed = await store.load_many("BenchJob", [f"w{a}" for a in range(warm)])
+        wrong += sum(1 for r in warmed.values() if r.data != {"names": ["r0"]})
+        wrong += warm - len(warmed)
         fired = [row["fired"] for row in rows]
         return {
             "instances": count,
@@ -258,7 +273,8 @@ async def fire_rate(
             "seconds": seconds,
             "per_s": total / seconds,
             "shares": [n / max(1, sum(fired)) for n in fired],
-            "fired": sum(fired),
+            "fired": sum(fired) - warm,  # the warm-up round's are counted apart
+            "warmup": warm,
             "failed": sum(row["failed"] for row in rows),
             "retried": sum(row["retried"] for row in rows),
             "retry_sample": next((r["retry_sample"] for r in rows if r["retry_sample"]), ""),
@@ -325,7 +341,11 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     fires = []
     for count in (1, 4):
         log(f"fire: {args.fire_actors} actors x {args.fire_names} names, {count} instance(s)")
-        fires.append(await fire_rate(dsn, count, args.fire_actors, args.fire_names, coalesced))
+        fires.append(
+            await fire_rate(
+                dsn, count, args.fire_actors, args.fire_names, coalesced, cold=args.cold
+            )
+        )
         log(f"  {fires[-1]['per_s']:,.0f}/s")
     log(f"lateness: {args.rate}/s for {args.duration:g} s, one instance")
     late = await lateness(dsn, args.rate, args.duration, args.fire_actors, coalesced)
@@ -340,7 +360,14 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"Parameters: --duration {args.duration:g}, {args.tasks} setting tasks (store pool "
         f"{POOL}), {args.fire_actors} actors x {args.fire_names} reminders = "
         f"{args.fire_actors * args.fire_names:,} due at once (set name by name, so "
-        f"consecutive reminders belong to different actors), lateness at {args.rate}/s "
+        f"consecutive reminders belong to different actors; "
+        + (
+            "a first burst, --cold"
+            if args.cold
+            else f"after a warm-up round of {WARMUP_FIRINGS:,} other actors' reminders "
+            f"due {WARMUP_LEAD:g} s earlier, not timed"
+        )
+        + f"), lateness at {args.rate}/s "
         f"over {late['reminders']:,} reminders and {args.fire_actors} actors; instances "
         f"are spawned processes with the default store and ActorSystem settings; the "
         f"{platform_note()}.",
@@ -351,7 +378,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"| `set_reminder`, `coalesce=False` | {result['set_nocoalesce']:,.0f} |",
         "",
         "| firing (all due at once) | reminders | seconds | fired/s | instance shares "
-        "| fired exactly once | firings retried | instance CPU per firing |",
+        "| fired exactly once | firings retried | instance CPU per firing (warm-up too) |",
         "|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for row in fires:
@@ -414,11 +441,16 @@ def main() -> None:
         help="seconds of each set run and of the lateness schedule (default 5)",
     )
     parser.add_argument("--tasks", type=int, default=64, help="setting tasks (default 64)")
-    parser.add_argument("--fire-actors", type=int, default=1000, help="actors (default 1000)")
+    parser.add_argument("--fire-actors", type=int, default=2000, help="actors (default 2000)")
     parser.add_argument(
-        "--fire-names", type=int, default=5, help="reminders per actor due at once (default 5)"
+        "--fire-names", type=int, default=10, help="reminders per actor due at once (default 10)"
     )
     parser.add_argument("--rate", type=int, default=1000, help="due per second (default 1000)")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="time the instances' first burst (no warm-up round before it)",
+    )
     args = parser.parse_args()
     with server_dsn(args.dsn, "pgactors-remindbench-") as dsn:
         result = asyncio.run(run(dsn, args))

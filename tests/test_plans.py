@@ -56,6 +56,7 @@ def _params(batch: int = BATCH, rows: int = ROWS) -> dict[str, dict[str, Any]]:
         "fire_reminders_batch": firing_params(firings),
         "advance_reminders": advance_params(reminders),
         "lease_reminders": {"types": json.dumps([TYPE]), "limit": batch, "seconds": 10.0},
+        "next_reminder": {"types": json.dumps([TYPE, "Other"])},
         "applied_calls": {**key_params(keys), "call_ids": json.dumps([c.call_id for c in calls])},
         "load_batch": key_params(keys),
         "versions_batch": key_params(keys),
@@ -160,6 +161,7 @@ async def test_batched_statement_reads_state_by_key(
         "fire_reminders_batch": ["pgactors_state", "pgactors_calls", "pgactors_reminders"],
         "advance_reminders": ["pgactors_reminders"],
         "lease_reminders": ["pgactors_reminders"],
+        "next_reminder": ["pgactors_reminders"],
     }.get(name, ["pgactors_state"])
     for table in tables:
         custom = _state_scans(conn, query, _params()[name], table=table)

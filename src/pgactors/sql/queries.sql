@@ -978,8 +978,16 @@ WHERE type = %(type)s AND id = %(id)s AND name = %(name)s AND due_at = %(due_at)
 
 -- name: next_reminder
 -- Seconds until the next reminder of these types is due (negative: overdue), or null.
-SELECT extract(epoch FROM min(due_at) - now())::float8 FROM {schema}.{reminders}
-WHERE type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
+-- Each type's first one is read from the index: min() over several types would read
+-- every reminder of them.
+SELECT extract(epoch FROM min(n.due_at) - now())::float8
+FROM jsonb_array_elements_text(%(types)s::jsonb) AS t(type)
+CROSS JOIN LATERAL (
+    SELECT r.due_at FROM {schema}.{reminders} r
+    WHERE r.type = t.type
+    ORDER BY r.due_at
+    LIMIT 1
+) n
 
 -- name: reminder_stats
 SELECT count(*), count(*) FILTER (WHERE due_at <= now()),
