@@ -12,10 +12,12 @@
    ``ActorSystem(store, actors=[BenchJob])``; ``on_reminder`` appends the name to the
    actor's state). Timed from the due moment until no ``BenchJob`` reminder is left;
    each instance's share, and a check from the saved states that every reminder fired
-   exactly once. Before it, ``WARMUP_FIRINGS`` reminders of other actors come due
-   (``WARMUP_LEAD`` seconds earlier, not timed), as in an application that has been
-   running: the instances' pools have their connections and prepared statements.
-   ``--cold`` leaves that out and times a first burst instead.
+   exactly once; the CPU each instance used, and the server's (its processes, from
+   /proc, when it runs on this machine) over the timed burst. Before it,
+   ``WARMUP_FIRINGS`` reminders of other actors come due (``WARMUP_LEAD`` seconds
+   earlier, not timed), as in an application that has been running: the instances'
+   pools have their connections and prepared statements. ``--cold`` leaves that out
+   and times a first burst instead.
 3. Lateness: one instance; reminders due at a steady ``--rate`` per second for
    ``--duration`` seconds (all set in advance with ``at=``). Firing time minus due time,
    taken inside ``on_reminder``: p50, p99, max, and whether the instance kept up.
@@ -41,7 +43,7 @@ from typing import Any
 
 from pgactors import Actor, ActorSystem, Store
 
-from .server import server_dsn
+from .server import server_cpu_seconds, server_dsn
 
 SET_TARGET = 10_000  # sets per second, coalesced
 FIRE_TARGET = 5_000  # firings per second, one instance
@@ -253,7 +255,10 @@ async def fire_rate(
             took = await set_all(store, keys)
             early = (due - datetime.now(UTC)).total_seconds()
             log(f"  set {total + warm:,} in {took:.1f} s; due in {early:.1f} s")
+            await asyncio.sleep(max(0.0, early))
+            server_cpu = await asyncio.to_thread(server_cpu_seconds, dsn)
             finished = await until_empty(store, due.timestamp() + 600)
+            server_after = await asyncio.to_thread(server_cpu_seconds, dsn)
             rows = await instances.stop()
         finally:
             instances.kill()
@@ -279,6 +284,11 @@ async def fire_rate(
             "retried": sum(row["retried"] for row in rows),
             "retry_sample": next((r["retry_sample"] for r in rows if r["retry_sample"]), ""),
             "cpu_ms_per_firing": sum(row["cpu_s"] for row in rows) * 1000 / max(1, sum(fired)),
+            "server_ms_per_firing": (
+                None
+                if server_cpu is None or server_after is None
+                else (server_after - server_cpu) * 1000 / total
+            ),
             "wrong_actors": wrong,
             "set_late": early < 0,
         }
@@ -378,8 +388,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"| `set_reminder`, `coalesce=False` | {result['set_nocoalesce']:,.0f} |",
         "",
         "| firing (all due at once) | reminders | seconds | fired/s | instance shares "
-        "| fired exactly once | firings retried | instance CPU per firing (warm-up too) |",
-        "|---|---:|---:|---:|---|---|---:|---:|",
+        "| fired exactly once | firings retried | instance CPU per firing (warm-up too) "
+        "| server CPU per firing |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for row in fires:
         shares = ", ".join(f"{share:.0%}" for share in row["shares"])
@@ -389,10 +400,12 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             check += f" ({row['failed']} failed turns)"
         if row["set_late"]:
             check += " (setting ran past the due time)"
+        ms = row["server_ms_per_firing"]
+        server = "n/a (not on this machine)" if ms is None else f"{ms:.2f} ms"
         lines.append(
             f"| {row['instances']} instance(s) | {row['reminders']:,} | {row['seconds']:.2f} "
             f"| {row['per_s']:,.0f} | {shares} | {check} | {row['retried']:,} "
-            f"| {row['cpu_ms_per_firing']:.2f} ms |"
+            f"| {row['cpu_ms_per_firing']:.2f} ms | {server} |"
         )
     samples = [row["retry_sample"] for row in fires if row["retry_sample"]]
     if samples:
