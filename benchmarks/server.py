@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 from pgactors.embedded import EmbeddedServer
 
@@ -29,10 +32,6 @@ def server_dsn(dsn: str | None, prefix: str) -> Iterator[str]:
 def server_cpu_seconds(dsn: str) -> float | None:
     """CPU seconds used so far by the PostgreSQL server of ``dsn``: its postmaster and
     every process it started, from /proc. None when it does not run on this machine."""
-    import os
-
-    import psycopg
-
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
     assert row is not None

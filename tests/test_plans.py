@@ -10,7 +10,6 @@ custom plan) and without (the generic plan a prepared statement may switch to).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from psycopg import sql
 
 from pgactors import Store
 from pgactors.backend import CallRequest
-from pgactors.postgres.connection import key_params
+from pgactors.postgres.connection import key_params, numbered
 from pgactors.postgres.ops import (
     SaveRequest,
     advance_params,
@@ -94,16 +93,6 @@ def _state_scans(
     return {node for node, rel in _scans(row[0][0]["Plan"]) if rel.startswith(table)}
 
 
-def _generic(query: bytes) -> bytes:
-    """``query`` with numbered placeholders, for EXPLAIN (GENERIC_PLAN)."""
-    numbers: dict[bytes, int] = {}
-
-    def number(match: re.Match[bytes]) -> bytes:
-        return b"$%d" % numbers.setdefault(match.group(1), len(numbers) + 1)
-
-    return re.sub(rb"%\((\w+)\)s", number, query)
-
-
 @pytest.fixture(params=[None, 4], ids=["plain", "partitioned"])
 async def loaded(
     request: pytest.FixtureRequest, pg_dsn: str, schema_name: str
@@ -165,7 +154,7 @@ async def test_batched_statement_reads_state_by_key(
     }.get(name, ["pgactors_state"])
     for table in tables:
         custom = _state_scans(conn, query, _params()[name], table=table)
-        generic = _state_scans(conn, _generic(query), None, b", GENERIC_PLAN", table)
+        generic = _state_scans(conn, numbered(query)[0], None, b", GENERIC_PLAN", table)
         for plan in (custom, generic):
             assert "Seq Scan" not in plan, f"{name} on {table}: {plan}"
             index_scans = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
@@ -236,19 +225,6 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def _numbered(query: bytes) -> tuple[bytes, list[str]]:
-    """``query`` with ``$n`` placeholders, and the parameter names in their order."""
-    order: list[str] = []
-
-    def number(match: re.Match[bytes]) -> bytes:
-        name = match.group(1).decode()
-        if name not in order:
-            order.append(name)
-        return b"$%d" % (order.index(name) + 1)
-
-    return re.sub(rb"%\((\w+)\)s", number, query), order
-
-
 @pytest.fixture
 async def small_table(
     pg_dsn: str, schema_name: str
@@ -272,7 +248,7 @@ async def test_batch_planned_on_a_small_table_stays_linear(
     small_table: tuple[Any, psycopg.Connection[Any]], schema_name: str, name: str
 ) -> None:
     queries, conn = small_table
-    query, order = _numbered(getattr(queries, name))
+    query, order = numbered(getattr(queries, name))
     params = _params(LINEAR_BATCH, GROWN)[name]
     execute = sql.SQL("EXECUTE batch ({})").format(
         sql.SQL(", ").join(sql.Literal(params[key]) for key in order)
