@@ -93,6 +93,18 @@ def _state_scans(
     return {node for node, rel in _scans(row[0][0]["Plan"]) if rel.startswith(table)}
 
 
+def _insert_states(conn: psycopg.Connection[Any], schema: str, rows: int) -> None:
+    """State records ``k00000`` up to ``rows`` (version 1), those missing."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (type, id, version, data) "
+            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 1, jsonb_build_object('n', g) "
+            "FROM generate_series(0, %s::int) g ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema, "pgactors_state")),
+        [TYPE, rows - 1],
+    )
+
+
 @pytest.fixture(params=[None, 4], ids=["plain", "partitioned"])
 async def loaded(
     request: pytest.FixtureRequest, pg_dsn: str, schema_name: str
@@ -101,16 +113,8 @@ async def loaded(
     conn = psycopg.connect(pg_dsn, autocommit=True)
     store = await Store.connect(pg_dsn, schema=schema_name)
     await store.init_schema(partitions=request.param)
-    table = sql.Identifier(schema_name, "pgactors_state")
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (type, id, version, data) "
-            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 1, jsonb_build_object('n', g) "
-            "FROM generate_series(0, %s) g"
-        ).format(table),
-        [TYPE, ROWS - 1],
-    )
-    conn.execute(sql.SQL("ANALYZE {}").format(table))
+    _insert_states(conn, schema_name, ROWS)
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema_name, "pgactors_state")))
     calls = sql.Identifier(schema_name, "pgactors_calls")
     conn.execute(
         sql.SQL(
@@ -190,14 +194,7 @@ SMALL, GROWN = 200, 1000
 def _fill(conn: psycopg.Connection[Any], schema: str, rows: int, others: bool) -> None:
     """State records ``k00000`` up to ``rows`` (version 1); with ``others``, each with
     two due reminders, and the odd ones with their ``call-<id>`` recorded."""
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (type, id, version, data) "
-            "SELECT %s, 'k' || lpad(g::text, 5, '0'), 1, jsonb_build_object('n', g) "
-            "FROM generate_series(0, %s::int) g ON CONFLICT DO NOTHING"
-        ).format(sql.Identifier(schema, "pgactors_state")),
-        [TYPE, rows - 1],
-    )
+    _insert_states(conn, schema, rows)
     if not others:
         return
     conn.execute(
