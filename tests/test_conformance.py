@@ -431,6 +431,8 @@ BAD_DATA: list[Any] = [
     {"obj": NotJson()},
     {1: "int key"},
     {"nested": {None: 1}},
+    [{"in a list": {2: "x"}}],
+    {"in a tuple": ({True: 1},)},
     {"set": {1, 2}},
     b"bytes",
     {"when": __import__("datetime").datetime(2024, 1, 1)},

@@ -285,14 +285,18 @@ def _same(value: Any) -> Any:
     return value
 
 
+# Values of these classes are their own JSON: containers keep them without a call.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain_dict(value: dict[Any, Any]) -> dict[str, Any]:
     if not all(isinstance(k, str) for k in value):
         raise _NotJSON
-    return {k: _plain(v) for k, v in value.items()}
+    return {k: v if v.__class__ in _SCALARS else _plain(v) for k, v in value.items()}
 
 
 def _plain_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
-    return [_plain(v) for v in value]
+    return [v if v.__class__ in _SCALARS else _plain(v) for v in value]
 
 
 def _plain_struct(value: Any) -> Any:
@@ -307,7 +311,11 @@ def _plain_fields(cls: type) -> Callable[[Any], dict[str, Any]]:
     names = _field_names(cls)
 
     def convert(value: Any) -> dict[str, Any]:
-        return {name: _plain(getattr(value, name)) for name in names}
+        plain = {}
+        for name in names:
+            v = getattr(value, name)
+            plain[name] = v if v.__class__ in _SCALARS else _plain(v)
+        return plain
 
     return convert
 
