@@ -34,11 +34,11 @@ def server_cpu_seconds(dsn: str) -> float | None:
     every process it started, from /proc. None when it does not run on this machine."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    try:
-        postmaster = _stat(int(row[0]))[0]
-    except OSError:
-        return None
+        assert row is not None
+        try:  # while connected: the backend exits once its connection closes
+            postmaster = _stat(int(row[0]))[0]
+        except OSError:
+            return None
     ticks = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
