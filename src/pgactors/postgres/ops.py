@@ -13,6 +13,7 @@ from ..config import StoreConfig
 from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
 from ..record import AppliedCall, Record
 from ..reminders import HORIZON, Reminder, ReminderRequest
+from . import decoding
 from .connection import Conn, Statements, json_list, key_params, translated
 
 
@@ -29,7 +30,7 @@ def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
 
 def decode(text: str) -> Any:
     """Stored JSON text as Python values."""
-    return json.loads(text)
+    return decoding.loads(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
+from . import decoding
+
 Conn = psycopg.AsyncConnection[Any]
 
 MAX_RECONNECT_DELAY = 2.0
@@ -35,14 +37,16 @@ class _Attempt(AttemptWithBackoff):
 
 class Pool(AsyncConnectionPool[Conn]):
     """An ``AsyncConnectionPool`` that retries lost connections every
-    ``MAX_RECONNECT_DELAY`` at most and keeps, in ``unconfirmed``, the connections on
-    which a commit went unconfirmed by the synchronous standby."""
+    ``MAX_RECONNECT_DELAY`` at most, keeps, in ``unconfirmed``, the connections on
+    which a commit went unconfirmed by the synchronous standby, and decodes JSON
+    columns with ``decoding``."""
 
     def __init__(self, conninfo: str, **kwargs: Any) -> None:
         self.unconfirmed: weakref.WeakSet[Conn] = weakref.WeakSet()
-        super().__init__(conninfo, configure=self._watch_notices, **kwargs)
+        super().__init__(conninfo, configure=self._configure, **kwargs)
 
-    async def _watch_notices(self, conn: Conn) -> None:
+    async def _configure(self, conn: Conn) -> None:
+        decoding.register(conn)
         owner, unconfirmed = weakref.ref(conn), self.unconfirmed
 
         def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
