@@ -88,7 +88,7 @@ async def test_prepared_statement_missing_in_the_backend_falls_back_unprepared(
     )
     try:
         await store.save("P", "a", {"n": 1})
-        for _ in range(8):  # prepared from the 5th run on, in the backend it ran in
+        for _ in range(8):  # prepared on its first run, in the backend it ran in
             assert await store.load("P", "a") is not None
         assert not _pooled(store)
         # Another client holds that backend in a transaction: our next statement gets

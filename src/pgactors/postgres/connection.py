@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..stats import PoolStats
 from .pool import Pool
+from .wire import Wire
 
 Conn = psycopg.AsyncConnection[Any]
 logger = logging.getLogger("pgactors")
@@ -361,6 +362,7 @@ class Connections:
         self.pool = pool
         self.statements = statements
         self._last_used = last_used
+        self._wire = Wire()  # runs the packaged statements (``statements``)
         self.retries = {"read": 0, "deadlock": 0}
         # A transaction pooler stands in front: no prepared statements, no LISTEN here.
         self.pooled = pooled
@@ -494,11 +496,11 @@ class Connections:
                         raw = self.statements.numbered.get(query)
                         if raw is None:
                             cur = await conn.execute(query, params, prepare=prepare)
+                            rows = await cur.fetchall()
                         else:
-                            cur = psycopg.AsyncRawCursor(conn)
                             values = [params[name] for name in raw[1]]
-                            await cur.execute(raw[0], values, prepare=prepare)
-                        rows = await cur.fetchall()
+                            prepared = conn.prepare_threshold is not None and prepare is not False
+                            rows = await self._wire.fetch(conn, raw[0], values, prepare=prepared)
                         self._check_confirmed(conn)
                         return rows
                     finally:
