@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..stats import PoolStats
 from .pool import Pool
-from .wire import Wire
+from .wire import WIRE
 
 Conn = psycopg.AsyncConnection[Any]
 logger = logging.getLogger("pgactors")
@@ -362,7 +362,6 @@ class Connections:
         self.pool = pool
         self.statements = statements
         self._last_used = last_used
-        self._wire = Wire()  # runs the packaged statements (``statements``)
         self.retries = {"read": 0, "deadlock": 0}
         # A transaction pooler stands in front: no prepared statements, no LISTEN here.
         self.pooled = pooled
@@ -500,7 +499,7 @@ class Connections:
                         else:
                             values = [params[name] for name in raw[1]]
                             prepared = conn.prepare_threshold is not None and prepare is not False
-                            rows = await self._wire.fetch(conn, raw[0], values, prepare=prepared)
+                            rows = await WIRE.fetch(conn, raw[0], values, prepare=prepared)
                         self._check_confirmed(conn)
                         return rows
                     finally:

@@ -15,6 +15,7 @@ from ..record import AppliedCall, Record
 from ..reminders import HORIZON, Reminder, ReminderRequest
 from . import decoding
 from .connection import Conn, Statements, json_list, key_params, translated
+from .wire import WIRE
 
 
 def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
@@ -108,12 +109,26 @@ class Ops:
         self.q = queries
         self.channel = channel  # where set_reminders notifies
 
+    async def _rows(
+        self, conn: Conn, query: bytes, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a named statement, sent through ``wire`` (prepared, unless the
+        connection is behind a transaction pooler)."""
+        numbered, names = self.q.numbered[query]
+        values = [params[name] for name in names]
+        return await WIRE.fetch(conn, numbered, values, prepare=conn.prepare_threshold is not None)
+
+    async def _row(
+        self, conn: Conn, query: bytes, params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        rows = await self._rows(conn, query, params)
+        return rows[0] if rows else None
+
     async def load_on(
         self, conn: Conn, type: str, id: str, *, for_update: bool = False
     ) -> Record | None:
         query = self.q.load_for_update if for_update else self.q.load
-        cur = await conn.execute(query, {"type": type, "id": id})
-        row = await cur.fetchone()
+        row = await self._row(conn, query, {"type": type, "id": id})
         return record_from_row(type, id, row) if row else None
 
     async def save_on(
@@ -150,8 +165,7 @@ class Ops:
         lww, create, cas = queries
         query = lww if expected is None else create if expected == 0 else cas
         params.update(type=type, id=id, expected=expected, ttl=ttl, sliding=sliding)
-        cur = await conn.execute(query, params)
-        row = await cur.fetchone()
+        row = await self._row(conn, query, params)
         if row is None:
             assert expected is not None
             raise VersionConflict(type, id, expected, await self.version_on(conn, type, id))
@@ -160,8 +174,7 @@ class Ops:
     async def delete_on(self, conn: Conn, type: str, id: str, expected: int | None) -> bool:
         params = {"type": type, "id": id, "expected": expected}
         query = self.q.delete if expected is None else self.q.delete_cas
-        cur = await conn.execute(query, params)
-        if await cur.fetchone() is not None:
+        if await self._row(conn, query, params) is not None:
             return True
         if expected is None:
             return False
@@ -189,10 +202,9 @@ class Ops:
 
     async def save_call_on(self, conn: Conn, request: CallRequest) -> Record:
         if request.advance is None:
-            cur = await conn.execute(self.q.save_call_batch, call_params([request]))
+            row = await self._row(conn, self.q.save_call_batch, call_params([request]))
         else:
-            cur = await conn.execute(self.q.fire_reminders_batch, firing_params([request]))
-        row = await cur.fetchone()
+            row = await self._row(conn, self.q.fire_reminders_batch, firing_params([request]))
         if row is not None:
             return request.record(row[2:])
         raise await self.call_lost_on(conn, request)
@@ -213,24 +225,19 @@ class Ops:
             "ids": json_list([id]),
             "call_ids": json_list([call_id]),
         }
-        cur = await conn.execute(self.q.applied_calls, params)
-        row = await cur.fetchone()
+        row = await self._row(conn, self.q.applied_calls, params)
         return None if row is None else AppliedCall(row[2], row[3], row[4])
 
     async def version_on(self, conn: Conn, type: str, id: str) -> int:
-        cur = await conn.execute(self.q.current_version, {"type": type, "id": id})
-        row = await cur.fetchone()
+        row = await self._row(conn, self.q.current_version, {"type": type, "id": id})
         return int(row[0]) if row else 0
 
     # -- reminders ------------------------------------------------------------------------
 
     async def set_reminders_on(self, conn: Conn, batch: list[ReminderRequest]) -> list[Reminder]:
         """Set reminders, in ``batch`` order (keys distinct)."""
-        cur = await conn.execute(self.q.set_reminders, self._reminder_params(batch))
-        found = {
-            (t, i, n): Reminder(t, i, n, due, period)
-            for t, i, n, due, period, _ in await cur.fetchall()
-        }
+        rows = await self._rows(conn, self.q.set_reminders, self._reminder_params(batch))
+        found = {(t, i, n): Reminder(t, i, n, due, period) for t, i, n, due, period, _ in rows}
         return [found[(r.type, r.id, r.name)] for r in batch]
 
     def _reminder_params(self, batch: list[ReminderRequest]) -> dict[str, Any]:
@@ -248,12 +255,12 @@ class Ops:
 
     async def cancel_reminder_on(self, conn: Conn, type: str, id: str, name: str) -> bool:
         """Delete a reminder; False if there was none."""
-        cur = await conn.execute(self.q.cancel_reminder, {"type": type, "id": id, "name": name})
-        return await cur.fetchone() is not None
+        params = {"type": type, "id": id, "name": name}
+        return await self._row(conn, self.q.cancel_reminder, params) is not None
 
     async def retry_reminder_on(self, conn: Conn, reminder: Reminder, delay: float) -> None:
         """After a failed firing: due again in ``delay`` seconds."""
-        await conn.execute(self.q.retry_reminder, {**_reminder_key(reminder), "delay": delay})
+        await self._rows(conn, self.q.retry_reminder, {**_reminder_key(reminder), "delay": delay})
 
 
 def advance_params(batch: list[Reminder]) -> dict[str, str]:

@@ -129,3 +129,7 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> No
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+WIRE = Wire()
+"""The one ``Wire``: what it prepared is kept per connection, whichever pool it is from."""
