@@ -91,15 +91,21 @@ class Wire:
         while pgconn.flush():
             await _ready(loop, pgconn.socket, write=True)
         results: list[pq.abc.PGresult] = []
+        waited = False
         while True:
             pgconn.consume_input()
             while pgconn.is_busy():
                 await _ready(loop, pgconn.socket, write=False)
+                waited = True
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
                 break
             results.append(result)
+        if not waited:
+            # The answer was there already (the server ran while we sent). Still let
+            # other tasks run, as a statement through psycopg always does.
+            await asyncio.sleep(0)
         for result in results:
             if result.status not in _OK:
                 raise errors.error_from_result(result, encoding=conn.info.encoding)
