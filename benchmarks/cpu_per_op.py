@@ -1,0 +1,122 @@
+"""CPU per load and per save, client and server, alternating between source trees.
+
+On a shared two-core machine, operations per second swing by 2x from one minute to
+the next; CPU spent per operation moves much less. This runs short rounds of
+``store.load`` and ``store.save`` (16 tasks, ~1 KB records, 10,000 keys, change feed
+on) in a fresh process per round, alternating the trees given with ``--tree`` (their
+``src`` directories go first on ``PYTHONPATH``), and prints medians per tree.
+
+    python -m benchmarks.cpu_per_op                          # this tree only
+    python -m benchmarks.cpu_per_op --tree /tmp/old --tree .  # a tree before and after
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.server import server_cpu_seconds, server_dsn
+
+KEYS = 10_000
+PAYLOAD = {"blob": "x" * 900, "n": 1}
+
+
+async def _round(dsn: str, op: str, tasks: int, seconds: float) -> dict[str, float]:
+    from pgactors import Store
+
+    schema = f"cpubench_{uuid.uuid4().hex[:8]}"
+    async with await Store.connect(dsn, schema=schema) as store:
+        await store.init_schema()
+        try:
+            keys = [f"k{i}" for i in range(KEYS)]
+            await store.save_many("Bench", dict.fromkeys(keys, PAYLOAD))
+            done = 0
+
+            async def worker(index: int, until: float) -> None:
+                nonlocal done
+                rng = random.Random(index)
+                while time.perf_counter() < until:
+                    key = keys[rng.randrange(KEYS)]
+                    if op == "load":
+                        await store.load("Bench", key)
+                    else:
+                        await store.save("Bench", key, PAYLOAD)
+                    done += 1
+
+            warm = time.perf_counter() + 1.0
+            await asyncio.gather(*(worker(i, warm) for i in range(tasks)))
+            server = server_cpu_seconds(dsn)
+            done, cpu, started = 0, time.process_time(), time.perf_counter()
+            until = started + seconds
+            await asyncio.gather(*(worker(i, until) for i in range(tasks)))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            after = server_cpu_seconds(dsn)
+        finally:
+            await store.drop_schema()
+    return {
+        "per_s": done / elapsed,
+        "client_us": cpu / done * 1e6,
+        "server_us": (after - server) / done * 1e6 if server is not None and after else -1.0,
+    }
+
+
+def _run_round(tree: Path, dsn: str, op: str, tasks: int, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{Path.cwd()}"}
+    code = (
+        "import asyncio, json, sys; from benchmarks.cpu_per_op import _round; "
+        "print(json.dumps(asyncio.run(_round(*sys.argv[1:3], int(sys.argv[3]), "
+        "float(sys.argv[4])))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, dsn, op, str(tasks), str(seconds)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", type=Path, help="a source tree (repeat)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
+    args = parser.parse_args()
+    trees = [t.resolve() for t in (args.tree or [Path.cwd()])]
+    runs: dict[tuple[str, Path], list[dict[str, Any]]] = {}
+    with server_dsn(args.dsn, "pgactors-cpubench-") as dsn:
+        for round_ in range(args.rounds):
+            for op in ("load", "save"):
+                for tree in trees:
+                    result = _run_round(tree, dsn, op, args.tasks, args.seconds)
+                    runs.setdefault((op, tree), []).append(result)
+                    print(f"round {round_ + 1} {op} {tree}: {result}", file=sys.stderr)
+    print(
+        f"{args.rounds} alternating rounds of {args.seconds:g} s, {args.tasks} tasks, "
+        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    )
+    print("| op | tree | ops/s (median) | client CPU us/op | server CPU us/op |")
+    print("|---|---|---:|---:|---:|")
+    for (op, tree), results in runs.items():
+        rate = statistics.median(r["per_s"] for r in results)
+        client = statistics.median(r["client_us"] for r in results)
+        server = statistics.median(r["server_us"] for r in results)
+        print(f"| {op} | {tree} | {rate:,.0f} | {client:.1f} | {server:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
