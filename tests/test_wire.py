@@ -4,8 +4,10 @@ decoding (postgres/decoding.py), against the real server."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
+import weakref
 from datetime import UTC, datetime
 
 import psycopg
@@ -14,6 +16,7 @@ from psycopg import sql
 
 from pgactors import Store
 from pgactors.postgres import decoding
+from pgactors.postgres.wire import WIRE
 
 
 async def _until_running(dsn: str, schema: str, *, waiting: bool) -> None:
@@ -105,3 +108,17 @@ def test_decoding_gives_what_json_loads_gives(text: bytes | str) -> None:
     assert repr(got) == repr(expected)
     if isinstance(expected, float):
         assert math.isinf(got)
+
+
+async def test_the_wire_keeps_no_connection_alive(pg_dsn: str) -> None:
+    """What the wire remembers per connection (its prepared statements) goes with the
+    connection: one the pool closed and dropped is freed."""
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+    rows = await WIRE.fetch(conn, b"SELECT $1::int + 1", [41], prepare=True)
+    assert rows == [(42,)]
+    assert await WIRE.fetch(conn, b"SELECT $1::int + 1", [1], prepare=True) == [(2,)]
+    gone = weakref.ref(conn)
+    await conn.close()
+    del conn
+    gc.collect()
+    assert gone() is None
