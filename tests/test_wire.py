@@ -122,3 +122,20 @@ async def test_the_wire_keeps_no_connection_alive(pg_dsn: str) -> None:
     del conn
     gc.collect()
     assert gone() is None
+
+
+async def test_a_prepare_cancelled_midway_leaves_no_name_to_collide_with(pg_dsn: str) -> None:
+    """A caller cancelled while its statement was being prepared: the server may hold
+    the prepared statement, unnoted; the next run on that connection prepares under
+    another name and succeeds."""
+    query = b"SELECT $1::int * 2"
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        first = asyncio.create_task(WIRE.fetch(conn, query, [1], prepare=True))
+        await asyncio.sleep(0)  # the prepare is sent, and its answer awaited
+        assert not first.done()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert await cur.fetchone() == (1,)  # prepared in the server, never used
+        assert await WIRE.fetch(conn, query, [21], prepare=True) == [(42,)]

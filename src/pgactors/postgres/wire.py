@@ -13,6 +13,7 @@ back to the pool idle, or closed if a statement was left running (a cancelled ca
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from .pool import Conn
 # Seconds to wait for the server to cancel a statement whose caller was cancelled.
 CANCEL_WAIT = 5.0
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK, pq.ExecStatus.EMPTY_QUERY)
+_NUMBERS = itertools.count()
 # Prepared here, apart from psycopg's own ("_pg3_N"): by query and parameter types.
 _Names = dict[tuple[bytes, tuple[int, ...]], bytes]
 
@@ -55,7 +57,9 @@ class Wire:
                 names = self._prepared[conn] = {}
             name = names.get((query, types))
             if name is None:
-                name = b"pgactors_%d" % len(names)
+                # Never a name used before: a prepare whose caller was cancelled may
+                # exist in the server without being noted here.
+                name = b"pgactors_%d" % next(_NUMBERS)
                 pgconn.send_prepare(name, query, param_types=types)
                 await self._rows(conn, tx)
                 names[(query, types)] = name
