@@ -6,8 +6,8 @@ measure on, against about 20 us for the same exchange made on its libpq connecti
 client's work. So the store's own statements skip the cursor. Everything else is
 psycopg's: its ``Transformer`` dumps the parameters and loads the rows (with the
 connection's adapters, our JSON loader included), errors are raised as psycopg's own
-exceptions (``Connections.fetch`` translates them as before), and the connection goes
-back to the pool idle, or closed if a statement was left running (a cancelled caller).
+exceptions (``Connections.fetch`` translates them as before), and a caller cancelled
+mid-statement has it cancelled in the server, as psycopg does.
 """
 
 from __future__ import annotations
