@@ -328,6 +328,20 @@ class Statements:
             raise AttributeError(name) from None
 
 
+async def run_numbered(
+    conn: Conn,
+    statement: tuple[bytes, tuple[str, ...]],
+    params: Mapping[str, Any],
+    prepare: bool | None = None,
+) -> list[tuple[Any, ...]]:
+    """The rows of a ``numbered`` statement, through the wire: prepared, unless the
+    connection is behind a transaction pooler or ``prepare`` is False."""
+    query, names = statement
+    values = [params[name] for name in names]
+    prepared = conn.prepare_threshold is not None and prepare is not False
+    return await WIRE.fetch(conn, query, values, prepare=prepared)
+
+
 _PLACEHOLDER = re.compile(rb"%\((\w+)\)s")
 
 
@@ -497,9 +511,7 @@ class Connections:
                             cur = await conn.execute(query, params, prepare=prepare)
                             rows = await cur.fetchall()
                         else:
-                            values = [params[name] for name in raw[1]]
-                            prepared = conn.prepare_threshold is not None and prepare is not False
-                            rows = await WIRE.fetch(conn, raw[0], values, prepare=prepared)
+                            rows = await run_numbered(conn, raw, params, prepare)
                         self._check_confirmed(conn)
                         return rows
                     finally:

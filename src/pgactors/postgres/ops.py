@@ -14,8 +14,7 @@ from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
 from ..record import AppliedCall, Record
 from ..reminders import HORIZON, Reminder, ReminderRequest
 from . import decoding
-from .connection import Conn, Statements, json_list, key_params, translated
-from .wire import WIRE
+from .connection import Conn, Statements, json_list, key_params, run_numbered, translated
 
 
 def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
@@ -112,11 +111,8 @@ class Ops:
     async def _rows(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
-        """The rows of a named statement, sent through ``wire`` (prepared, unless the
-        connection is behind a transaction pooler)."""
-        numbered, names = self.q.numbered[query]
-        values = [params[name] for name in names]
-        return await WIRE.fetch(conn, numbered, values, prepare=conn.prepare_threshold is not None)
+        """The rows of a named statement, sent through the wire."""
+        return await run_numbered(conn, self.q.numbered[query], params)
 
     async def _row(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
