@@ -355,6 +355,132 @@ async def test_import_is_logged_in_the_change_feed(
     assert changes == [*expected, ("last", 1, "save")]  # each once, in commit order
 
 
+async def wait_for(condition: Any, what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition()`` (a coroutine function) until it is true, or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def scalar(dsn: str, query: sql.Composable, *args: Any) -> Any:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(query, args)
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+
+async def test_import_numbers_committed_changes_before_its_own(
+    pg_store: Store, pg_dsn: str, schema_name: str
+) -> None:
+    """A record changed (and committed) before an import overwrites it keeps the lower
+    position, even though nobody had numbered that change when the import began."""
+    state = sql.Identifier(schema_name, "pgactors_state")
+    pending = sql.Identifier(schema_name, "pgactors_pending_changes")
+    feed = sql.Identifier(schema_name, "pgactors_feed")
+    await pg_store.save("T", "k", {"n": 1})
+
+    async def first_numbered() -> bool:
+        return bool(await scalar(pg_dsn, sql.SQL("SELECT last_position FROM {}").format(feed)))
+
+    await wait_for(first_numbered, "the save's change to be numbered")
+    # Another client's write, committed but not numbered: nothing here kicks a pass.
+    await scalar(
+        pg_dsn,
+        sql.SQL("UPDATE {} SET version = 2 WHERE type = 'T' AND id = 'k' RETURNING 1").format(
+            state
+        ),
+    )
+    assert await scalar(pg_dsn, sql.SQL("SELECT count(*) FROM {}").format(pending)) == 1
+    await pg_store.import_jsonl([line("T", "k", {"n": 9}, version=9)], on_conflict="overwrite")
+    changes = []
+    async with pg_store.changes("T", since=0) as stream:
+        async for change in stream:
+            changes.append((change.position, change.version))
+            if change.version == 9:
+                break
+    assert changes == [(1, 1), (2, 2), (3, 9)]
+
+
+async def test_import_changes_bypass_the_pending_table(
+    pg_store: Store, pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import's changes are written to the log once each, and never to the shared
+    pending table (each change there is an insert, then a delete)."""
+    monkeypatch.setattr(transfer, "CHUNK_ROWS", 100)
+    count = 1000
+    await pg_store.import_jsonl([line("T", f"k{n}", n, version=2) for n in range(count)])
+    stats = sql.SQL(
+        "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables "
+        "WHERE schemaname = %s AND relname = %s"
+    )
+
+    async def flushed() -> bool:  # the import's backend has reported its statistics
+        return bool(await scalar(pg_dsn, stats, schema_name, "pgactors_changes") >= count)
+
+    await wait_for(flushed, "the import's table statistics")
+    assert await scalar(pg_dsn, stats, schema_name, "pgactors_pending_changes") == 0
+    assert (await pg_store.feed_stats()).last_position == count
+
+
+async def test_import_beside_concurrent_writers_keeps_the_feed_whole(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saves committed while an import runs: every change is in the log once, at
+    contiguous positions, each record's versions rising, the import's own in one run."""
+    monkeypatch.setattr(transfer, "CHUNK_ROWS", 50)
+    count = 2000
+    imported = [line("T", f"i{n}", n, version=1) for n in range(count)]
+    saved: list[tuple[str, int]] = []
+    during: list[float] = []
+    importing = asyncio.Event()
+    done = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        n = 0
+        while not done.is_set():
+            record = await pg_store.save("T", f"w{w}", {"n": n})
+            saved.append((record.id, record.version))
+            if importing.is_set():
+                during.append(asyncio.get_running_loop().time())
+            n += 1
+            await asyncio.sleep(0)
+
+    async def lines() -> AsyncIterator[str]:
+        for n, text in enumerate(imported):
+            if n == 100:
+                importing.set()
+            if n % 200 == 0:
+                await asyncio.sleep(0.01)  # writers get turns while the import is open
+            yield text
+
+    writers = [asyncio.create_task(writer(w)) for w in range(4)]
+    try:
+        await asyncio.sleep(0.05)
+        result = await pg_store.import_jsonl(lines())
+    finally:
+        done.set()
+        await asyncio.gather(*writers)
+    assert result.imported == count
+    assert len(during) > 10  # the race happened: saves committed during the import
+    await pg_store.save("T", "end", 0)  # numbered after every change before it
+    changes = []
+    async with pg_store.changes("T", since=0) as stream:
+        async for change in stream:
+            changes.append(change)
+            if change.id == "end":
+                break
+    assert [c.position for c in changes] == list(range(1, len(changes) + 1))
+    assert sorted((c.id, c.version) for c in changes if c.id.startswith("w")) == sorted(saved)
+    ours = [c.position for c in changes if c.id.startswith("i")]
+    assert len(ours) == count and ours == list(range(ours[0], ours[0] + count))
+    versions: dict[str, int] = {}
+    for c in changes:
+        assert c.version > versions.get(c.id, 0), c
+        versions[c.id] = c.version
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 PGACTORS = shutil.which("pgactors", path=str(Path(sys.executable).parent)) or "pgactors"

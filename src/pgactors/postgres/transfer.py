@@ -213,8 +213,15 @@ class PostgresTransfer:
 
     @asynccontextmanager
     async def importer(self, on_conflict: OnConflict) -> AsyncIterator[PostgresImporter]:
+        logged = self._config.changes
         async with self._db.connection() as conn:
             async with conn.transaction():
                 await conn.execute(self._q.import_stage)
+                if logged:  # the import's changes are numbered in bulk, at its end
+                    await conn.execute(self._q.import_changes_stage)
+                    await conn.execute(self._q.import_changes_on)
                 yield PostgresImporter(conn, self._q, on_conflict, self._config)
+                if logged:
+                    params = {"channel": self._config.channel}
+                    await conn.execute(self._q.import_changes_number, params)
             self._db.changed()

@@ -711,6 +711,7 @@ DROP TABLE IF EXISTS {schema}.{history_types};
 DROP FUNCTION IF EXISTS {schema}.{history_fn}();
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
+DROP FUNCTION IF EXISTS {schema}.{import_fn}(text);
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer);
 DROP FUNCTION IF EXISTS {schema}.{lease_fn}(jsonb, integer, float8)
 
@@ -813,6 +814,23 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pgactors_import (
     created_at timestamptz,
     updated_at timestamptz
 ) ON COMMIT DROP
+
+-- name: import_changes_stage
+-- With the change feed on, the import's changes go to this table (see
+-- migrations/0011_import_changes.sql), and are numbered together at its end.
+CREATE TEMPORARY TABLE IF NOT EXISTS pgactors_import_changes (
+    seq     bigint GENERATED ALWAYS AS IDENTITY,
+    type    text COLLATE "C" NOT NULL,
+    id      text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    op      text NOT NULL
+) ON COMMIT DROP
+
+-- name: import_changes_on
+SELECT set_config('pgactors.changes', 'import', true)
+
+-- name: import_changes_number
+SELECT {schema}.{import_fn}(%(channel)s)
 
 -- name: import_copy
 COPY pgactors_import (type, id, version, data, payload, manifest, created_at, updated_at)
