@@ -355,9 +355,9 @@ async def test_import_is_logged_in_the_change_feed(
     assert changes == [*expected, ("last", 1, "save")]  # each once, in commit order
 
 
-async def wait_for(condition: Any, what: str, timeout: float = 15.0) -> None:
-    """Poll ``condition()`` (a coroutine function) until it is true, or fail."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition: Any, what: str) -> None:
+    """Poll ``condition()`` (a coroutine function) until it is true, or fail in 15 s."""
+    deadline = asyncio.get_running_loop().time() + 15.0
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
