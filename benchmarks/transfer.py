@@ -88,9 +88,11 @@ def write_csv(source: Path, path: Path) -> None:
             writer.writerow([row["type"], row["id"], json.dumps(row["data"])])
 
 
-def preload_other(dsn: str, table: sql.Identifier, state: bool, records: int) -> None:
+def preload_other(dsn: str, schema: str, state: bool, records: int) -> None:
     """``records`` rows of type ``other`` (the same document) already in ``table``: a
-    store's state table (``state``: with version 1) or the bare table."""
+    store's state table (``state``: with version 1, and their changes numbered into the
+    log, as a running store's writers would have done long before) or the bare table."""
+    table = sql.Identifier(schema, "pgactors_state" if state else "bare")
     columns = "type, id, version, data" if state else "type, id, data"
     values = "'other', 'o' || g, 1, %s::jsonb" if state else "'other', 'o' || g, %s::jsonb"
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -100,6 +102,10 @@ def preload_other(dsn: str, table: sql.Identifier, state: bool, records: int) ->
             ),
             (json.dumps(make_payload()), records),
         )
+        if state:
+            number = sql.SQL("SELECT {}.pgactors_sequence_changes('bench_preload', 100000)")
+            while conn.execute(number.format(sql.Identifier(schema))).fetchone() != (0,):
+                pass
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
 
 
@@ -114,7 +120,7 @@ def copy_into_bare(dsn: str, schema: str, csv_path: Path, records: int) -> Run:
             ).format(table)
         )
         target = table.as_string(conn)
-    preload_other(dsn, table, False, records)
+    preload_other(dsn, schema, False, records)
     command = f"\\copy {target} (type, id, data) FROM '{csv_path}' WITH (FORMAT csv)"
     started = time.perf_counter()
     subprocess.run([str(bin_path("psql")), "-q", "-c", command, dsn], check=True)
@@ -207,7 +213,7 @@ def into_existing(
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(init_schema(dsn, schema))
     try:
-        preload_other(dsn, sql.Identifier(schema, "pgactors_state"), True, records)
+        preload_other(dsn, schema, True, records)
         print("import into a store that holds records ...", file=sys.stderr)
         into = {**env, "PGACTORS_SCHEMA": schema}
         imported = run_command("import into", records, ["import", str(source)], into)
