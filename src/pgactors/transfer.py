@@ -131,10 +131,11 @@ class ImportResult:
 
 
 Parsed: TypeAlias = Item | ImportIssue
-# Input is read and checked this many items at a time (about half a millisecond), then
-# the event loop runs: it keeps streaming the previous chunk to the server, which would
-# otherwise sit idle once it has drained the socket's buffer (10-20% faster here).
-_READ_BATCH = 100
+# Input is read and checked this many items at a time (about a quarter of a millisecond),
+# then the event loop runs: it keeps streaming the previous chunk to the server, which
+# would otherwise sit idle once it has drained the socket's buffer. A 2 MB chunk fills
+# that buffer a dozen times. 25 imported 8-14% faster than 100 here.
+_READ_BATCH = 25
 _IN_FLIGHT = 2
 
 

@@ -45,11 +45,33 @@ _int4 = struct.Struct(">i").pack
 _int8_field = struct.Struct(">iq").pack
 
 
+# Rows encoded between two turns of the event loop (about a millisecond): the statement
+# of the chunk before, waiting for its next round trip, is not held up longer.
+_ENCODE_SLICE = 200
+
+
 def copy_block(rows: list[ImportRow]) -> bytes:
     """Rows in COPY's binary format: (type, id, version, data, payload, manifest,
-    created_at, updated_at). Nothing is escaped, and jsonb's binary form is a version
-    byte (1) then the text, so the data goes as it came."""
+    created_at, updated_at)."""
+    return b"".join((_COPY_SIGNATURE, copy_rows(rows), _COPY_TRAILER))
+
+
+async def copy_block_yielding(rows: list[ImportRow]) -> bytes:
+    """:func:`copy_block`, letting other tasks run every ``_ENCODE_SLICE`` rows."""
     parts = [_COPY_SIGNATURE]
+    for start in range(0, len(rows), _ENCODE_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        parts.append(copy_rows(rows[start : start + _ENCODE_SLICE]))
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def copy_rows(rows: list[ImportRow]) -> bytes:
+    """The rows of a COPY block, without its header and trailer. Nothing is escaped,
+    and jsonb's binary form is a version byte (1) then the text, so the data goes as it
+    came."""
+    parts: list[bytes] = []
     add = parts.append
     for r in rows:
         add(_COPY_FIELDS)
@@ -75,7 +97,6 @@ def copy_block(rows: list[ImportRow]) -> bytes:
             add(manifest)
         for at in (r.created_at, r.updated_at):
             add(_NULL_FIELD if at is None else _int8_field(8, (at - _PG_EPOCH) // _MICROSECOND))
-    add(_COPY_TRAILER)
     return b"".join(parts)
 
 
@@ -100,14 +121,23 @@ class PostgresImporter:
         The chunk is encoded while the previous one is still being written, so the
         server does not wait for it; chunks are written in call order.
         """
-        block = copy_block(rows)
+        block = await copy_block_yielding(rows)
         async with self._turn:
             return await self._write_checked(rows, block)
 
     async def _write_checked(self, rows: list[ImportRow], block: bytes) -> ImportOutcome:
+        direct = self._direct and all(r.version and r.created_at and r.updated_at for r in rows)
         try:
             async with self._conn.transaction():  # a savepoint
-                return await self._write(rows, block)
+                if direct:
+                    await self._copy(self._q.import_copy_direct, block)
+                    return ImportOutcome(imported=len(rows))
+                return await self._staged(rows, block)
+        except psycopg.errors.UniqueViolation:
+            if not direct:
+                raise
+            self._direct = False  # the savepoint undid the chunk: stage it, and the rest
+            return await self._write_checked(rows, block)
         except ROW_ERRORS as exc:
             if len(rows) == 1:
                 message = redact(str(exc).strip().splitlines()[0], self._config)
@@ -116,16 +146,6 @@ class PostgresImporter:
         return await self._write_checked(first, copy_block(first)) + await self._write_checked(
             second, copy_block(second)
         )
-
-    async def _write(self, rows: list[ImportRow], block: bytes) -> ImportOutcome:
-        if self._direct and all(r.version and r.created_at and r.updated_at for r in rows):
-            try:
-                async with self._conn.transaction():
-                    await self._copy(self._q.import_copy_direct, block)
-                return ImportOutcome(imported=len(rows))
-            except psycopg.errors.UniqueViolation:
-                self._direct = False
-        return await self._staged(rows, block)
 
     async def history(self, policies: list[HistoryPolicy], rows: list[PastVersion]) -> None:
         """Set the history settings and append the past versions, in the import's transaction."""
