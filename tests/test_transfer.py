@@ -30,6 +30,7 @@ from pgactors import (
     transfer,
 )
 from pgactors.jsonl import record_json, record_line
+from pgactors.postgres import transfer as postgres_transfer
 
 STAMP = "2026-01-02T03:04:05.123456+00:00"
 
@@ -409,6 +410,7 @@ async def test_import_changes_bypass_the_pending_table(
     """An import's changes are written to the log once each, and never to the shared
     pending table (each change there is an insert, then a delete)."""
     monkeypatch.setattr(transfer, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(postgres_transfer, "IMPORT_PASS_ROWS", 300)  # four passes
     count = 1000
     await pg_store.import_jsonl([line("T", f"k{n}", n, version=2) for n in range(count)])
     stats = sql.SQL(
@@ -422,14 +424,24 @@ async def test_import_changes_bypass_the_pending_table(
     await wait_for(flushed, "the import's table statistics")
     assert await scalar(pg_dsn, stats, schema_name, "pgactors_pending_changes") == 0
     assert (await pg_store.feed_stats()).last_position == count
+    changes = []
+    async with pg_store.changes("T", since=0) as stream:
+        async for change in stream:
+            changes.append((change.position, change.id))
+            if change.position == count:
+                break
+    assert [p for p, _ in changes] == list(range(1, count + 1))
+    assert sorted(i for _, i in changes) == sorted(f"k{n}" for n in range(count))
 
 
 async def test_import_beside_concurrent_writers_keeps_the_feed_whole(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Saves committed while an import runs: every change is in the log once, at
-    contiguous positions, each record's versions rising, the import's own in one run."""
+    """Saves committed while an import runs and while it numbers its changes (in passes
+    of 300): every change is in the log once, at contiguous positions, each record's
+    versions rising."""
     monkeypatch.setattr(transfer, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(postgres_transfer, "IMPORT_PASS_ROWS", 300)
     count = 2000
     imported = [line("T", f"i{n}", n, version=1) for n in range(count)]
     saved: list[tuple[str, int]] = []
@@ -473,8 +485,9 @@ async def test_import_beside_concurrent_writers_keeps_the_feed_whole(
                 break
     assert [c.position for c in changes] == list(range(1, len(changes) + 1))
     assert sorted((c.id, c.version) for c in changes if c.id.startswith("w")) == sorted(saved)
-    ours = [c.position for c in changes if c.id.startswith("i")]
-    assert len(ours) == count and ours == list(range(ours[0], ours[0] + count))
+    assert sorted(c.id for c in changes if c.id.startswith("i")) == sorted(
+        f"i{n}" for n in range(count)
+    )
     versions: dict[str, int] = {}
     for c in changes:
         assert c.version > versions.get(c.id, 0), c

@@ -35,6 +35,9 @@ ROW_ERRORS = (
 )
 
 
+# An import's changes are numbered this many per statement (about a quarter second here).
+IMPORT_PASS_ROWS = 100_000
+
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # the header, no flags, no extension
 _COPY_TRAILER = b"\xff\xff"
 _COPY_FIELDS = b"\x00\x08"
@@ -231,6 +234,15 @@ class PostgresTransfer:
             lines.append(b"")
             yield b"\n".join(lines)
 
+    async def _number_changes(self, conn: Conn) -> None:
+        """Number the import's changes, a pass of ``IMPORT_PASS_ROWS`` at a time."""
+        params: dict[str, Any] = {"channel": self._config.channel, "max_rows": IMPORT_PASS_ROWS}
+        after: int | None = 0
+        while after is not None:
+            cur = await conn.execute(self._q.import_changes_number, {**params, "after": after})
+            row = await cur.fetchone()
+            after = None if row is None else row[0]
+
     @asynccontextmanager
     async def importer(self, on_conflict: OnConflict) -> AsyncIterator[PostgresImporter]:
         logged = self._config.changes
@@ -242,6 +254,5 @@ class PostgresTransfer:
                     await conn.execute(self._q.import_changes_on)
                 yield PostgresImporter(conn, self._q, on_conflict, self._config)
                 if logged:
-                    params = {"channel": self._config.channel}
-                    await conn.execute(self._q.import_changes_number, params)
+                    await self._number_changes(conn)
             self._db.changed()

@@ -711,7 +711,7 @@ DROP TABLE IF EXISTS {schema}.{history_types};
 DROP FUNCTION IF EXISTS {schema}.{history_fn}();
 DROP FUNCTION IF EXISTS {schema}.{conflict_fn}(text, text);
 DROP FUNCTION IF EXISTS {schema}.{log_fn}();
-DROP FUNCTION IF EXISTS {schema}.{import_fn}(text);
+DROP FUNCTION IF EXISTS {schema}.{import_fn}(text, bigint, integer);
 DROP FUNCTION IF EXISTS {schema}.{sequence_fn}(text, integer);
 DROP FUNCTION IF EXISTS {schema}.{lease_fn}(jsonb, integer, float8)
 
@@ -823,14 +823,15 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pgactors_import_changes (
     type    text COLLATE "C" NOT NULL,
     id      text COLLATE "C" NOT NULL,
     version bigint NOT NULL,
-    op      text NOT NULL
+    op      text NOT NULL,
+    PRIMARY KEY (seq)
 ) ON COMMIT DROP
 
 -- name: import_changes_on
 SELECT set_config('pgactors.changes', 'import', true)
 
 -- name: import_changes_number
-SELECT {schema}.{import_fn}(%(channel)s)
+SELECT {schema}.{import_fn}(%(channel)s, %(after)s, %(max_rows)s)
 
 -- name: import_copy
 COPY pgactors_import (type, id, version, data, payload, manifest, created_at, updated_at)
