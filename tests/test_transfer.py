@@ -469,7 +469,11 @@ async def test_import_beside_concurrent_writers_keeps_the_feed_whole(
 
     writers = [asyncio.create_task(writer(w)) for w in range(4)]
     try:
-        await asyncio.sleep(0.05)
+
+        async def writing() -> bool:
+            return len(saved) >= 4
+
+        await wait_for(writing, "the writers' first saves")
         result = await pg_store.import_jsonl(lines())
     finally:
         done.set()
