@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from pgactors import (
+    Change,
     ImportAborted,
     InMemoryStore,
     InvalidInput,
@@ -372,6 +373,24 @@ async def scalar(dsn: str, query: sql.SQL | sql.Composed, *args: Any) -> Any:
         return row[0]
 
 
+async def whole_log(store: Store) -> list[Change]:
+    """Every change of type T up to a marker saved now, checked to be contiguous from
+    position 1, with each record's versions rising."""
+    await store.save("T", "end", 0)  # numbered after every change before it
+    changes = []
+    async with store.changes("T", since=0) as stream:
+        async for change in stream:
+            changes.append(change)
+            if change.id == "end":
+                break
+    assert [c.position for c in changes] == list(range(1, len(changes) + 1))
+    versions: dict[str, int] = {}
+    for c in changes:
+        assert c.version > versions.get(c.id, 0), c
+        versions[c.id] = c.version
+    return changes
+
+
 async def test_import_numbers_committed_changes_before_its_own(
     pg_store: Store, pg_dsn: str, schema_name: str
 ) -> None:
@@ -480,22 +499,11 @@ async def test_import_beside_concurrent_writers_keeps_the_feed_whole(
         await asyncio.gather(*writers)
     assert result.imported == count
     assert len(during) > 10  # the race happened: saves committed during the import
-    await pg_store.save("T", "end", 0)  # numbered after every change before it
-    changes = []
-    async with pg_store.changes("T", since=0) as stream:
-        async for change in stream:
-            changes.append(change)
-            if change.id == "end":
-                break
-    assert [c.position for c in changes] == list(range(1, len(changes) + 1))
+    changes = await whole_log(pg_store)
     assert sorted((c.id, c.version) for c in changes if c.id.startswith("w")) == sorted(saved)
     assert sorted(c.id for c in changes if c.id.startswith("i")) == sorted(
         f"i{n}" for n in range(count)
     )
-    versions: dict[str, int] = {}
-    for c in changes:
-        assert c.version > versions.get(c.id, 0), c
-        versions[c.id] = c.version
 
 
 async def test_concurrent_imports_each_number_their_changes(
@@ -527,21 +535,10 @@ async def test_concurrent_imports_each_number_their_changes(
     # A record the other import created between this one's overwrite and insert steps
     # is skipped (on_conflict's documented race), never written twice.
     assert written + sum(r.skipped for r in results) == 630
-    await pg_store.save("T", "end", 0)
-    changes = []
-    async with pg_store.changes("T", since=0) as stream:
-        async for change in stream:
-            changes.append(change)
-            if change.id == "end":
-                break
-    assert [c.position for c in changes] == list(range(1, len(changes) + 1))
+    changes = await whole_log(pg_store)
     assert len(changes) == written + 1
-    versions: dict[str, int] = {}
-    for c in changes:
-        assert c.version > versions.get(c.id, 0), c
-        versions[c.id] = c.version
     stored = {r.id: r.version for r in await records(pg_store)}
-    assert versions == stored
+    assert {c.id: c.version for c in changes} == stored
 
 
 # -- the command line ----------------------------------------------------------------------------
