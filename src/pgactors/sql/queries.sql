@@ -129,17 +129,21 @@ RETURNING version
 -- to build than PostgreSQL array literals. The planner cannot see how many items
 -- a JSON array holds (it assumes 100), so on a small or bloated table it would join
 -- by scanning the whole state table; every batch therefore also restricts the table
--- with `= ANY (ARRAY(...))` on the key columns, which it always reads by primary key.
+-- with `= ANY (ARRAY(...))` on the key columns, which it always reads by primary key,
+-- or (loads) probes it once per key from a LATERAL subquery.
 
 -- name: load_batch
+-- LIMIT 1 keeps the subquery from being flattened into a join, which the planner could
+-- make by scanning; the `= ANY` restriction cost the server about a fifth more per batch.
 SELECT i.ord, s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest,
        s.expires_at
 FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
                 jsonb_array_elements_text(%(ids)s::jsonb)) WITH ORDINALITY AS i(type, id, ord)
-JOIN {schema}.{state} s ON s.type = i.type AND s.id = i.id
-WHERE s.type = ANY (ARRAY(SELECT jsonb_array_elements_text(%(types)s::jsonb)))
-  AND s.id = ANY (ARRAY(SELECT jsonb_array_elements_text(%(ids)s::jsonb)))
-  AND (s.expires_at IS NULL OR s.expires_at > now())
+CROSS JOIN LATERAL (
+    SELECT s.data, s.version, s.created_at, s.updated_at, s.payload, s.manifest, s.expires_at
+    FROM {schema}.{state} s
+    WHERE s.type = i.type AND s.id = i.id AND (s.expires_at IS NULL OR s.expires_at > now())
+    LIMIT 1) s
 
 -- name: save_lww_batch
 INSERT INTO {schema}.{state} AS s (type, id, version, data, expires_at, ttl_seconds)
