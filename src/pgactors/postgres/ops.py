@@ -95,9 +95,9 @@ def save_params(batch: list[SaveRequest]) -> dict[str, str]:
     return {
         **key_params([(r.type, r.id) for r in batch]),
         "datas": "[" + ",".join(r.text for r in batch) + "]",
-        "expected": json.dumps([r.expected for r in batch]),
-        "ttls": json.dumps([r.ttl for r in batch]),
-        "slidings": json.dumps([r.sliding for r in batch]),
+        "expected": json_list([r.expected for r in batch]),
+        "ttls": json_list([r.ttl for r in batch]),
+        "slidings": json_list([r.sliding for r in batch]),
     }
 
 
