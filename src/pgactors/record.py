@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeAlias
+
+import msgspec
 
 from .checks import int_in_range
 from .errors import InvalidInput
@@ -192,6 +195,9 @@ def encode_data(data: object, max_bytes: int) -> str:
     Refuses NaN/Infinity, strings containing NUL (PostgreSQL's jsonb cannot hold
     them), non-str dict keys, non-JSON objects and text over ``max_bytes``.
     """
+    text = _fast_text(data)
+    if text is not None:
+        return _checked(text, max_bytes)
     try:
         text = _ENCODER.encode(data)
     except InvalidInput:
@@ -206,6 +212,12 @@ def encode_data(data: object, max_bytes: int) -> str:
         raise InvalidInput("data contains NaN or Infinity, which JSON cannot represent") from None
     except RecursionError:
         raise InvalidInput("data is nested too deeply") from None
+    _check_keys(data)
+    return _checked(text, max_bytes)
+
+
+def _checked(text: str, max_bytes: int) -> str:
+    """``text``, if PostgreSQL can store it and it is within ``max_bytes``."""
     if "\\u0000" in text and ESCAPED_NUL.search(text):
         raise InvalidInput("data contains a NUL character (\\u0000), which PostgreSQL refuses")
     try:
@@ -219,8 +231,50 @@ def encode_data(data: object, max_bytes: int) -> str:
         raise InvalidInput(
             f"data is {size} bytes as JSON, over the limit of {max_bytes} bytes (max_data_bytes)"
         )
-    _check_keys(data)
     return text
+
+
+def _fast_text(data: object) -> str | None:
+    """``data`` as compact JSON text by msgspec (about ten times as fast as ``json``), if
+    it is plain JSON: dicts with str keys, lists, and exactly str, int, bool, None and
+    finite floats. Anything else (a tuple, a subclass, NaN, a huge int, a lone
+    surrogate, a container met twice) returns None, for ``json`` to encode or refuse."""
+    stack: list[Any] = [data]
+    seen = {id(data)}
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        values: Iterable[Any]
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return None
+            values = item.values()
+        elif kind is list:
+            values = item
+        else:
+            values = (item,)
+        for value in values:
+            kind = type(value)
+            if kind is str or kind is int or kind is bool or value is None:
+                continue
+            if kind is float:
+                if value - value != 0.0:  # NaN or an infinity
+                    return None
+            elif kind is dict or kind is list:
+                if id(value) in seen:  # perhaps a cycle: json tells
+                    return None
+                seen.add(id(value))
+                stack.append(value)
+            else:
+                return None
+    try:
+        return _MSGSPEC(data).decode()
+    except (OverflowError, UnicodeEncodeError, TypeError, ValueError, RecursionError):
+        return None
+
+
+_MSGSPEC = msgspec.json.encode
 
 
 def _check_keys(data: object) -> None:
