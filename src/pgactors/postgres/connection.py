@@ -509,20 +509,24 @@ class Connections:
         for attempt in range(RETRIES + 1):
             conn = None
             try:
-                async with self.pool.connection() as conn:
+                # getconn/putconn, not pool.connection(): the connection is in autocommit,
+                # so the commit that context manager ends with has nothing to do, and
+                # costs 5 us of locking per statement.
+                conn = await self.pool.getconn()
+                try:
                     if self.pooled and conn.prepare_threshold is not None:
                         conn.prepare_threshold = None
-                    try:
-                        raw = self.statements.numbered.get(query)
-                        if raw is None:
-                            cur = await conn.execute(query, params, prepare=prepare)
-                            rows = await cur.fetchall()
-                        else:
-                            rows = await run_numbered(conn, raw, params, prepare)
-                        self._check_confirmed(conn)
-                        return rows
-                    finally:
-                        self._last_used[conn] = time.monotonic()
+                    raw = self.statements.numbered.get(query)
+                    if raw is None:
+                        cur = await conn.execute(query, params, prepare=prepare)
+                        rows = await cur.fetchall()
+                    else:
+                        rows = await run_numbered(conn, raw, params, prepare)
+                    self._check_confirmed(conn)
+                    return rows
+                finally:
+                    self._last_used[conn] = time.monotonic()
+                    await self.pool.putconn(conn)
             except PoolTimeout as exc:
                 raise translate(exc, self._config) from None
             except DeadlockDetected as exc:
