@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final, TypeAlias
 
@@ -40,6 +40,44 @@ class Record:
     payload: bytes | None = None
     manifest: str | None = None
     expires_at: datetime | None = None
+
+
+_SET = {f.name: getattr(Record, f.name).__set__ for f in fields(Record)}
+_set_type = _SET["type"]
+_set_id = _SET["id"]
+_set_data = _SET["data"]
+_set_version = _SET["version"]
+_set_created = _SET["created_at"]
+_set_updated = _SET["updated_at"]
+_set_payload = _SET["payload"]
+_set_manifest = _SET["manifest"]
+_set_expires = _SET["expires_at"]
+
+
+def new_record(
+    type: str,
+    id: str,
+    data: JSON,
+    version: int,
+    created_at: datetime,
+    updated_at: datetime,
+    payload: bytes | None = None,
+    manifest: str | None = None,
+    expires_at: datetime | None = None,
+) -> Record:
+    """``Record(...)`` in half the time: set through its slots, past the frozen
+    dataclass's ``__init__``, which sets each field by ``object.__setattr__``."""
+    record = object.__new__(Record)
+    _set_type(record, type)
+    _set_id(record, id)
+    _set_data(record, data)
+    _set_version(record, version)
+    _set_created(record, created_at)
+    _set_updated(record, updated_at)
+    _set_payload(record, payload)
+    _set_manifest(record, manifest)
+    _set_expires(record, expires_at)
+    return record
 
 
 class _Missing:
@@ -93,12 +131,22 @@ def check_call_id(call_id: object) -> str:
 
 def check_type(type: object) -> str:
     """Return ``type`` if it is a valid record type, else raise :class:`InvalidInput`."""
+    if type.__class__ is str and type in _VALID_TYPES:
+        return type
     if not isinstance(type, str) or not TYPE_RE.match(type):
         raise InvalidInput(
             f"invalid type {type!r}: a type is 1-255 characters of letters, digits and "
             "'_', '.', ':', '-', starting with a letter"
         )
+    if type.__class__ is str and len(_VALID_TYPES) < MAX_VALID_TYPES:
+        _VALID_TYPES.add(type)
     return type
+
+
+# Types already checked: an application uses few, and a set lookup costs a tenth of
+# the regular expression. Bounded, so that types made up at run time cannot grow it.
+_VALID_TYPES: set[str] = set()
+MAX_VALID_TYPES = 1024
 
 
 def check_id(id: object) -> str:

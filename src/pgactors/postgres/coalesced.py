@@ -5,6 +5,7 @@ With ``coalesce=False`` each goes alone, as its own statement.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from ..backend import CallRequest
@@ -52,11 +53,11 @@ class Coalesced:
             self._fire_batch, self._save_call_one, FIRING_INFLIGHT
         )
 
-    async def load(self, type: str, id: str) -> Record | None:
-        """The record, or None."""
+    def load(self, type: str, id: str) -> Coroutine[Any, Any, Record | None]:
+        """The record, or None (a coroutine to await)."""
         if self.enabled:
-            return await self.loads.submit((type, id), (type, id))
-        return await self._load_one((type, id))
+            return self.loads.submit((type, id), (type, id))
+        return self._load_one((type, id))
 
     async def save(self, request: SaveRequest) -> Record:
         """Write one record (last write wins, create, or compare-and-set)."""

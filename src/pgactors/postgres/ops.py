@@ -11,7 +11,7 @@ from typing import Any
 from ..backend import CallRequest
 from ..config import StoreConfig
 from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
-from ..record import AppliedCall, Record
+from ..record import AppliedCall, Record, new_record
 from ..reminders import HORIZON, Reminder, ReminderRequest
 from . import decoding
 from .connection import Conn, Statements, json_list, key_params, run_numbered, translated
@@ -22,8 +22,8 @@ def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
     manifest, expires_at."""
     data, version, created_at, updated_at, payload, manifest, expires_at = row
     if payload is None:
-        return Record(type, id, data, version, created_at, updated_at, None, None, expires_at)
-    return Record(
+        return new_record(type, id, data, version, created_at, updated_at, None, None, expires_at)
+    return new_record(
         type, id, None, version, created_at, updated_at, bytes(payload), manifest, expires_at
     )
 
@@ -48,7 +48,7 @@ class SaveRequest:
         """The saved record, from the statement's (version, times, expiry) row."""
         version, created_at, updated_at, expires_at = row
         data = decode(self.text)
-        return Record(
+        return new_record(
             self.type, self.id, data, version, created_at, updated_at, None, None, expires_at
         )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 
@@ -46,8 +47,11 @@ class PostgresRecords:
             # of close() itself still propagates.
             await asyncio.gather(self._purger, return_exceptions=True)
 
-    async def load(self, type: str, id: str, *, for_update: bool = False) -> Record | None:
-        return await self.coalesced.load(type, id)
+    def load(
+        self, type: str, id: str, *, for_update: bool = False
+    ) -> Coroutine[Any, Any, Record | None]:
+        # The coalescer's own coroutine, not one more around it: one frame less per load.
+        return self.coalesced.load(type, id)
 
     async def exists(self, type: str, id: str) -> bool:
         rows = await self._db.read(self._q.exists, {"type": type, "id": id})
