@@ -139,3 +139,27 @@ async def test_a_prepare_cancelled_midway_leaves_no_name_to_collide_with(pg_dsn:
         cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
         assert await cur.fetchone() == (1,)  # prepared in the server, never used
         assert await WIRE.fetch(conn, query, [21], prepare=True) == [(42,)]
+
+
+async def test_a_rollback_keeps_the_statements_the_wire_prepared(
+    pg_dsn: str, schema_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On one pooled connection: a statement sent through psycopg often enough to be
+    prepared by psycopg (save_many), then a transaction rolled back. Were psycopg to
+    prepare, its rollback would DEALLOCATE ALL, the wire's statements with them, and
+    the next save would fail (or the store would take the server for a pooler)."""
+    async with await Store.connect(pg_dsn, schema=schema_name, pool_max_size=1) as store:
+        await store.init_schema()
+        await store.save("P", "a", {"n": 0})
+        for n in range(8):
+            await store.save_many("P", {"b": {"n": n}, "c": {"n": n}})
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await tx.save("P", "a", {"n": -1})
+                raise RuntimeError("roll back")
+        assert (await store.save("P", "a", {"n": 1})).version == 2
+        async with store.transaction() as tx:
+            await tx.save("P", "a", {"n": 2})
+        loaded = await store.load("P", "a")
+        assert loaded is not None and loaded.data == {"n": 2}
+    assert "transaction pooler" not in caplog.text

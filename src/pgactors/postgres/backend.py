@@ -29,7 +29,7 @@ class PostgresBackend:
         self.queries = PostgresQueries(db)
         self.feed = PostgresFeed(db)
         self.transfer = PostgresTransfer(db)
-        self.reminders = PostgresReminders(db, Ops(db.statements, reminder_channel(db.config)))
+        self.reminders = PostgresReminders(db, Ops(db, reminder_channel(db.config)))
         self.admin = PostgresAdmin(db)
         self.history = PostgresHistory(db, self.records)
         self._sequencer = Sequencer(

@@ -339,14 +339,14 @@ async def run_numbered(
     conn: Conn,
     statement: tuple[bytes, tuple[str, ...]],
     params: Mapping[str, Any],
-    prepare: bool | None = None,
+    *,
+    prepare: bool,
 ) -> list[tuple[Any, ...]]:
-    """The rows of a ``numbered`` statement, through the wire: prepared, unless the
-    connection is behind a transaction pooler or ``prepare`` is False."""
+    """The rows of a ``numbered`` statement, through the wire (``prepare``: as a
+    prepared statement of the connection)."""
     query, names = statement
     values = [params[name] for name in names]
-    prepared = conn.prepare_threshold is not None and prepare is not False
-    return await WIRE.fetch(conn, query, values, prepare=prepared)
+    return await WIRE.fetch(conn, query, values, prepare=prepare)
 
 
 _PLACEHOLDER = re.compile(rb"%\((\w+)\)s")
@@ -420,11 +420,11 @@ class Connections:
             if time.monotonic() - last_used.get(conn, 0.0) > IDLE_CHECK_SECONDS:
                 await AsyncConnectionPool.check_connection(conn)
 
-        # Behind a transaction pooler a prepared statement would be prepared in one
-        # backend and run in another (or, worse, run another client's of the same name).
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if pooled:
-            kwargs["prepare_threshold"] = None
+        # psycopg never prepares on these connections: once it has prepared a statement
+        # of its own, a rollback or any ALTER or DROP makes it DEALLOCATE ALL, which
+        # would also drop the wire's, unknown to the wire. The wire prepares the store's
+        # own statements, unless ``pooled``.
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         pool = Pool(
             conninfo,
             kwargs=kwargs,
@@ -457,16 +457,12 @@ class Connections:
                 self._config.target(),
             )
         self.pooled = True
-        if isinstance(self.pool.kwargs, dict):  # connections taken later are set on use too
-            self.pool.kwargs["prepare_threshold"] = None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled connection; driver errors in the block become ``PgActorsError``s."""
         with translated(self._config):
             async with self.pool.connection() as conn:
-                if self.pooled and conn.prepare_threshold is not None:
-                    conn.prepare_threshold = None
                 try:
                     yield conn
                 finally:
@@ -497,9 +493,10 @@ class Connections:
         params: Mapping[str, Any],
         *,
         idempotent: bool,
-        prepare: bool | None = None,
+        prepare: bool = True,
     ) -> list[tuple[Any, ...]]:
-        """Run one statement on a pooled connection and return its rows.
+        """Run one statement on a pooled connection and return its rows (a packaged
+        statement is prepared unless ``prepare`` is False or a pooler stands in front).
 
         A read retries once on a connection that died while idle; any statement
         retries when PostgreSQL picked it as a deadlock victim (only possible
@@ -514,14 +511,13 @@ class Connections:
                 # costs 5 us of locking per statement.
                 conn = await self.pool.getconn()
                 try:
-                    if self.pooled and conn.prepare_threshold is not None:
-                        conn.prepare_threshold = None
                     raw = self.statements.numbered.get(query)
                     if raw is None:
-                        cur = await conn.execute(query, params, prepare=prepare)
+                        cur = await conn.execute(query, params)
                         rows = await cur.fetchall()
                     else:
-                        rows = await run_numbered(conn, raw, params, prepare)
+                        prepared = prepare and not self.pooled
+                        rows = await run_numbered(conn, raw, params, prepare=prepared)
                     self._check_confirmed(conn)
                     return rows
                 finally:

@@ -14,7 +14,7 @@ from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
 from ..record import AppliedCall, Record, new_record
 from ..reminders import HORIZON, Reminder, ReminderRequest
 from . import decoding
-from .connection import Conn, Statements, json_list, key_params, run_numbered, translated
+from .connection import Conn, Connections, json_list, key_params, run_numbered, translated
 
 
 def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
@@ -104,15 +104,18 @@ def save_params(batch: list[SaveRequest]) -> dict[str, str]:
 class Ops:
     """Single-record operations on a given connection (pooled or in a transaction)."""
 
-    def __init__(self, queries: Statements, channel: str) -> None:
-        self.q = queries
+    def __init__(self, db: Connections, channel: str) -> None:
+        self._db = db
+        self.q = db.statements
         self.channel = channel  # where set_reminders notifies
 
     async def _rows(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """The rows of a named statement, sent through the wire."""
-        return await run_numbered(conn, self.q.numbered[query], params)
+        return await run_numbered(
+            conn, self.q.numbered[query], params, prepare=not self._db.pooled
+        )
 
     async def _row(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]

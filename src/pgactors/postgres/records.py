@@ -32,7 +32,7 @@ class PostgresRecords:
         self._db = db
         self._q = db.statements
         self._config: StoreConfig = db.config
-        self._ops = Ops(self._q, reminder_channel(db.config))
+        self._ops = Ops(db, reminder_channel(db.config))
         self.coalesced = Coalesced(db, self._ops, enabled=db.config.coalesce)
         self._purger: asyncio.Task[None] | None = None
         self._also_purge: Callable[[], Awaitable[int]] | None = None
