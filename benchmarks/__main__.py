@@ -111,6 +111,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "concurrency; medians and ratios (default 3, 0 to skip)",
     )
     parser.add_argument(
+        "--pair-rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="the bare-table targets: N more rounds of each target's workload and its "
+        "baseline back to back at --concurrency, the first of the pair alternating; "
+        "judged on the median ratio (default 3, 0 to judge the main pass alone)",
+    )
+    parser.add_argument(
         "--scale",
         action="store_true",
         help="also run the scale curve: pgactors save and load at --concurrency against "
@@ -132,6 +141,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--records must be at least 1")
     if args.history_rounds < 0:
         parser.error("--history-rounds must be at least 0")
+    if args.pair_rounds < 0:
+        parser.error("--pair-rounds must be at least 0")
     try:
         args.selected = select_workloads(args.workloads)
     except ValueError as exc:
@@ -178,6 +189,28 @@ async def _run_all(
             results.append(result)
             _done(result)
     return results
+
+
+async def _run_pairs(
+    bench: Bench, selected: Sequence[Workload], level: int, rounds: int
+) -> dict[tuple[str, str], list[tuple[harness.Result, harness.Result]]]:
+    """Each paired target whose two workloads were selected: ``rounds`` rounds of the
+    two back to back, alternating which goes first."""
+    names = {w.name for w in selected}
+    targets = [t for t in report.TARGETS if t.paired and {t.workload, t.baseline} <= names]
+    pairs: dict[tuple[str, str], list[tuple[harness.Result, harness.Result]]] = {}
+    for round in range(rounds):
+        for target in targets:
+            ran: dict[str, harness.Result] = {}
+            order = [target.workload, target.baseline]
+            for name in order if round % 2 else order[::-1]:
+                workload = BY_NAME[name]
+                _log(f"[pair {round + 1}/{rounds}] {workload.label}, concurrency {level} ...")
+                ran[name] = await workload.run(bench, level, seed=3000 + round)
+                _done(ran[name])
+            key = (target.workload, target.baseline)
+            pairs.setdefault(key, []).append((ran[target.workload], ran[target.baseline]))
+    return pairs
 
 
 async def _run_history(bench: Bench, levels: Sequence[int], rounds: int) -> list[harness.Result]:
@@ -332,6 +365,7 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         _log(f"schema {schema_name}: preloading {args.records} records ...")
         _log(f"preloaded in {await bench.preload():.1f} s")
         results = await _run_all(bench, args.selected, levels)
+        pairs = await _run_pairs(bench, args.selected, args.concurrency, args.pair_rounds)
         history = await _run_history(bench, levels, args.history_rounds)
         server = None
         if args.history_rounds:
@@ -365,9 +399,10 @@ async def measure(args: argparse.Namespace, dsn: str, workdir: Path) -> Run:
         "fresh spawn subprocess per Python run, the pgbench process for pgbench",
         "scale_sizes": args.scale_sizes if args.scale else [],
         "history_rounds": args.history_rounds,
+        "pair_rounds": args.pair_rounds,
         "workloads": [w.name for w in args.selected],
     }
-    checks = report.check_targets(results, args.concurrency)
+    checks = report.check_targets(results, args.concurrency, pairs)
     return Run(meta, results, checks, scale, history, server)
 
 
