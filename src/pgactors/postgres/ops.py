@@ -113,9 +113,7 @@ class Ops:
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """The rows of a named statement, sent through the wire."""
-        return await run_numbered(
-            conn, self.q.numbered[query], params, prepare=not self._db.pooled
-        )
+        return await run_numbered(conn, self.q.numbered[query], params, prepare=not self._db.pooled)
 
     async def _row(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
