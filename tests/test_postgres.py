@@ -79,6 +79,25 @@ async def test_operations_before_init_raise_schema_mismatch(pg_dsn: str, schema_
             await store.load("T", "t")
 
 
+async def test_a_schema_older_than_the_code_says_so(
+    pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store on a schema that lacks later migrations (here, before the TTL columns)
+    names the problem and its cure, not a driver error."""
+    from pgactors import schema as schema_module
+
+    before = tuple(m for m in schema_module.migrations() if m.version < 4)
+    monkeypatch.setattr(schema_module, "migrations", lambda: before)
+    async with await Store.connect(pg_dsn, schema=schema_name) as old:
+        await old.init_schema()
+    monkeypatch.undo()
+    async with await Store.connect(pg_dsn, schema=schema_name) as store:
+        with pytest.raises(SchemaMismatch, match=r"older than this pgactors.*pgactors init"):
+            await store.save("T", "t", {})
+        assert await store.init_schema() == len(schema_module.migrations()) - len(before)
+        assert (await store.save("T", "t", {})).version == 1
+
+
 async def test_schema_newer_than_code_refused(pg_store: Store, pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(

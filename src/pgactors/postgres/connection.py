@@ -162,10 +162,16 @@ def translate(exc: BaseException, config: StoreConfig) -> PgActorsError:
         )
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return StoreTimeout(f"the operation was cancelled (statement_timeout?): {message}")
-    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+    if isinstance(
+        exc,
+        psycopg.errors.UndefinedTable
+        | psycopg.errors.UndefinedFunction
+        | psycopg.errors.UndefinedColumn,
+    ):
         return SchemaMismatch(
-            f"the pgactors schema is missing in {config.schema!r} "
-            f"(table prefix {config.table_prefix!r}): run `pgactors init` or "
+            f"the pgactors schema in {config.schema!r} (table prefix "
+            f"{config.table_prefix!r}) is missing, or older than this pgactors "
+            f"(schema version {schema.latest_version()}): run `pgactors init` or "
             f"`await store.init_schema()` ({message})"
         )
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
