@@ -163,3 +163,24 @@ async def test_a_rollback_keeps_the_statements_the_wire_prepared(
         loaded = await store.load("P", "a")
         assert loaded is not None and loaded.data == {"n": 2}
     assert "transaction pooler" not in caplog.text
+
+
+async def test_batch_statements_are_prepared_by_the_wire_only(
+    pg_dsn: str, schema_name: str
+) -> None:
+    """save_many, delete_many and the purges run as the wire's prepared statements, so
+    repeating them is not planned afresh each time; psycopg prepares nothing itself."""
+    async with await Store.connect(pg_dsn, schema=schema_name, pool_max_size=1) as store:
+        await store.init_schema()
+        for n in range(6):
+            await store.save_many("P", {"a": {"n": n}, "b": {"n": n}})
+            assert await store.delete_many("P", ["b", "absent"]) == 1
+            await store.purge_expired()
+        async with store._backend.connections.pool.connection() as conn:
+            cur = await conn.execute("SELECT name, statement FROM pg_prepared_statements")
+            prepared = await cur.fetchall()
+    names = [name for name, _ in prepared]
+    assert all(name.startswith("pgactors_") for name in names), names
+    table = f'"{schema_name}"."pgactors_state"'
+    assert sum(f"INSERT INTO {table}" in text for _, text in prepared) == 1  # save_many
+    assert sum(f"DELETE FROM {table}" in text for _, text in prepared) == 2  # delete, purge

@@ -493,6 +493,21 @@ class Connections:
         """The rows of a statement that writes."""
         return await self.fetch(query, params, idempotent=False)
 
+    async def rows_on(
+        self, conn: Conn, query: bytes, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a packaged statement on ``conn``, already taken (a transaction's,
+        or one held for several statements), through the wire: prepared unless a
+        pooler stands in front."""
+        raw = self.statements.numbered[query]
+        return await run_numbered(conn, raw, params, prepare=not self.pooled)
+
+    async def count_on(self, conn: Conn, query: bytes, params: Mapping[str, Any]) -> int:
+        """How many rows a packaged statement changed on ``conn``, as ``rows_on`` runs it."""
+        query_, names = self.statements.numbered[query]
+        values = [params[name] for name in names]
+        return await WIRE.count(conn, query_, values, prepare=not self.pooled)
+
     async def fetch(
         self,
         query: bytes,

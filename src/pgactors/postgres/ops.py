@@ -14,7 +14,7 @@ from ..errors import CallAlreadyApplied, PgActorsError, VersionConflict
 from ..record import AppliedCall, Record, new_record
 from ..reminders import HORIZON, Reminder, ReminderRequest
 from . import decoding
-from .connection import Conn, Connections, json_list, key_params, run_numbered, translated
+from .connection import Conn, Connections, json_list, key_params, translated
 
 
 def record_from_row(type: str, id: str, row: tuple[Any, ...]) -> Record:
@@ -113,7 +113,7 @@ class Ops:
         self, conn: Conn, query: bytes, params: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """The rows of a named statement, sent through the wire."""
-        return await run_numbered(conn, self.q.numbered[query], params, prepare=not self._db.pooled)
+        return await self._db.rows_on(conn, query, params)
 
     async def _row(
         self, conn: Conn, query: bytes, params: Mapping[str, Any]

@@ -103,9 +103,9 @@ class PostgresRecords:
         params = {"older_than": older_than, "limit": limit, "prefix": prefix}
         while True:
             async with self._db.connection() as conn:
-                cur = await conn.execute(self._q.purge_calls, params)
-            purged += cur.rowcount
-            if cur.rowcount < limit:
+                count = await self._db.count_on(conn, self._q.purge_calls, params)
+            purged += count
+            if count < limit:
                 return purged
 
     async def delete(self, type: str, id: str, expected: int | None) -> bool:
@@ -139,8 +139,7 @@ class PostgresRecords:
         }
         async with self._db.connection() as conn:
             try:
-                cur = await conn.execute(self._q.save_many, params)
-                rows = await cur.fetchall()
+                rows = await self._db.rows_on(conn, self._q.save_many, params)
             except psycopg.Error as exc:
                 if exc.sqlstate != BATCH_RACE_SQLSTATE:
                     raise
@@ -163,18 +162,16 @@ class PostgresRecords:
     async def _versions_on(
         self, conn: Conn, type: str, items: list[SaveItem]
     ) -> dict[str, tuple[int, int]]:
-        cur = await conn.execute(
-            self._q.current_versions, {"type": type, "ids": json_list([i.id for i in items])}
-        )
-        return stale(items, dict(await cur.fetchall()))
+        params = {"type": type, "ids": json_list([i.id for i in items])}
+        return stale(items, dict(await self._db.rows_on(conn, self._q.current_versions, params)))
 
     async def delete_many(self, type: str, ids: list[str]) -> int:
         async with self._db.connection() as conn:
             params = {"type": type, "ids": json_list(ids)}
-            cur = await conn.execute(self._q.delete_many, params)
-        if cur.rowcount:
+            count = await self._db.count_on(conn, self._q.delete_many, params)
+        if count:
             self._db.changed()
-        return cur.rowcount
+        return count
 
     async def list_ids(self, type: str, *, prefix: str, after: str, limit: int) -> list[str]:
         params = {"type": type, "prefix": prefix, "after": after, "limit": limit}
@@ -189,11 +186,11 @@ class PostgresRecords:
         params = {"type": type, "limit": limit}
         while True:
             async with self._db.connection() as conn:
-                cur = await conn.execute(self._q.purge_expired, params)
-            purged += cur.rowcount
-            if cur.rowcount:
+                count = await self._db.count_on(conn, self._q.purge_expired, params)
+            purged += count
+            if count:
                 self._db.changed()
-            if cur.rowcount < limit:
+            if count < limit:
                 return purged
 
     @asynccontextmanager

@@ -42,6 +42,22 @@ class Wire:
     ) -> list[tuple[Any, ...]]:
         """The rows of ``query`` (``$n`` placeholders) run with ``values``; ``prepare``:
         as a prepared statement of this connection (prepared on first use)."""
+        tx, result = await self._run(conn, query, values, prepare)
+        if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        tx.set_pgresult(result)
+        rows: list[tuple[Any, ...]] = tx.load_rows(0, result.ntuples, tuple)
+        return rows
+
+    async def count(self, conn: Conn, query: bytes, values: Sequence[Any], *, prepare: bool) -> int:
+        """How many rows ``query`` changed (or returned), as ``fetch`` runs it."""
+        _, result = await self._run(conn, query, values, prepare)
+        return 0 if result is None else result.command_tuples or 0
+
+    async def _run(
+        self, conn: Conn, query: bytes, values: Sequence[Any], prepare: bool
+    ) -> tuple[abc.Transformer, pq.abc.PGresult | None]:
+        """Run ``query``: the Transformer that dumped its values, and its last result."""
         # A new one each time (0.4 us): a Transformer holds its connection, so one kept
         # here, by a weak key, would keep every connection the pool let go alive.
         tx: abc.Transformer = Transformer(conn)
@@ -51,7 +67,7 @@ class Wire:
         try:
             if not prepare:
                 pgconn.send_query_params(query, params, param_types=types)
-                return await self._rows(conn, tx)
+                return tx, await self._result(conn)
             names = self._prepared.get(conn)
             if names is None:
                 names = self._prepared[conn] = {}
@@ -61,23 +77,23 @@ class Wire:
                 # exist in the server without being noted here.
                 name = b"pgactors_%d" % next(_NUMBERS)
                 pgconn.send_prepare(name, query, param_types=types)
-                await self._rows(conn, tx)
+                await self._result(conn)
                 names[(query, types)] = name
             pgconn.send_query_prepared(name, params)
-            return await self._rows(conn, tx)
+            return tx, await self._result(conn)
         except BaseException:
             if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                await self._stop(conn, tx)
+                await self._stop(conn)
             raise
 
-    async def _stop(self, conn: Conn, tx: abc.Transformer) -> None:
+    async def _stop(self, conn: Conn) -> None:
         """The caller was cancelled mid-statement: ask the server to cancel it too (as
         psycopg does), and read its results away, so that it neither commits later nor
         greets the connection's next user. If that fails, the connection is closed
         (the pool replaces it)."""
         try:
             await conn.cancel_safe(timeout=CANCEL_WAIT)
-            await asyncio.wait_for(self._rows(conn, tx), CANCEL_WAIT)
+            await asyncio.wait_for(self._result(conn), CANCEL_WAIT)
         except errors.QueryCanceled:
             pass  # as asked
         except BaseException as exc:
@@ -85,8 +101,8 @@ class Wire:
             if not isinstance(exc, Exception):
                 raise
 
-    async def _rows(self, conn: Conn, tx: abc.Transformer) -> list[tuple[Any, ...]]:
-        """Send what is buffered, then read every result; the last one's rows."""
+    async def _result(self, conn: Conn) -> pq.abc.PGresult | None:
+        """Send what is buffered, then read every result; the last one (None if none)."""
         pgconn = conn.pgconn
         loop = asyncio.get_running_loop()
         while pgconn.flush():
@@ -110,11 +126,7 @@ class Wire:
         for result in results:
             if result.status not in _OK:
                 raise errors.error_from_result(result, encoding=conn.info.encoding)
-        if not results or results[-1].status != pq.ExecStatus.TUPLES_OK:
-            return []
-        tx.set_pgresult(results[-1])
-        rows: list[tuple[Any, ...]] = tx.load_rows(0, results[-1].ntuples, tuple)
-        return rows
+        return results[-1] if results else None
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
