@@ -378,6 +378,36 @@ async def _slept(system: ActorSystem, times: int) -> bool:
     return system.reminders.sleeps >= times
 
 
+class Held(Actor[Log]):
+    release = asyncio.Event()
+
+    async def on_reminder(self, name: str) -> None:
+        self.state.fired.append(name)
+        await Held.release.wait()
+
+
+async def test_in_flight_counts_firings_until_they_settle(store: Store) -> None:
+    Held.release = asyncio.Event()
+    at = datetime.now(UTC) + timedelta(seconds=0.05)  # due together: taken in one lease
+    for n in range(3):
+        await store.set_reminder("Held", f"h{n}", "r", at=at)
+    async with ActorSystem(store, actors=[Held]) as system:
+
+        async def taken() -> bool:
+            return system.reminders.in_flight == 3
+
+        await until(taken, "the three firings to start")
+        assert system.reminders.fired == 0 and len(await store.reminders()) == 3
+        Held.release.set()
+
+        async def settled() -> bool:
+            return system.reminders.in_flight == 0
+
+        await until(settled, "the firings to settle")
+        # Once nothing is in flight, the counters are final: every firing is counted.
+        assert system.reminders.fired == 3 and await store.reminders() == []
+
+
 INSTANCE = """
 import asyncio, os, sys
 from dataclasses import dataclass, field, replace
@@ -402,7 +432,8 @@ async def main(dsn, schema):
         print("ready", flush=True)
         while not (await store.reminder_stats()).total:
             await asyncio.sleep(0.05)
-        while (await store.reminder_stats()).total:
+        # Gone from the table once their firings committed; counted once settled here.
+        while (await store.reminder_stats()).total or system.reminders.in_flight:
             await asyncio.sleep(0.05)
         print("fired", system.reminders.fired, system.reminders.repeated, flush=True)
     await store.close()

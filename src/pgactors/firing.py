@@ -73,9 +73,12 @@ class ReminderFiring:
         self.fired = 0
         self.failed = 0
         self.repeated = 0  # firings found already applied (lease ran out, or a crash)
-        self.sleeps = 0
+        self.sleeps = 0  # times it waited for the next due time (or a notification)
+        # Reminders taken by this instance and not yet settled (fired, found applied,
+        # failed or left due): the counters above are final for them only once it is 0.
+        self.in_flight = 0
         self._next_purge = 0.0
-        self._stopping = False  # times it waited for the next due time (or a notification)
+        self._stopping = False
 
     def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
         """Fire the reminders of these classes too (started at once inside a running
@@ -162,6 +165,7 @@ class ReminderFiring:
                 task = asyncio.create_task(self._fire_logged(queued.popleft()))
                 firing.add(task)
                 task.add_done_callback(settle)
+            self.in_flight = len(firing) + len(queued)
 
         def settle(task: asyncio.Task[bool]) -> None:
             firing.discard(task)
@@ -190,6 +194,7 @@ class ReminderFiring:
                     await room.wait()
         finally:
             queued.clear()
+            self.in_flight = len(firing)
             for task in list(firing):
                 task.cancel()
 
@@ -208,9 +213,13 @@ class ReminderFiring:
 
     async def _fire_all(self, due: list[Reminder]) -> int:
         fired = 0
-        for start in range(0, len(due), CONCURRENCY):
-            chunk = due[start : start + CONCURRENCY]
-            fired += sum(await asyncio.gather(*(self._fire_logged(r) for r in chunk)))
+        try:
+            for start in range(0, len(due), CONCURRENCY):
+                self.in_flight = len(due) - start
+                chunk = due[start : start + CONCURRENCY]
+                fired += sum(await asyncio.gather(*(self._fire_logged(r) for r in chunk)))
+        finally:
+            self.in_flight = 0
         return fired
 
     async def _fire_logged(self, reminder: Reminder) -> bool:
