@@ -26,6 +26,7 @@ from pgactors import (
     InvalidInput,
     Store,
     VersionConflict,
+    firing,
 )
 from pgactors.firing import RETRY_DELAY
 from pgactors.reminders import HORIZON
@@ -380,8 +381,10 @@ async def _slept(system: ActorSystem, times: int) -> bool:
 
 class Held(Actor[Log]):
     release = asyncio.Event()
+    runs = 0
 
     async def on_reminder(self, name: str) -> None:
+        Held.runs += 1
         self.state.fired.append(name)
         await Held.release.wait()
 
@@ -406,6 +409,81 @@ async def test_in_flight_counts_firings_until_they_settle(store: Store) -> None:
         await until(settled, "the firings to settle")
         # Once nothing is in flight, the counters are final: every firing is counted.
         assert system.reminders.fired == 3 and await store.reminders() == []
+
+
+async def test_a_slow_on_reminder_holds_up_no_other_reminder(store: Store) -> None:
+    Held.release = asyncio.Event()
+    await store.set_reminder("Held", "h", "r", after=0.01)
+    async with ActorSystem(store, actors=[Held, Session]) as system:
+
+        async def held() -> bool:
+            return system.reminders.in_flight == 1
+
+        await until(held, "the slow firing to start")
+        # Due after the slow firing started, so not in its lease: taken by a later look.
+        await store.set_reminder("Session", "s", "expire", after=0.05)
+        await store.set_reminder("Session", "t", "tick", every=0.05)
+
+        async def others_fired() -> bool:
+            return system.reminders.fired >= 4
+
+        await until(others_fired, "the other reminders to fire")
+        assert system.reminders.in_flight <= 2  # the slow one is still firing
+        assert await system.actor(Session, "s").fired() == ["expire"]
+        assert [r.id for r in await store.reminders("Held")] == ["h"]
+        Held.release.set()
+
+        async def settled() -> bool:
+            return [r.id for r in await store.reminders("Held")] == []
+
+        await until(settled, "the slow firing to commit")
+
+
+async def test_a_firing_outlasting_its_lease_is_not_taken_twice_by_its_instance(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(firing, "LEASE", 0.1)
+    Held.release, Held.runs = asyncio.Event(), 0
+    await store.set_reminder("Held", "h", "r", after=0.01)
+    async with ActorSystem(store, actors=[Held]) as system:
+
+        async def held() -> bool:
+            return Held.runs == 1
+
+        await until(held, "the slow firing to start")
+        expired = time.monotonic() + 0.1
+        looks = system.reminders.sleeps
+
+        async def looked_again() -> bool:
+            return time.monotonic() > expired and system.reminders.sleeps >= looks + 3
+
+        # Looks after the lease ran out: each took the reminder again, as due and free.
+        await until(looked_again, "looks after the lease ran out")
+        assert Held.runs == 1 and system.reminders.in_flight == 1
+        Held.release.set()
+
+        async def settled() -> bool:
+            return system.reminders.in_flight == 0
+
+        await until(settled, "the firing to settle")
+        assert (system.reminders.fired, system.reminders.repeated, Held.runs) == (1, 0, 1)
+        assert await store.reminders() == []
+
+
+async def test_closing_the_system_mid_firing_leaves_the_reminder_due(store: Store) -> None:
+    Held.release, Held.runs = asyncio.Event(), 0
+    await store.set_reminder("Held", "h", "r", after=0.01)
+    system = ActorSystem(store, actors=[Held])
+    async with system:
+
+        async def held() -> bool:
+            return Held.runs == 1
+
+        await until(held, "the slow firing to start")
+    # Closed without waiting on on_reminder: the firing was cancelled, nothing saved.
+    assert system.reminders.in_flight == 0
+    assert [r.id for r in await store.reminders("Held")] == ["h"]
+    assert await store.load("Held", "h") is None
 
 
 INSTANCE = """

@@ -8,9 +8,11 @@ firing of the same due time (another instance, or a retry after a crash) finds t
 record and changes nothing. The same statement moves the reminder on (a one-shot
 deleted; a periodic one to its next due time after now), if it is still as it was
 fired (``save_call(advance=...)``). Concurrent firings share that statement (it is
-coalesced), so there is no transaction per firing. Between due times an instance
-sleeps until the next one (at most ``HORIZON`` seconds) and wakes early when told of a
-reminder set to be due sooner. Recorded firings are purged after ``CALL_RETENTION`` seconds.
+coalesced), so there is no transaction per firing. Each firing is a task: a slow
+``on_reminder`` holds up no other. Between due times an instance sleeps until the next
+one (at most ``HORIZON`` seconds) and wakes early when told of a reminder set to be due
+sooner, or, with firings under way, as each ends. Recorded firings are purged after
+``CALL_RETENTION`` seconds.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ STUCK_WAIT = 0.02
 
 
 class ReminderFiring:
-    """The background task of one ``ActorSystem`` that fires its classes' reminders."""
+    """The background task of one ``ActorSystem`` that fires its classes' reminders.
+
+    Firings run as tasks of their own: a slow ``on_reminder`` holds up only its own
+    actor, and the instance goes on taking and firing the others as they fall due."""
 
     def __init__(
         self, system: ActorSystem, owns: typing.Callable[[str, str], bool] | None = None
@@ -70,15 +75,24 @@ class ReminderFiring:
         self._types: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._listener: FeedListener | None = None
+        self._queued: deque[Reminder] = deque()
+        self._firing: dict[asyncio.Task[bool], Reminder] = {}
+        self._taken: set[Reminder] = set()  # queued or firing: not taken twice
+        self._room: asyncio.Event | None = None  # set once half a round is left
+        self._settled: asyncio.Event | None = None  # set as each firing settles
         self.fired = 0
         self.failed = 0
         self.repeated = 0  # firings found already applied (lease ran out, or a crash)
         self.sleeps = 0  # times it waited for the next due time (or a notification)
-        # Reminders taken by this instance and not yet settled (fired, found applied,
-        # failed or left due): the counters above are final for them only once it is 0.
-        self.in_flight = 0
+        self._moved = 0  # firings settled that moved their reminder on
         self._next_purge = 0.0
         self._stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        """Reminders taken by this instance and not yet settled (fired, found applied,
+        failed or left due): the counters are final for them only once this is 0."""
+        return len(self._queued) + len(self._firing)
 
     def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
         """Fire the reminders of these classes too (started at once inside a running
@@ -115,112 +129,124 @@ class ReminderFiring:
     async def _run(self) -> None:
         listener = self._listener
         assert listener is not None
+        self._room, self._settled = asyncio.Event(), asyncio.Event()
         failures = 0
-        while not self._stopping:
-            try:
-                await listener.connect()
-                failures = stuck = 0
-                while not self._stopping:
-                    if time.monotonic() >= self._next_purge:
-                        self._next_purge = time.monotonic() + PURGE_INTERVAL
-                        await self._purge()
-                    if await self.fire_due():
-                        stuck = 0
-                        continue
-                    wait = await self._store.next_reminder_due(self._types)
-                    if wait is not None and wait <= 0:
-                        # Overdue, yet none fired here: another instance holds them, or
-                        # their firing fails. Look again soon, not in a tight loop.
-                        wait = min(STUCK_WAIT * 2**stuck, 1.0)
-                        stuck = min(stuck + 1, 10)
-                    timeout = HORIZON if wait is None else min(wait, HORIZON)
-                    self.sleeps += 1
-                    await listener.wait(timeout)
-            except asyncio.CancelledError:
-                await listener.close()
-                raise
-            except Exception:
-                logger.exception("firing reminders failed; retrying")
-                await listener.close()
-                await back_off(failures)
-                failures += 1
-        await listener.close()
-
-    async def fire_due(self) -> int:
-        """Fire the reminders due now; return how many were moved on.
-
-        Reminders are taken ``ROUND`` at a time, and more are taken while the last of a
-        round still fire, so the statements that save firings stay full. At most
-        ``CONCURRENCY`` fire at once; the others wait in a queue, not as tasks."""
-        if self._owns is not None:
-            return await self._fire_all(await self._owned_due())
-        fired = 0
-        queued: deque[Reminder] = deque()
-        firing: set[asyncio.Task[bool]] = set()
-        settled: list[asyncio.Task[bool]] = []
-        room = asyncio.Event()  # set as firings end, once at most half a round is left
-
-        def start() -> None:
-            while queued and len(firing) < CONCURRENCY:
-                task = asyncio.create_task(self._fire_logged(queued.popleft()))
-                firing.add(task)
-                task.add_done_callback(settle)
-            self.in_flight = len(firing) + len(queued)
-
-        def settle(task: asyncio.Task[bool]) -> None:
-            firing.discard(task)
-            settled.append(task)
-            start()
-            if len(firing) + len(queued) <= ROUND // 2:
-                room.set()
-
-        more = True
         try:
-            while True:
-                if more and len(firing) + len(queued) <= ROUND // 2 and not self._stopping:
-                    # Taken for LEASE seconds: other instances take others. One still
-                    # firing when its lease runs out may be fired again: the call
-                    # record makes that second firing change nothing.
-                    due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
-                    more = len(due) == ROUND
-                    queued.extend(due)
-                    start()
-                fired += sum(task.result() for task in settled)
-                settled.clear()
-                if not firing:
-                    return fired
-                room.clear()
-                if not more or len(firing) + len(queued) > ROUND // 2:
-                    await room.wait()
+            while not self._stopping:
+                try:
+                    await listener.connect()
+                    failures = 0
+                    await self._look(listener)
+                except Exception:
+                    logger.exception("firing reminders failed; retrying")
+                    await listener.close()
+                    await back_off(failures)
+                    failures += 1
         finally:
-            queued.clear()
-            self.in_flight = len(firing)
-            for task in list(firing):
+            self._queued.clear()
+            firing = list(self._firing)
+            for task in firing:
                 task.cancel()
+            await listener.close()
+            if firing:
+                await asyncio.wait(firing)
+
+    async def _look(self, listener: FeedListener) -> None:
+        """Take due reminders while there is room, then sleep until the next is due."""
+        assert self._room is not None and self._settled is not None
+        stuck, moved = 0, self._moved
+        while not self._stopping:
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + PURGE_INTERVAL
+                await self._purge()
+            if self.in_flight > ROUND // 2:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            self._settled.clear()
+            if await self._take():
+                continue  # a backlog: take more as soon as there is room
+            # While firings are under way here, theirs are among the due reminders:
+            # the next look is when one settles.
+            wait = -1.0 if self._firing else await self._store.next_reminder_due(self._types)
+            if self._moved != moved:
+                stuck, moved = 0, self._moved
+            if wait is not None and wait <= 0:
+                # Overdue, yet not taken here: still firing here or at another instance,
+                # or their firing fails. Look again soon, not in a tight loop.
+                wait = min(STUCK_WAIT * 2**stuck, 1.0)
+                stuck = min(stuck + 1, 10)
+            timeout = HORIZON if wait is None else min(wait, HORIZON)
+            await self._sleep(listener, timeout)
+
+    async def _sleep(self, listener: FeedListener, seconds: float) -> None:
+        """Wait for a notification or ``seconds``; with firings under way, for one of
+        them to settle or ``seconds`` (a notification is then read on the next look)."""
+        assert self._settled is not None
+        self.sleeps += 1
+        if self._firing or self._settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._settled.wait()
+            return
+        await listener.wait(seconds)
+
+    async def _take(self) -> bool:
+        """Queue the due reminders not taken yet; True if there may be more due now.
+
+        Taken ``ROUND`` at a time, and more are taken once half of them have fired, so
+        the statements that save firings stay full. At most ``CONCURRENCY`` fire at
+        once; the others wait in a queue, not as tasks."""
+        if self._owns is not None:
+            due = await self._owned_due()
+            more = len(due) == ROUND
+        else:
+            # Taken for LEASE seconds: other instances take others. One still firing
+            # when its lease runs out may be fired again elsewhere: the call record
+            # makes that second firing change nothing.
+            due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
+            more = len(due) == ROUND
+        for reminder in due:
+            if reminder not in self._taken:
+                self._taken.add(reminder)
+                self._queued.append(reminder)
+        self._start()
+        return more
+
+    def _start(self) -> None:
+        while self._queued and len(self._firing) < CONCURRENCY:
+            reminder = self._queued.popleft()
+            task = asyncio.create_task(self._fire_logged(reminder))
+            self._firing[task] = reminder
+            task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[bool]) -> None:
+        self._taken.discard(self._firing.pop(task))
+        if not task.cancelled():
+            if (exc := task.exception()) is not None:
+                logger.error("firing a reminder failed", exc_info=exc)
+            elif task.result():
+                self._moved += 1
+        if not self._stopping:
+            self._start()
+        if self._settled is not None:
+            self._settled.set()
+        if self._room is not None and self.in_flight <= ROUND // 2:
+            self._room.set()
 
     async def _owned_due(self) -> list[Reminder]:
-        """The due reminders of this system's actors (a Ray silo: nobody else fires
-        these, and they are not leased), read page by page past other silos' backlog."""
+        """The due reminders of this system's actors not yet taken (a Ray silo: nobody
+        else fires these, and they are not leased), read page by page past other
+        silos' backlog."""
         owns, after = self._owns, None
         assert owns is not None
         for _ in range(OWNED_PAGES):
             page = await self._store.due_reminders(self._types, limit=ROUND, after=after)
-            owned = [r for r in page if owns(r.type, r.id)]
+            owned = [r for r in page if owns(r.type, r.id) and r not in self._taken]
             if owned or len(page) < ROUND:
                 return owned
             after = page[-1]
         return []
-
-    async def _fire_all(self, due: list[Reminder]) -> int:
-        fired = 0
-        try:
-            for start in range(0, len(due), CONCURRENCY):
-                self.in_flight = len(due) - start
-                chunk = due[start : start + CONCURRENCY]
-                fired += sum(await asyncio.gather(*(self._fire_logged(r) for r in chunk)))
-        finally:
-            self.in_flight = 0
-        return fired
 
     async def _fire_logged(self, reminder: Reminder) -> bool:
         """``_fire``; a storage failure is logged, and the reminder stays due."""
