@@ -199,19 +199,17 @@ class ReminderFiring:
         once; the others wait in a queue, not as tasks."""
         if self._owns is not None:
             due = await self._owned_due()
-            more = len(due) == ROUND
         else:
             # Taken for LEASE seconds: other instances take others. One still firing
             # when its lease runs out may be fired again elsewhere: the call record
             # makes that second firing change nothing.
             due = await self._store.lease_reminders(self._types, limit=ROUND, seconds=LEASE)
-            more = len(due) == ROUND
         for reminder in due:
             if reminder not in self._taken:
                 self._taken.add(reminder)
                 self._queued.append(reminder)
         self._start()
-        return more
+        return len(due) == ROUND
 
     def _start(self) -> None:
         while self._queued and len(self._firing) < CONCURRENCY:
