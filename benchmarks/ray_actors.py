@@ -78,11 +78,15 @@ async def _plain_ray(silos: int, actors: int, callers: int, duration: float) -> 
     from pgactors.ray import silo_index
 
     remote = ray.remote(PlainSilo)
-    handles = [remote.options(num_cpus=0, max_concurrency=1000).remote() for _ in range(silos)]
+    # Ray's stubs do not type a handle's remote methods (as in pgactors.ray).
+    handles: list[Any] = [
+        remote.options(num_cpus=0, max_concurrency=1000).remote() for _ in range(silos)
+    ]
     await asyncio.gather(*(h.add.remote("warm", 0) for h in handles))
 
     async def call(id: str) -> int:
-        return await handles[silo_index("RayBenchCounter", id, silos)].add.remote(id, 1)  # type: ignore[no-any-return]
+        result: int = await handles[silo_index("RayBenchCounter", id, silos)].add.remote(id, 1)
+        return result
 
     rate = await _drive(call, actors, callers, duration)
     for handle in handles:
@@ -129,7 +133,8 @@ async def run(
     async with await Store.connect(dsn, schema=schema) as store:
         await store.init_schema()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    silos = silos or int(ray.cluster_resources()["CPU"])  # as RayActorSystem.start does
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    silos = silos or int(resources["CPU"])  # as RayActorSystem.start does
     try:
         plain = await _plain_ray(silos, actors, callers, duration)
         on_ray = await _pgactors_ray(dsn, schema, silos, actors, callers, duration)
