@@ -1,0 +1,156 @@
+"""What the change feed costs ``store.save``, part by part, in alternating rounds.
+
+Each round is a fresh process and a fresh schema (a log left by earlier rounds would
+weigh on later ones): 16 tasks save ~1 KB records (``harness.make_payload``) over 10,000
+keys for ``--seconds``, after a 1 s warm-up, and report saves per second and the
+client's and the server's CPU per save. The variants, run in turn each round:
+
+- ``off``: ``changes=False`` (no trigger, no numbering);
+- ``unnumbered``: the trigger writes pending rows, but the store never runs a
+  numbering pass (``Sequencer.kick`` is a no-op; the pending rows pile up);
+- ``silent``: numbered as usual, but the numbering function sends no notification;
+- ``on``: the default.
+
+    python -m benchmarks.feed_cost [--rounds 3] [--seconds 3] [--dsn DSN]
+
+A diagnostic script, never a timed test: ``unnumbered`` and ``silent`` are not
+configurations anyone should run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from benchmarks import harness
+from benchmarks.server import server_cpu_seconds, server_dsn
+
+VARIANTS = ("off", "unnumbered", "silent", "on")
+KEYS = 10_000
+TASKS = 16
+_NOTIFY = re.compile(r"PERFORM pg_notify\(.*?\);", re.S)
+
+
+async def _silence(dsn: str, schema: str) -> None:
+    """Re-create the schema's numbering function without its ``pg_notify``."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        name = sql.Identifier(schema, "pgactors_sequence_changes").as_string(conn)
+        cur = await conn.execute("SELECT pg_get_functiondef(%s::regproc)", [name])
+        row = await cur.fetchone()
+        assert row is not None
+        body, found = _NOTIFY.subn("NULL;", row[0])
+        assert found == 1, "the numbering function no longer notifies as expected"
+        await conn.execute(body.encode())
+
+
+async def _round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
+    from pgactors import Store
+
+    if variant == "unnumbered":
+        from pgactors import changes
+
+        changes.Sequencer.kick = lambda self: None  # type: ignore[method-assign]
+    payload = harness.make_payload()
+    schema = f"feedcost_{uuid.uuid4().hex[:8]}"
+    async with await Store.connect(dsn, schema=schema, changes=variant != "off") as store:
+        await store.init_schema()
+        try:
+            if variant == "silent":
+                await _silence(dsn, schema)
+            keys = [f"k{i}" for i in range(KEYS)]
+            await store.save_many("Bench", dict.fromkeys(keys, payload))
+            done = 0
+
+            async def worker(index: int, until: float) -> None:
+                nonlocal done
+                rng = random.Random(index)
+                while time.perf_counter() < until:
+                    await store.save("Bench", keys[rng.randrange(KEYS)], payload)
+                    done += 1
+
+            warm = time.perf_counter() + 1.0
+            await asyncio.gather(*(worker(i, warm) for i in range(TASKS)))
+            server = server_cpu_seconds(dsn)
+            done, cpu, started = 0, time.process_time(), time.perf_counter()
+            await asyncio.gather(*(worker(i, started + seconds) for i in range(TASKS)))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            after = server_cpu_seconds(dsn)
+        finally:
+            await store.drop_schema()
+    return {
+        "per_s": done / elapsed,
+        "client_us": cpu / done * 1e6,
+        "server_us": (after - server) / done * 1e6 if server is not None and after else -1.0,
+    }
+
+
+def _run_round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd() / "src"), str(Path.cwd())])}
+    code = (
+        "import asyncio, json, sys; from benchmarks.feed_cost import _round; "
+        "print(json.dumps(asyncio.run(_round(sys.argv[1], sys.argv[2], float(sys.argv[3])))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, dsn, variant, str(seconds)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    with server_dsn(args.dsn, "pgactors-feedcost-") as dsn:
+        for round_ in range(args.rounds):
+            for variant in VARIANTS:
+                result = _run_round(dsn, variant, args.seconds)
+                runs[variant].append(result)
+                print(f"round {round_ + 1} {variant}: {result}", file=sys.stderr)
+    print(
+        f"{args.rounds} alternating rounds of {args.seconds:g} s, {TASKS} tasks, "
+        f"~{harness.payload_bytes(harness.make_payload())} B records, "
+        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    )
+    base = statistics.median(r["per_s"] for r in runs["off"])
+    print(
+        "| variant | saves/s (each round) | median | vs off "
+        "| client CPU us/save | server CPU us/save |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for variant, results in runs.items():
+        rates = [r["per_s"] for r in results]
+        rate = statistics.median(rates)
+        client = statistics.median(r["client_us"] for r in results)
+        server = statistics.median(r["server_us"] for r in results)
+        each = ", ".join(f"{x:,.0f}" for x in rates)
+        print(
+            f"| {variant} | {each} | {rate:,.0f} | {rate / base:.2f}x "
+            f"| {client:.1f} | {server:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
