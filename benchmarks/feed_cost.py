@@ -9,12 +9,13 @@ client's and the server's CPU per save. The variants, run in turn each round:
 - ``unnumbered``: the trigger writes pending rows, but the store never runs a
   numbering pass (``Sequencer.kick`` is a no-op; the pending rows pile up);
 - ``silent``: numbered as usual, but the numbering function sends no notification;
+- ``paced``: the default, but the store numbers at most every 10 ms, not 2 ms;
 - ``on``: the default.
 
     python -m benchmarks.feed_cost [--rounds 3] [--seconds 3] [--dsn DSN]
 
-A diagnostic script, never a timed test: ``unnumbered`` and ``silent`` are not
-configurations anyone should run.
+A diagnostic script, never a timed test: ``unnumbered``, ``silent`` and ``paced`` are
+not configurations anyone should run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from psycopg import sql
 from benchmarks import harness
 from benchmarks.server import server_cpu_seconds, server_dsn
 
-VARIANTS = ("off", "unnumbered", "silent", "on")
+VARIANTS = ("off", "unnumbered", "silent", "paced", "on")
 KEYS = 10_000
 TASKS = 16
 _NOTIFY = re.compile(r"PERFORM pg_notify\(.*?\);", re.S)
@@ -65,6 +66,10 @@ async def _round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
         from pgactors import changes
 
         changes.Sequencer.kick = lambda self: None  # type: ignore[method-assign]
+    elif variant == "paced":
+        from pgactors.postgres import backend
+
+        backend.SEQUENCE_INTERVAL = 0.01
     payload = harness.make_payload()
     schema = f"feedcost_{uuid.uuid4().hex[:8]}"
     async with await Store.connect(dsn, schema=schema, changes=variant != "off") as store:
