@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,30 @@ KEYS = 10_000
 PAYLOAD = {"blob": "x" * 900, "n": 1}
 
 
-async def _round(dsn: str, op: str, tasks: int, seconds: float) -> dict[str, float]:
+async def measure(
+    dsn: str,
+    op: str,
+    tasks: int,
+    seconds: float,
+    *,
+    changes: bool = True,
+    prepare: Callable[[str, str], Awaitable[None]] | None = None,
+    payload: dict[str, Any] = PAYLOAD,
+) -> dict[str, float]:
+    """``op`` (``load`` or ``save``) of ``payload`` records from ``tasks`` tasks for
+    ``seconds`` after a 1 s warm-up, in a fresh schema (``prepare(dsn, schema)`` runs
+    once it exists): per second, and the client's and the server's CPU per operation
+    in microseconds."""
     from pgactors import Store
 
     schema = f"cpubench_{uuid.uuid4().hex[:8]}"
-    async with await Store.connect(dsn, schema=schema) as store:
+    async with await Store.connect(dsn, schema=schema, changes=changes) as store:
         await store.init_schema()
         try:
+            if prepare is not None:
+                await prepare(dsn, schema)
             keys = [f"k{i}" for i in range(KEYS)]
-            await store.save_many("Bench", dict.fromkeys(keys, PAYLOAD))
+            await store.save_many("Bench", dict.fromkeys(keys, payload))
             done = 0
 
             async def worker(index: int, until: float) -> None:
@@ -50,7 +66,7 @@ async def _round(dsn: str, op: str, tasks: int, seconds: float) -> dict[str, flo
                     if op == "load":
                         await store.load("Bench", key)
                     else:
-                        await store.save("Bench", key, PAYLOAD)
+                        await store.save("Bench", key, payload)
                     done += 1
 
             warm = time.perf_counter() + 1.0
@@ -70,22 +86,29 @@ async def _round(dsn: str, op: str, tasks: int, seconds: float) -> dict[str, flo
     }
 
 
-def _run_round(tree: Path, dsn: str, op: str, tasks: int, seconds: float) -> dict[str, float]:
+def in_fresh_process(tree: Path, function: str, *args: str) -> dict[str, float]:
+    """``function`` (``module:name``, an async function of string arguments returning a
+    dict of floats), run in a fresh interpreter with ``tree``'s ``src`` first on
+    ``PYTHONPATH``; its result."""
+    module, name = function.split(":")
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{Path.cwd()}"}
     code = (
-        "import asyncio, json, sys; from benchmarks.cpu_per_op import _round; "
-        "print(json.dumps(asyncio.run(_round(*sys.argv[1:3], int(sys.argv[3]), "
-        "float(sys.argv[4])))))"
+        f"import asyncio, json, sys; from {module} import {name}; "
+        f"print(json.dumps(asyncio.run({name}(*sys.argv[1:]))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, dsn, op, str(tasks), str(seconds)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", code, *args], env=env, check=True, capture_output=True, text=True
     ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+async def _round(dsn: str, op: str, tasks: str, seconds: str) -> dict[str, float]:
+    return await measure(dsn, op, int(tasks), float(seconds))
+
+
+def _run_round(tree: Path, dsn: str, op: str, tasks: int, seconds: float) -> dict[str, float]:
+    return in_fresh_process(tree, "benchmarks.cpu_per_op:_round", dsn, op, str(tasks), str(seconds))
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """What the change feed costs ``store.save``, part by part, in alternating rounds.
 
 Each round is a fresh process and a fresh schema (a log left by earlier rounds would
-weigh on later ones): 16 tasks save ~1 KB records (``harness.make_payload``) over 10,000
-keys for ``--seconds``, after a 1 s warm-up, and report saves per second and the
-client's and the server's CPU per save. The variants, run in turn each round:
+weigh on later ones): 16 tasks save ~1 KB records (``harness.make_payload``) over
+10,000 keys for ``--seconds``, after a 1 s warm-up (``benchmarks.cpu_per_op.measure``),
+and report saves per second and the client's and the server's CPU per save. The variants, run in turn each round:
 
 - ``off``: ``changes=False`` (no trigger, no numbering);
 - ``unnumbered``: the trigger writes pending rows, but the store never runs a
@@ -21,26 +21,20 @@ not configurations anyone should run.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import random
 import re
 import statistics
-import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
 from benchmarks import harness
-from benchmarks.server import server_cpu_seconds, server_dsn
+from benchmarks.cpu_per_op import in_fresh_process, measure
+from benchmarks.server import server_dsn
 
 VARIANTS = ("off", "unnumbered", "silent", "paced", "on")
-KEYS = 10_000
 TASKS = 16
 _NOTIFY = re.compile(r"PERFORM pg_notify\(.*?\);", re.S)
 
@@ -59,9 +53,7 @@ async def _silence(dsn: str, schema: str) -> None:
         await conn.execute(body.encode())
 
 
-async def _round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
-    from pgactors import Store
-
+async def _round(dsn: str, variant: str, seconds: str) -> dict[str, float]:
     if variant == "unnumbered":
         from pgactors import changes
 
@@ -70,55 +62,16 @@ async def _round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
         from pgactors.postgres import backend
 
         backend.SEQUENCE_INTERVAL = 0.01
-    payload = harness.make_payload()
-    schema = f"feedcost_{uuid.uuid4().hex[:8]}"
-    async with await Store.connect(dsn, schema=schema, changes=variant != "off") as store:
-        await store.init_schema()
-        try:
-            if variant == "silent":
-                await _silence(dsn, schema)
-            keys = [f"k{i}" for i in range(KEYS)]
-            await store.save_many("Bench", dict.fromkeys(keys, payload))
-            done = 0
-
-            async def worker(index: int, until: float) -> None:
-                nonlocal done
-                rng = random.Random(index)
-                while time.perf_counter() < until:
-                    await store.save("Bench", keys[rng.randrange(KEYS)], payload)
-                    done += 1
-
-            warm = time.perf_counter() + 1.0
-            await asyncio.gather(*(worker(i, warm) for i in range(TASKS)))
-            server = server_cpu_seconds(dsn)
-            done, cpu, started = 0, time.process_time(), time.perf_counter()
-            await asyncio.gather(*(worker(i, started + seconds) for i in range(TASKS)))
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            after = server_cpu_seconds(dsn)
-        finally:
-            await store.drop_schema()
-    return {
-        "per_s": done / elapsed,
-        "client_us": cpu / done * 1e6,
-        "server_us": (after - server) / done * 1e6 if server is not None and after else -1.0,
-    }
-
-
-def _run_round(dsn: str, variant: str, seconds: float) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd() / "src"), str(Path.cwd())])}
-    code = (
-        "import asyncio, json, sys; from benchmarks.feed_cost import _round; "
-        "print(json.dumps(asyncio.run(_round(sys.argv[1], sys.argv[2], float(sys.argv[3])))))"
+    prepare = _silence if variant == "silent" else None
+    return await measure(
+        dsn,
+        "save",
+        TASKS,
+        float(seconds),
+        changes=variant != "off",
+        prepare=prepare,
+        payload=harness.make_payload(),
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, dsn, variant, str(seconds)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
 
 
 def main() -> None:
@@ -131,7 +84,9 @@ def main() -> None:
     with server_dsn(args.dsn, "pgactors-feedcost-") as dsn:
         for round_ in range(args.rounds):
             for variant in VARIANTS:
-                result = _run_round(dsn, variant, args.seconds)
+                result = in_fresh_process(
+                    Path.cwd(), "benchmarks.feed_cost:_round", dsn, variant, str(args.seconds)
+                )
                 runs[variant].append(result)
                 print(f"round {round_ + 1} {variant}: {result}", file=sys.stderr)
     print(
