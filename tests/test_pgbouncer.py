@@ -229,8 +229,12 @@ async def test_feed_probe_names_pgbouncer_when_told_there_is_no_pooler(
     pgbouncer_transaction: PgBouncer, schema_name: str
 ) -> None:
     """Told ``pooler='none'``, LISTEN goes through the transaction pooler: the probe
-    notification never arrives, and the listener says what to do."""
-    store = await _store(pgbouncer_transaction.dsn, schema_name, pooler="none")
+    notification never arrives, and the listener says what to do. (Its own channel: the
+    LISTEN stays on PgBouncer's server connection, which would count as a listener of
+    the default channel in later tests.)"""
+    store = await _store(
+        pgbouncer_transaction.dsn, schema_name, pooler="none", channel=f"probe_{schema_name}"
+    )
     try:
         listener = store._backend.feed.feed_listener()  # type: ignore[attr-defined]
         with pytest.raises(ConfigError, match=r"PgBouncer.*listen_dsn"):
