@@ -41,15 +41,18 @@ async def measure(
     changes: bool = True,
     prepare: Callable[[str, str], Awaitable[None]] | None = None,
     payload: dict[str, Any] = PAYLOAD,
+    pool_size: int | None = None,
 ) -> dict[str, float]:
     """``op`` (``load`` or ``save``) of ``payload`` records from ``tasks`` tasks for
     ``seconds`` after a 1 s warm-up, in a fresh schema (``prepare(dsn, schema)`` runs
-    once it exists): per second, and the client's and the server's CPU per operation
-    in microseconds."""
+    once it exists), through the default pool or one of exactly ``pool_size``
+    connections: per second, the client's and the server's CPU per operation in
+    microseconds, and the share of the machine's CPU time left idle (``idle_pct``)."""
     from pgactors import Store
 
     schema = f"cpubench_{uuid.uuid4().hex[:8]}"
-    async with await Store.connect(dsn, schema=schema, changes=changes) as store:
+    sizes = {} if pool_size is None else {"pool_min_size": pool_size, "pool_max_size": pool_size}
+    async with await Store.connect(dsn, schema=schema, changes=changes, **sizes) as store:
         await store.init_schema()
         try:
             if prepare is not None:
@@ -71,19 +74,27 @@ async def measure(
 
             warm = time.perf_counter() + 1.0
             await asyncio.gather(*(worker(i, warm) for i in range(tasks)))
-            server = server_cpu_seconds(dsn)
+            server, idle = server_cpu_seconds(dsn), _idle_ticks()
             done, cpu, started = 0, time.process_time(), time.perf_counter()
             until = started + seconds
             await asyncio.gather(*(worker(i, until) for i in range(tasks)))
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            after = server_cpu_seconds(dsn)
+            after, idle_after = server_cpu_seconds(dsn), _idle_ticks()
         finally:
             await store.drop_schema()
     return {
         "per_s": done / elapsed,
         "client_us": cpu / done * 1e6,
         "server_us": (after - server) / done * 1e6 if server is not None and after else -1.0,
+        "idle_pct": 100 * (idle_after[0] - idle[0]) / max(1, idle_after[1] - idle[1]),
     }
+
+
+def _idle_ticks() -> tuple[int, int]:
+    """The machine's idle (and I/O wait) ticks and all its ticks so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 def in_fresh_process(tree: Path, function: str, *args: str) -> dict[str, float]:

@@ -3,7 +3,8 @@
 Each round is a fresh process and a fresh schema (a log left by earlier rounds would
 weigh on later ones): 16 tasks save ~1 KB records (``harness.make_payload``) over
 10,000 keys for ``--seconds``, after a 1 s warm-up (``benchmarks.cpu_per_op.measure``),
-and report saves per second and the client's and the server's CPU per save. The variants, run in turn each round:
+and report saves per second and the client's and the server's CPU per save. The
+variants, run in turn each round:
 
 - ``off``: ``changes=False`` (no trigger, no numbering);
 - ``unnumbered``: the trigger writes pending rows, but the store never runs a
