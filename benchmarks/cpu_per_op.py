@@ -114,6 +114,45 @@ def in_fresh_process(tree: Path, function: str, *args: str) -> dict[str, float]:
     return result
 
 
+def compare_variants(
+    args: argparse.Namespace, prefix: str, function: str, variants: tuple[str, ...], tasks: int
+) -> None:
+    """Run ``function(dsn, variant, seconds)`` (``module:name``) in a fresh process for
+    each of ``variants`` in turn, ``args.rounds`` times, against ``args.dsn`` or a fresh
+    embedded server; print a table of saves per second (each round, median, against the
+    first variant), CPU per save and the machine's idle CPU. ``tasks``: how many tasks
+    ``function`` saves from, for the heading."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    with server_dsn(args.dsn, prefix) as dsn:
+        for round_ in range(args.rounds):
+            for variant in variants:
+                result = in_fresh_process(Path.cwd(), function, dsn, variant, str(args.seconds))
+                runs[variant].append(result)
+                print(f"round {round_ + 1} {variant}: {result}", file=sys.stderr)
+    print(
+        f"{args.rounds} alternating rounds of {args.seconds:g} s, {tasks} tasks, "
+        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    )
+    base = statistics.median(r["per_s"] for r in runs[variants[0]])
+    print(
+        f"| variant | saves/s (each round) | median | vs {variants[0]} "
+        "| client CPU us/save | server CPU us/save | CPU idle |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for variant, results in runs.items():
+        rates = [r["per_s"] for r in results]
+        rate = statistics.median(rates)
+        client, server, idle = (
+            statistics.median(r[key] for r in results)
+            for key in ("client_us", "server_us", "idle_pct")
+        )
+        each = ", ".join(f"{x:,.0f}" for x in rates)
+        print(
+            f"| {variant} | {each} | {rate:,.0f} | {rate / base:.2f}x "
+            f"| {client:.1f} | {server:.1f} | {idle:.0f}% |"
+        )
+
+
 async def _round(dsn: str, op: str, tasks: str, seconds: str) -> dict[str, float]:
     return await measure(dsn, op, int(tasks), float(seconds))
 

@@ -22,18 +22,12 @@ not configurations anyone should run.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import statistics
-import sys
-from pathlib import Path
-from typing import Any
 
 from psycopg import sql
 
 from benchmarks import harness
-from benchmarks.cpu_per_op import in_fresh_process, measure
-from benchmarks.server import server_dsn
+from benchmarks.cpu_per_op import compare_variants, measure
 
 VARIANTS = ("off", "unnumbered", "silent", "paced", "on")
 TASKS = 16
@@ -80,37 +74,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
-    args = parser.parse_args()
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    with server_dsn(args.dsn, "pgactors-feedcost-") as dsn:
-        for round_ in range(args.rounds):
-            for variant in VARIANTS:
-                result = in_fresh_process(
-                    Path.cwd(), "benchmarks.feed_cost:_round", dsn, variant, str(args.seconds)
-                )
-                runs[variant].append(result)
-                print(f"round {round_ + 1} {variant}: {result}", file=sys.stderr)
-    print(
-        f"{args.rounds} alternating rounds of {args.seconds:g} s, {TASKS} tasks, "
-        f"~{harness.payload_bytes(harness.make_payload())} B records, "
-        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    compare_variants(
+        parser.parse_args(), "pgactors-feedcost-", "benchmarks.feed_cost:_round", VARIANTS, TASKS
     )
-    base = statistics.median(r["per_s"] for r in runs["off"])
-    print(
-        "| variant | saves/s (each round) | median | vs off "
-        "| client CPU us/save | server CPU us/save |"
-    )
-    print("|---|---|---:|---:|---:|---:|")
-    for variant, results in runs.items():
-        rates = [r["per_s"] for r in results]
-        rate = statistics.median(rates)
-        client = statistics.median(r["client_us"] for r in results)
-        server = statistics.median(r["server_us"] for r in results)
-        each = ", ".join(f"{x:,.0f}" for x in rates)
-        print(
-            f"| {variant} | {each} | {rate:,.0f} | {rate / base:.2f}x "
-            f"| {client:.1f} | {server:.1f} |"
-        )
 
 
 if __name__ == "__main__":

@@ -20,17 +20,11 @@ without them, mean the saves wait for their commits, not for CPU.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
-from pathlib import Path
-from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
 from benchmarks import harness
-from benchmarks.cpu_per_op import in_fresh_process, measure
-from benchmarks.server import server_dsn
+from benchmarks.cpu_per_op import compare_variants, measure
 
 VARIANTS = ("default", "pool16", "feed-off", "async-commit")
 TASKS = 16
@@ -55,37 +49,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
-    args = parser.parse_args()
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    with server_dsn(args.dsn, "pgactors-savewait-") as dsn:
-        for round_ in range(args.rounds):
-            for variant in VARIANTS:
-                result = in_fresh_process(
-                    Path.cwd(), "benchmarks.save_wait:_round", dsn, variant, str(args.seconds)
-                )
-                runs[variant].append(result)
-                print(f"round {round_ + 1} {variant}: {result}", file=sys.stderr)
-    print(
-        f"{args.rounds} alternating rounds of {args.seconds:g} s, {TASKS} tasks, "
-        f"load average {os.getloadavg()[0]:.2f} at the end\n"
+    compare_variants(
+        parser.parse_args(), "pgactors-savewait-", "benchmarks.save_wait:_round", VARIANTS, TASKS
     )
-    base = statistics.median(r["per_s"] for r in runs["default"])
-    print(
-        "| variant | saves/s (each round) | median | vs default "
-        "| client CPU us/save | server CPU us/save | CPU idle |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for variant, results in runs.items():
-        rates = [r["per_s"] for r in results]
-        rate = statistics.median(rates)
-        client = statistics.median(r["client_us"] for r in results)
-        server = statistics.median(r["server_us"] for r in results)
-        idle = statistics.median(r["idle_pct"] for r in results)
-        each = ", ".join(f"{x:,.0f}" for x in rates)
-        print(
-            f"| {variant} | {each} | {rate:,.0f} | {rate / base:.2f}x "
-            f"| {client:.1f} | {server:.1f} | {idle:.0f}% |"
-        )
 
 
 if __name__ == "__main__":
