@@ -115,13 +115,20 @@ def in_fresh_process(tree: Path, function: str, *args: str) -> dict[str, float]:
 
 
 def compare_variants(
-    args: argparse.Namespace, prefix: str, function: str, variants: tuple[str, ...], tasks: int
+    description: str, prefix: str, function: str, variants: tuple[str, ...], tasks: int
 ) -> None:
-    """Run ``function(dsn, variant, seconds)`` (``module:name``) in a fresh process for
-    each of ``variants`` in turn, ``args.rounds`` times, against ``args.dsn`` or a fresh
-    embedded server; print a table of saves per second (each round, median, against the
-    first variant), CPU per save and the machine's idle CPU. ``tasks``: how many tasks
-    ``function`` saves from, for the heading."""
+    """A script's command line (``--rounds``, ``--seconds``, ``--dsn``): run
+    ``function(dsn, variant, seconds)`` (``module:name``) in a fresh process for each of
+    ``variants`` in turn, ``--rounds`` times, against ``--dsn`` or a fresh embedded
+    server (whose directory name starts with ``prefix``); print a table of saves per
+    second (each round, median, against the first variant), CPU per save and the
+    machine's idle CPU. ``tasks``: how many tasks ``function`` saves from, for the
+    heading."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
+    args = parser.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with server_dsn(args.dsn, prefix) as dsn:
         for round_ in range(args.rounds):

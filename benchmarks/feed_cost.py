@@ -21,7 +21,6 @@ not configurations anyone should run.
 
 from __future__ import annotations
 
-import argparse
 import re
 
 from psycopg import sql
@@ -70,12 +69,12 @@ async def _round(dsn: str, variant: str, seconds: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
     compare_variants(
-        parser.parse_args(), "pgactors-feedcost-", "benchmarks.feed_cost:_round", VARIANTS, TASKS
+        __doc__.splitlines()[0],
+        "pgactors-feedcost-",
+        "benchmarks.feed_cost:_round",
+        VARIANTS,
+        TASKS,
     )
 
 

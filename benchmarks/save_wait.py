@@ -19,8 +19,6 @@ without them, mean the saves wait for their commits, not for CPU.
 
 from __future__ import annotations
 
-import argparse
-
 from psycopg.conninfo import make_conninfo
 
 from benchmarks import harness
@@ -45,12 +43,12 @@ async def _round(dsn: str, variant: str, seconds: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--dsn", help="a server to use (default: a fresh embedded one)")
     compare_variants(
-        parser.parse_args(), "pgactors-savewait-", "benchmarks.save_wait:_round", VARIANTS, TASKS
+        __doc__.splitlines()[0],
+        "pgactors-savewait-",
+        "benchmarks.save_wait:_round",
+        VARIANTS,
+        TASKS,
     )
 
 
