@@ -380,15 +380,26 @@ class Sequencer:
     """Numbers committed changes soon after writes, one run at a time, off the caller's path.
 
     Writes call :meth:`kick`; if a run is going, one more run follows it, so every
-    write is numbered (and notified) by a run that started after it committed.
+    write is numbered (and notified) by a run that started after it committed. Under a
+    stream of writes, runs are spaced ``min_interval`` apart while ``listened()`` says a
+    listener waits for them, and ``quiet_interval`` apart while none does: each run is
+    a transaction of its own, which costs the writes beside it.
     """
 
     def __init__(
-        self, run: Callable[[], Awaitable[int]], *, max_rows: int, min_interval: float = 0.0
+        self,
+        run: Callable[[], Awaitable[int]],
+        *,
+        max_rows: int,
+        min_interval: float = 0.0,
+        quiet_interval: float | None = None,
+        listened: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._run = run
         self._max_rows = max_rows
         self._min_interval = min_interval
+        self._quiet_interval = min_interval if quiet_interval is None else quiet_interval
+        self._listened = listened
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._last_run = 0.0
@@ -404,7 +415,10 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         while True:
             # Under a stream of writes, wait a moment so one run numbers many of them.
-            wait = self._last_run + self._min_interval - loop.time()
+            interval = self._min_interval
+            if self._listened is not None and not await self._listened():
+                interval = self._quiet_interval
+            wait = self._last_run + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._again = False

@@ -17,6 +17,9 @@ from .transfer import PostgresTransfer
 # Under a stream of writes, changes are numbered at most this often (seconds): fewer,
 # larger numbering transactions, for at most this much added delivery latency.
 SEQUENCE_INTERVAL = 0.002
+# ... and this often while no listener is connected to wait for them: each numbering
+# transaction slows the writes running beside it (15-20% of saves at 16 callers).
+SEQUENCE_QUIET_INTERVAL = 0.05
 
 
 class PostgresBackend:
@@ -33,7 +36,11 @@ class PostgresBackend:
         self.admin = PostgresAdmin(db)
         self.history = PostgresHistory(db, self.records)
         self._sequencer = Sequencer(
-            self.feed.sequence_changes, max_rows=SEQUENCE_MAX_ROWS, min_interval=SEQUENCE_INTERVAL
+            self.feed.sequence_changes,
+            max_rows=SEQUENCE_MAX_ROWS,
+            min_interval=SEQUENCE_INTERVAL,
+            quiet_interval=SEQUENCE_QUIET_INTERVAL,
+            listened=self.feed.listened,
         )
         if db.config.changes:
             # Each committed write has its change numbered and notified soon.

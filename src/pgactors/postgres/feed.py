@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Sequence
 
@@ -11,12 +12,16 @@ from psycopg.conninfo import make_conninfo
 
 from ..changes import Change, FeedListener
 from ..config import StoreConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PgActorsError
 from .connection import Conn, Connections, connect, json_list, listen_conninfo, translated
 
 SEQUENCE_MAX_ROWS = 10_000
+# How long the server's answer to "is a listener connected?" is trusted (seconds).
+LISTENED_TTL = 1.0
 PRUNE_CHUNK = 10_000
 PROBE_SECONDS = 5.0
+
+logger = logging.getLogger("pgactors.changes")
 
 
 class PostgresFeed:
@@ -26,6 +31,26 @@ class PostgresFeed:
         self._db = db
         self._q = db.statements
         self._config = db.config
+        self._connected: set[PostgresListener] = set()  # this process's feed listeners
+        self._listened = True
+        self._listened_until = 0.0
+
+    async def listened(self) -> bool:
+        """Whether a change-feed listener is connected: this store's own at once; any
+        other (another process's) as the server last said, asked at most once a second."""
+        if self._connected:
+            return True
+        now = time.monotonic()
+        if now >= self._listened_until:
+            self._listened_until = now + LISTENED_TTL
+            try:
+                params = {"listener": listener_name(self._config)}
+                rows = await self._db.read(self._q.feed_listened, params)
+                self._listened = bool(rows[0][0])
+            except PgActorsError as exc:
+                self._listened = True  # when in doubt, deliver promptly
+                logger.debug("could not count the change feed's listeners: %s", exc)
+        return self._listened
 
     async def sequence_changes(self) -> int:
         params = {"channel": self._config.channel, "max_rows": SEQUENCE_MAX_ROWS}
@@ -62,7 +87,7 @@ class PostgresFeed:
             pruned += 1
 
     def feed_listener(self) -> FeedListener:
-        return PostgresListener(self._listen_conninfo(), self._config)
+        return PostgresListener(self._listen_conninfo(), self._config, connected=self._connected)
 
     def check_listen(self) -> None:
         self._listen_conninfo()
@@ -74,11 +99,20 @@ class PostgresFeed:
 class PostgresListener:
     """A dedicated autocommit connection, outside the pool, that LISTENs for changes."""
 
-    def __init__(self, conninfo: str, config: StoreConfig, channel: str | None = None) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        config: StoreConfig,
+        channel: str | None = None,
+        *,
+        connected: set[PostgresListener] | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._config = config
         self._channel = channel or config.channel
         self._conn: Conn | None = None
+        # Holds this listener while it listens (the feed's writers number promptly then).
+        self._connected = connected
 
     async def connect(self) -> None:
         await self.close()
@@ -113,6 +147,8 @@ class PostgresListener:
                     "PGACTORS_LISTEN_DSN) to reach PostgreSQL directly (or through a "
                     "session-pooling PgBouncer), and pooler='pgbouncer'"
                 )
+        if self._connected is not None:
+            self._connected.add(self)
 
     async def wait(self, seconds: float) -> list[str]:
         assert self._conn is not None
@@ -129,6 +165,8 @@ class PostgresListener:
             await self._conn.execute("SELECT 1")
 
     async def close(self) -> None:
+        if self._connected is not None:
+            self._connected.discard(self)
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):

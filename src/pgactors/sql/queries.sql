@@ -724,6 +724,12 @@ DROP FUNCTION IF EXISTS {schema}.{lease_fn}(jsonb, integer, float8)
 -- name: sequence_changes
 SELECT {schema}.{sequence_fn}(%(channel)s, %(max_rows)s)
 
+-- name: feed_listened
+-- Whether a change-feed listener of the channel is connected to this database: the
+-- listeners name their connections after the channel (see activity_stats).
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity a
+               WHERE a.datname = current_database() AND a.application_name = %(listener)s)
+
 -- name: feed_state
 SELECT last_position, pruned_through FROM {schema}.{feed}
 
