@@ -130,6 +130,17 @@ def quiet_bound(elapsed: float) -> float:
     return elapsed / SEQUENCE_QUIET_INTERVAL + 3
 
 
+async def until_numbering(store: Store, dsn: str, *, prompt: bool) -> None:
+    """Stream saves in half-second windows until the passes are prompt (more than three
+    times the quiet bound) or quiet (within it), or fail after TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        passes, elapsed = await passes_during_saves(store, dsn, 0.5)
+        if (passes > 3 * quiet_bound(elapsed)) if prompt else (passes <= quiet_bound(elapsed)):
+            return
+        assert time.monotonic() < deadline, f"still {passes} passes in {elapsed:.2f} s"
+
+
 async def test_without_a_listener_writes_are_numbered_sparingly(writer: Store, pg_dsn: str) -> None:
     passes, elapsed = await passes_during_saves(writer, pg_dsn, 1.0)
     assert passes <= quiet_bound(elapsed), (passes, elapsed)
@@ -154,19 +165,9 @@ async def test_a_listener_elsewhere_gets_prompt_numbering(
         await Store.connect(pg_dsn, schema=schema_name, channel=writer.config.channel) as other,
         other.changes(),
     ):
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            passes, elapsed = await passes_during_saves(writer, pg_dsn, 0.5)
-            if passes > 3 * quiet_bound(elapsed):
-                break
-            assert time.monotonic() < deadline, f"still {passes} passes in {elapsed:.2f} s"
+        await until_numbering(writer, pg_dsn, prompt=True)
     # Once it is gone, the writer learns it within LISTENED_TTL and goes quiet again.
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        passes, elapsed = await passes_during_saves(writer, pg_dsn, 0.5)
-        if passes <= quiet_bound(elapsed):
-            break
-        assert time.monotonic() < deadline, f"still {passes} passes in {elapsed:.2f} s"
+    await until_numbering(writer, pg_dsn, prompt=False)
 
 
 async def test_a_plain_listen_client_named_as_a_listener_counts(writer: Store, pg_dsn: str) -> None:
@@ -175,9 +176,4 @@ async def test_a_plain_listen_client_named_as_a_listener_counts(writer: Store, p
         pg_dsn, autocommit=True, application_name=name
     ) as conn:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(writer.config.channel)))
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            passes, elapsed = await passes_during_saves(writer, pg_dsn, 0.5)
-            if passes > 3 * quiet_bound(elapsed):
-                break
-            assert time.monotonic() < deadline, f"still {passes} passes in {elapsed:.2f} s"
+        await until_numbering(writer, pg_dsn, prompt=True)
