@@ -38,12 +38,12 @@ class FakeRuns:
 
 
 async def kick_for(sequencer: Sequencer, seconds: float) -> None:
-    """A stream of writes: one kick every loop turn or so."""
+    """A stream of writes: one kick every loop turn."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while loop.time() < end:
         sequencer.kick()
-        await asyncio.sleep(0.0005)
+        await asyncio.sleep(0)  # a kick every loop turn
     await sequencer.drain()
 
 
@@ -76,7 +76,8 @@ async def test_a_lone_write_after_a_pause_is_numbered_at_once() -> None:
     loop = asyncio.get_running_loop()
     sequencer.kick()
     await sequencer.drain()
-    await asyncio.sleep(quiet)  # longer than the spacing: no stream any more
+    # No stream any more: the last run is further back than the spacing.
+    await asyncio.sleep(runs.times[-1] + quiet - loop.time())
     kicked = loop.time()
     sequencer.kick()
     await sequencer.drain()
