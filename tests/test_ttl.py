@@ -316,6 +316,24 @@ async def test_concurrent_sliding_saves(store: Store) -> None:
                 assert saved.expires_at is None
 
 
+async def test_concurrent_saves_with_and_without_ttl(store: Store) -> None:
+    # One batch may hold both: each save gets its own expiry.
+    ids = [f"m{i:02}" for i in range(24)]
+    await store.save_many("Session", {id: {} for id in ids}, ttl=600, sliding=True)
+    for options in ({}, {"expected_version": 3}):
+        results = await asyncio.gather(
+            *(
+                store.save("Session", id, {"n": n}, **options, **({"ttl": 50 + n} if n % 2 else {}))
+                for n, id in enumerate(ids)
+            )
+        )
+        for n, saved in enumerate(results):
+            ttl = 50 + n if n % 2 else 600
+            assert saved.expires_at - saved.updated_at == timedelta(seconds=ttl), n
+        # Back to a sliding 600 s everywhere (version 3), for the compare-and-set round.
+        await store.save_many("Session", {id: {} for id in ids}, ttl=600, sliding=True)
+
+
 # -- purge ----------------------------------------------------------------------------------
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from pgactors import Store
+from pgactors.postgres.ops import SaveRequest, save_params
 
 RECORDS = 200
 ROUNDS = 10
@@ -168,3 +171,61 @@ async def test_one_caller_through_a_large_pool_uses_one_connection(
         used = await (await probe.execute(count, [started[0], name])).fetchone()
         assert used is not None and used[0] == 8, f"{used[0]} connections open"
         assert used[1] <= 2, f"{used[1]} connections ran the saves"
+
+
+# A batch in which no save has a ttl runs the statement that computes no expiry; it must
+# leave every row as the statement with the ttl parameters would, from any prior state.
+PRIOR: dict[str, dict[str, Any] | None] = {
+    "absent": None,
+    "no expiry": {},
+    "fixed expiry": {"ttl": 600},
+    "sliding expiry": {"ttl": 600, "sliding": True},
+    "expired": {"ttl": 600, "sliding": True},
+}
+
+
+def _outcome(conn: psycopg.Connection[Any], query: bytes, params: dict[str, str]) -> Any:
+    """What ``query`` returns and leaves in the rows, times relative to the save's own
+    (new record?, time to expiry); rolled back."""
+    with conn.transaction(force_rollback=True):
+        returned = conn.execute(query, params).fetchall()
+        rows = conn.execute(
+            "SELECT id, version, created_at = now(), expires_at - updated_at, ttl_seconds "
+            "FROM pgactors_state WHERE type = 'P' ORDER BY id"
+        ).fetchall()
+    saved = sorted(
+        (id, v, created == updated, expires and expires - updated)
+        for _, id, v, created, updated, expires in returned
+    )
+    return saved, rows
+
+
+async def test_a_batch_without_ttl_writes_what_the_ttl_statement_would(pg_store: Store) -> None:
+    ids = {name: f"r{n}" for n, name in enumerate(PRIOR)}
+    for name, prior in PRIOR.items():
+        if prior is not None:
+            await pg_store.save("P", ids[name], {"old": True}, **prior)
+    batch = [SaveRequest("P", id, '{"new": true}', None) for id in ids.values()]
+    params = save_params(batch)
+    assert json.loads(params["ttls"]) == [None] * len(batch)
+    statements = pg_store._backend.connections.statements  # type: ignore[attr-defined]
+    assert pg_store.config.dsn is not None
+    with psycopg.connect(pg_store.config.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(pg_store.config.schema)))
+        conn.execute(
+            "UPDATE pgactors_state SET expires_at = now() - interval '1 second' WHERE id = %s",
+            [ids["expired"]],
+        )
+        full = _outcome(conn, statements.save_lww_batch, params)
+        plain = _outcome(conn, statements.save_lww_batch_plain, params)
+    assert plain == full
+    # And what that is: the prior states do tell the statement's branches apart.
+    ten = timedelta(minutes=10)
+    after = {  # (version, new record, time to expiry, sliding ttl)
+        "absent": (1, True, None, None),
+        "no expiry": (2, False, None, None),
+        "fixed expiry": (2, False, None, None),
+        "sliding expiry": (2, False, ten, 600),
+        "expired": (1, True, None, None),
+    }
+    assert {id: tuple(rest) for id, *rest in full[1]} == {ids[n]: after[n] for n in PRIOR}

@@ -115,7 +115,9 @@ class Coalesced:
         return {(row[0], row[1]): row[2:] for row in rows}
 
     async def _save_lww_batch(self, batch: list[SaveRequest]) -> list[Record | BaseException]:
-        rows = await self._save_batch(self._q.save_lww_batch, batch)
+        no_ttl = all(r.ttl is None for r in batch)
+        query = self._q.save_lww_batch_plain if no_ttl else self._q.save_lww_batch
+        rows = await self._save_batch(query, batch)
         return [r.record(rows[(r.type, r.id)]) for r in batch]
 
     async def _save_create_batch(self, batch: list[SaveRequest]) -> list[Record | BaseException]:

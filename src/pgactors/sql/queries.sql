@@ -208,6 +208,26 @@ WHERE s.type = i.type AND s.id = i.id AND s.version = i.expected::bigint
   AND (s.expires_at IS NULL OR s.expires_at > now())
 RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
 
+-- name: save_lww_batch_plain
+-- save_lww_batch for a batch in which no save has a ttl (most of them): no ttl or
+-- sliding parameters to parse, no expiry computed for new rows; an existing row gets
+-- what such a save does in save_lww_batch (a sliding expiry slides, a fixed one is
+-- cleared). It costs the server 4-6% less (benchmarks/batch_statements.py).
+INSERT INTO {schema}.{state} AS s (type, id, version, data)
+SELECT i.type, i.id, 1, i.data
+FROM ROWS FROM (jsonb_array_elements_text(%(types)s::jsonb),
+                jsonb_array_elements_text(%(ids)s::jsonb),
+                jsonb_array_elements(%(datas)s::jsonb)) AS i(type, id, data)
+ORDER BY i.type COLLATE "C", i.id COLLATE "C"
+ON CONFLICT (type, id) DO UPDATE
+    SET version = CASE WHEN s.expires_at <= now() THEN 1 ELSE s.version + 1 END,
+        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+        data = EXCLUDED.data, payload = NULL, manifest = NULL, updated_at = now(),
+        expires_at = CASE WHEN s.expires_at > now()
+                          THEN now() + s.ttl_seconds * interval '1 second' END,
+        ttl_seconds = CASE WHEN s.expires_at > now() THEN s.ttl_seconds END
+RETURNING s.type, s.id, s.version, s.created_at, s.updated_at, s.expires_at
+
 -- name: save_call_batch
 -- Save states and record the calls that produced them, in one statement. An item
 -- with expected 0 creates its record; the others are compare-and-set. An item whose
