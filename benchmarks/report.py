@@ -133,6 +133,14 @@ TARGETS = (
         paired=True,
     ),
     Target(
+        "pgactors-save-listened",
+        "pgbench-bare-save",
+        0.8,
+        "pgactors save (change feed on, a listener connected) >= 0.8x pgbench upsert on a "
+        "bare table",
+        paired=True,
+    ),
+    Target(
         "pgactors-load",
         "pgbench-bare-load",
         0.6,

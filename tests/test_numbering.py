@@ -14,6 +14,7 @@ from psycopg import sql
 
 from pgactors import Store, StoreConfig
 from pgactors.changes import Sequencer
+from pgactors.postgres import backend
 from pgactors.postgres.backend import SEQUENCE_INTERVAL, SEQUENCE_QUIET_INTERVAL
 from pgactors.postgres.feed import listener_name
 
@@ -28,10 +29,13 @@ class FakeRuns:
     def __init__(self) -> None:
         self.times: list[float] = []
         self.listening = False
+        self.rate = 0.0  # changes a second written, if more than one per run
 
     async def run(self) -> int:
-        self.times.append(asyncio.get_running_loop().time())
-        return 1
+        now = asyncio.get_running_loop().time()
+        since = now - self.times[-1] if self.times else 0.0
+        self.times.append(now)
+        return max(1, round(self.rate * since))
 
     async def listened(self) -> bool:
         return self.listening
@@ -65,6 +69,32 @@ async def test_runs_are_spaced_by_whether_anyone_listens() -> None:
     gaps = [b - a for a, b in zip(runs.times, runs.times[1:], strict=False)]
     assert len(runs.times) > 3 * quiet, (len(runs.times), quiet)
     assert min(gaps) >= 0.002 - 0.001, gaps
+
+
+async def test_a_heavy_stream_spaces_listened_runs_further() -> None:
+    runs = FakeRuns()
+    runs.listening = True
+    sequencer = Sequencer(
+        runs.run,
+        max_rows=10_000,
+        min_interval=0.002,
+        quiet_interval=0.05,
+        heavy=(5000.0, 0.02),
+        listened=runs.listened,
+    )
+    await kick_for(sequencer, 0.3)
+    light = len(runs.times)
+    runs.times.clear()
+    runs.rate = 10_000.0
+    await kick_for(sequencer, 0.5)
+    gaps = [b - a for a, b in zip(runs.times, runs.times[1:], strict=False)]
+    assert min(gaps[1:]) >= 0.02 - 0.001, gaps  # the first follows the light spacing
+    assert len(runs.times) <= 0.5 / 0.02 + 3, len(runs.times)
+    # Light again: runs are prompt once more.
+    runs.times.clear()
+    runs.rate = 0.0
+    await kick_for(sequencer, 0.3)
+    assert len(runs.times) > 3 * (0.3 / 0.02 + 3), (len(runs.times), light)
 
 
 async def test_a_lone_write_after_a_pause_is_numbered_at_once() -> None:
@@ -151,7 +181,8 @@ async def test_a_stream_of_this_store_gets_prompt_numbering(writer: Store, pg_ds
     async with writer.changes() as stream:
         passes, elapsed = await passes_during_saves(writer, pg_dsn, 1.0)
         assert stream.position is not None
-    # Every 2 ms at most: well beyond what the quiet spacing allows.
+    # Every 2 ms, or 10 ms if the saves come faster than 8,000 a second: well beyond
+    # what the quiet spacing allows.
     assert passes > 3 * quiet_bound(elapsed), (passes, elapsed)
     assert SEQUENCE_INTERVAL < SEQUENCE_QUIET_INTERVAL
 
@@ -178,3 +209,17 @@ async def test_a_plain_listen_client_named_as_a_listener_counts(writer: Store, p
     ) as conn:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(writer.config.channel)))
         await until_numbering(writer, pg_dsn, prompt=True)
+
+
+async def test_a_heavy_stream_is_numbered_every_heavy_interval(
+    pg_dsn: str, schema_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any stream is heavy at 1 change a second, whatever this machine's pace.
+    monkeypatch.setattr(backend, "SEQUENCE_HEAVY_RATE", 1.0)
+    channel = f"ch_{schema_name}"
+    async with await Store.connect(pg_dsn, schema=schema_name, channel=channel) as writer:
+        await writer.init_schema()
+        async with writer.changes():
+            passes, elapsed = await passes_during_saves(writer, pg_dsn, 1.0)
+    assert passes <= elapsed / backend.SEQUENCE_HEAVY_INTERVAL + 3, (passes, elapsed)
+    assert passes > 2 * quiet_bound(elapsed), (passes, elapsed)  # still prompt

@@ -383,7 +383,9 @@ class Sequencer:
     write is numbered (and notified) by a run that started after it committed. Under a
     stream of writes, runs are spaced ``min_interval`` apart while ``listened()`` says a
     listener waits for them, and ``quiet_interval`` apart while none does: each run is
-    a transaction of its own, which costs the writes beside it.
+    a transaction of its own, which costs the writes beside it. ``heavy``, a rate and an
+    interval: while the last run numbered changes faster than that rate (changes a
+    second since the run before), listened runs are spaced that interval apart.
     """
 
     def __init__(
@@ -393,6 +395,7 @@ class Sequencer:
         max_rows: int,
         min_interval: float = 0.0,
         quiet_interval: float | None = None,
+        heavy: tuple[float, float] | None = None,
         listened: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._run = run
@@ -400,9 +403,11 @@ class Sequencer:
         self._min_interval = min_interval
         self._quiet_interval = min_interval if quiet_interval is None else quiet_interval
         self._listened = listened
+        self._heavy = heavy
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._last_run = 0.0
+        self._rate = 0.0  # changes a second numbered by the last run
 
     def kick(self) -> None:
         """Ask for a run (cheap; never waits)."""
@@ -418,13 +423,16 @@ class Sequencer:
             interval = self._min_interval
             if self._listened is not None and not await self._listened():
                 interval = self._quiet_interval
+            elif self._heavy is not None and self._rate > self._heavy[0]:
+                interval = self._heavy[1]
             wait = self._last_run + interval - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._again = False
-            self._last_run = loop.time()
+            previous, self._last_run = self._last_run, loop.time()
             try:
                 numbered = await self._run()
+                self._rate = numbered / max(self._last_run - previous, 1e-6)
             except PgActorsError as exc:
                 # Listeners number pending changes on their next poll.
                 logger.debug("numbering changes failed: %s", exc)
