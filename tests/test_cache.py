@@ -408,6 +408,31 @@ def test_a_refused_put_still_drops_an_older_entry() -> None:
     assert cache.get(("T", "a")) is None
 
 
+def test_a_read_begun_during_an_own_write_is_not_cached() -> None:
+    # The write's own record may be refused (the key was touched while it ran) or
+    # evicted; a read that began before the write returned may hold the version before
+    # it, and must not be served afterwards.
+    cache = serving_cache()
+    token = cache.token()  # the write of version 3 begins
+    cache.invalidate(("T", "a"), 2, False)  # the feed: version 2 committed before it
+    read = cache.token()  # a read begins, and sees version 2
+    cache.written(rec("a", 3), token)  # refused: touched since the write began
+    cache.put(rec("a", 2), read)
+    assert cache.get(("T", "a")) is None
+    cache.put(rec("a", 3), cache.token())  # a read begun after the write returned
+    assert cache.get(("T", "a")).version == 3
+
+
+def test_a_read_begun_during_an_own_write_is_not_cached_after_an_eviction() -> None:
+    cache = serving_cache(entries=1)
+    token = cache.token()
+    read = cache.token()  # a read of version 1 begins while version 2 is written
+    cache.written(rec("a", 2), token)
+    cache.put(rec("b", 1), cache.token())  # evicts version 2
+    cache.put(rec("a", 1), read)
+    assert cache.get(("T", "a")) is None
+
+
 def test_forgotten_invalidations_refuse_every_older_read() -> None:
     from pgactors import cache as cache_module
 

@@ -8,9 +8,10 @@ only ever come from values it serialized itself). Coherence rests on three rules
 
 - every change the feed delivers, and every write of this store, invalidates the key
   (``invalidate``, ``forget``) before anything else can read it;
-- a value read from the database is cached only if its key was not invalidated since
-  the read began (``token`` before the read, ``put`` after): a slow read can never
-  bring back a version older than one the cache has been told of;
+- a value read from the database is cached only if its key was not invalidated, or
+  written by this store, since the read began (``token`` before the read, ``put``
+  after): a slow read can never bring back a version older than one the cache has been
+  told of, or than one this store's own writes returned;
 - while the feed is not live (not yet connected, reconnecting, or failed) nothing is
   served or cached, and losing it clears everything (``stop``).
 """
@@ -159,6 +160,14 @@ class RecordCache:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.size
             self.evictions += 1
+
+    def written(self, record: Record, token: int) -> None:
+        """This store wrote ``record`` (``token`` taken before the write): cache it as
+        :meth:`put` would, and refuse every read begun before the write returned. Such a
+        read may hold an older version, and nothing else would stop it once this one is
+        not cached (refused, or evicted) until the feed brings the write's change."""
+        self.put(record, token)
+        self._touch((record.type, record.id))
 
     # -- invalidating -----------------------------------------------------------------------
 

@@ -227,7 +227,7 @@ class CachedRecords:
     ) -> Record:
         async with self._writing([id], type) as token:
             record = await self._inner.save(type, id, text, expected, ttl, sliding)
-        self._cache.put(record, token)
+        self._cache.written(record, token)
         return record
 
     async def save_binary(
@@ -244,13 +244,13 @@ class CachedRecords:
             record = await self._inner.save_binary(
                 type, id, payload, manifest, expected, ttl, sliding
             )
-        self._cache.put(record, token)
+        self._cache.written(record, token)
         return record
 
     async def save_call(self, request: CallRequest) -> Record:
         async with self._writing([request.id], request.type) as token:
             record = await self._inner.save_call(request)
-        self._cache.put(record, token)
+        self._cache.written(record, token)
         return record
 
     async def applied_call(self, type: str, id: str, call_id: str) -> AppliedCall | None:
@@ -272,7 +272,7 @@ class CachedRecords:
         async with self._writing([i.id for i in items], type) as token:
             saved = await self._inner.save_many(type, items, ttl, sliding)
         for record in saved.values():
-            self._cache.put(record, token)
+            self._cache.written(record, token)
         return saved
 
     async def delete_many(self, type: str, ids: list[str]) -> int:
