@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import math
+import time
 import weakref
 from datetime import UTC, datetime
 
@@ -129,16 +130,22 @@ async def test_a_prepare_cancelled_midway_leaves_no_name_to_collide_with(pg_dsn:
     the prepared statement, unnoted; the next run on that connection prepares under
     another name and succeeds."""
     query = b"SELECT $1::int * 2"
-    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
-        first = asyncio.create_task(WIRE.fetch(conn, query, [1], prepare=True))
-        await asyncio.sleep(0)  # the prepare is sent, and its answer awaited
-        assert not first.done()
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert await cur.fetchone() == (1,)  # prepared in the server, never used
-        assert await WIRE.fetch(conn, query, [21], prepare=True) == [(42,)]
+    deadline = time.monotonic() + 30
+    while True:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            first = asyncio.create_task(WIRE.fetch(conn, query, [1], prepare=True))
+            await asyncio.sleep(0)  # the prepare is sent, and its answer awaited
+            assert not first.done()
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+            # The cancel reached the server after it had prepared (else try again):
+            # prepared in the server, never noted here.
+            if await cur.fetchone() == (1,):
+                assert await WIRE.fetch(conn, query, [21], prepare=True) == [(42,)]
+                return
+        assert time.monotonic() < deadline, "the cancel always came before the prepare"
 
 
 async def test_a_rollback_keeps_the_statements_the_wire_prepared(
