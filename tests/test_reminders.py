@@ -470,6 +470,43 @@ async def test_a_firing_outlasting_its_lease_is_not_taken_twice_by_its_instance(
         assert await store.reminders() == []
 
 
+async def test_hung_firings_that_outlast_their_lease_do_not_stop_the_instance(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More hung on_reminder calls than an instance lets run before it takes more: once
+    their lease has ended they no longer count, and the instance fires the others."""
+    monkeypatch.setattr(firing, "LEASE", 0.2)
+    Held.release, Held.runs = asyncio.Event(), 0
+    hung = firing.ROUND // 2 + 44
+    at = datetime.now(UTC) + timedelta(seconds=0.05)  # due together: taken in one lease
+    for n in range(hung):
+        await store.set_reminder("Held", f"h{n}", "r", at=at)
+    async with ActorSystem(store, actors=[Held, Session]) as system:
+
+        async def all_hung() -> bool:
+            return Held.runs == hung
+
+        await until(all_hung, "every held firing to start")
+        assert system.reminders.in_flight == hung > firing.ROUND // 2
+        await store.set_reminder("Session", "s", "expire", after=0.01)
+
+        async def other_fired() -> bool:
+            return system.reminders.fired == 1
+
+        await until(other_fired, "the other reminder to fire beside the hung ones")
+        assert await system.actor(Session, "s").fired() == ["expire"]
+        assert system.reminders.in_flight == hung and Held.runs == hung
+        Held.release.set()
+
+        async def settled() -> bool:
+            return system.reminders.in_flight == 0
+
+        await until(settled, "the held firings to settle")
+        # Each ran once: the instance took none of them again after its lease ended.
+        assert (system.reminders.fired, system.reminders.repeated) == (hung + 1, 0)
+        assert Held.runs == hung and await store.reminders() == []
+
+
 async def test_closing_the_system_mid_firing_leaves_the_reminder_due(store: Store) -> None:
     Held.release, Held.runs = asyncio.Event(), 0
     await store.set_reminder("Held", "h", "r", after=0.01)

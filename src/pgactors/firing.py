@@ -11,8 +11,10 @@ fired (``save_call(advance=...)``). Concurrent firings share that statement (it 
 coalesced), so there is no transaction per firing. Each firing is a task: a slow
 ``on_reminder`` holds up no other. Between due times an instance sleeps until the next
 one (at most ``HORIZON`` seconds) and wakes early when told of a reminder set to be due
-sooner, or, with firings under way, as each ends. Recorded firings are purged after
-``CALL_RETENTION`` seconds.
+sooner, or, with firings under way, as each ends. A firing still running when its
+lease ends no longer holds a place among the instance's firings: it goes on, and the
+instance takes others, so hung ``on_reminder`` calls cannot stop it. Recorded firings
+are purged after ``CALL_RETENTION`` seconds.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class ReminderFiring:
         self._listener: FeedListener | None = None
         self._queued: deque[Reminder] = deque()
         self._firing: dict[asyncio.Task[bool], Reminder] = {}
+        # Firings in the order they started, to find those that outlast their lease
+        # (settled ones are dropped as they reach the front); and those found so.
+        self._started: deque[tuple[float, asyncio.Task[bool]]] = deque()
+        self._overdue: set[asyncio.Task[bool]] = set()
         self._taken: set[Reminder] = set()  # queued or firing: not taken twice
         self._room: asyncio.Event | None = None  # set once half a round is left
         self._settled: asyncio.Event | None = None  # set as each firing settles
@@ -93,6 +99,21 @@ class ReminderFiring:
         """Reminders taken by this instance and not yet settled (fired, found applied,
         failed or left due): the counters are final for them only once this is 0."""
         return len(self._queued) + len(self._firing)
+
+    def _busy(self) -> int:
+        """``in_flight`` without the firings that outlasted their lease: what limits how
+        many more this instance takes and starts."""
+        lapsed = time.monotonic() - LEASE
+        started = self._started
+        while started and (started[0][1] not in self._firing or started[0][0] <= lapsed):
+            _, task = started.popleft()
+            if task in self._firing:
+                self._overdue.add(task)
+        return self.in_flight - len(self._overdue)
+
+    def _lapses_in(self) -> float | None:
+        """Seconds until the oldest firing that counts in ``_busy`` outlasts its lease."""
+        return self._started[0][0] + LEASE - time.monotonic() if self._started else None
 
     def add(self, classes: typing.Iterable[type[Actor[Any]]]) -> None:
         """Fire the reminders of these classes too (started at once inside a running
@@ -144,6 +165,7 @@ class ReminderFiring:
                     failures += 1
         finally:
             self._queued.clear()
+            self._started.clear()
             firing = list(self._firing)
             for task in firing:
                 task.cancel()
@@ -159,9 +181,12 @@ class ReminderFiring:
             if time.monotonic() >= self._next_purge:
                 self._next_purge = time.monotonic() + PURGE_INTERVAL
                 await self._purge()
-            if self.in_flight > ROUND // 2:
+            self._start()  # those queued behind firings that have since outlasted their lease
+            if self._busy() > ROUND // 2:
                 self._room.clear()
-                await self._room.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._lapses_in()):
+                        await self._room.wait()
                 continue
             self._settled.clear()
             if await self._take():
@@ -212,14 +237,16 @@ class ReminderFiring:
         return len(due) == ROUND
 
     def _start(self) -> None:
-        while self._queued and len(self._firing) < CONCURRENCY:
+        while self._queued and self._busy() - len(self._queued) < CONCURRENCY:
             reminder = self._queued.popleft()
             task = asyncio.create_task(self._fire_logged(reminder))
             self._firing[task] = reminder
+            self._started.append((time.monotonic(), task))
             task.add_done_callback(self._settle)
 
     def _settle(self, task: asyncio.Task[bool]) -> None:
         self._taken.discard(self._firing.pop(task))
+        self._overdue.discard(task)
         if not task.cancelled():
             if (exc := task.exception()) is not None:
                 logger.error("firing a reminder failed", exc_info=exc)
@@ -229,7 +256,7 @@ class ReminderFiring:
             self._start()
         if self._settled is not None:
             self._settled.set()
-        if self._room is not None and self.in_flight <= ROUND // 2:
+        if self._room is not None and self._busy() <= ROUND // 2:
             self._room.set()
 
     async def _owned_due(self) -> list[Reminder]:
